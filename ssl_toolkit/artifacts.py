@@ -1,0 +1,285 @@
+"""Versioned, atomic stage outputs.
+
+Every stage writes one directory holding a ``manifest.json``::
+
+    {"kind": "features", "schema": 1, "toolkit_version": "0.1.0",
+     "config": {...}, "inputs": [{"path": ..., "kind": ..., "fingerprint": ...}],
+     "fingerprint": "…", "created": "2026-11-22T21:00:00+00:00", "extra": {...}}
+
+A stage reads its inputs only through :func:`read_manifest`, which refuses a
+missing directory, a wrong kind or an unknown schema with one line naming the
+stage that makes the right input. It writes its output with
+:func:`build_artifact`: the work happens in a hidden sibling directory that is
+renamed into place once the manifest is written, so an interrupted stage never
+leaves a directory that looks complete. With the same config and inputs an
+existing output is reused; ``force=True`` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import UserError
+
+MANIFEST = "manifest.json"
+
+#: Current schema of each artifact kind, and the command that makes it.
+SCHEMAS: dict[str, int] = {"scenes": 1, "features": 1, "run": 1, "eval": 1, "export": 1}
+MAKERS: dict[str, str] = {
+    "scenes": "ssl prep synth (or ssl prep import)",
+    "features": "ssl prep features",
+    "run": "ssl train",
+    "eval": "ssl eval (or ssl baseline)",
+    "export": "ssl export",
+}
+
+
+class ArtifactError(UserError, RuntimeError):
+    """A stage input or output is missing, of the wrong kind, or would be overwritten."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A parsed ``manifest.json`` and the directory it describes."""
+
+    path: Path
+    kind: str
+    schema: int
+    fingerprint: str
+    config: dict[str, Any]
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    toolkit_version: str = ""
+    created: str = ""
+
+    def ref(self) -> dict[str, Any]:
+        """How an output that uses this artifact records it among its inputs."""
+        return {"path": str(self.path), "kind": self.kind, "fingerprint": self.fingerprint}
+
+    def file(self, name: str) -> Path:
+        """A file of this artifact; refuses names that escape its directory."""
+        return safe_join(self.path, name)
+
+
+def safe_join(root: str | os.PathLike, relative: str) -> Path:
+    """Join ``relative`` under ``root`` and refuse anything that escapes it.
+
+    Raises:
+        ArtifactError: when the path is absolute or climbs out with ``..``.
+    """
+    root_p = Path(root).resolve()
+    p = (root_p / relative).resolve()
+    if p != root_p and root_p not in p.parents:
+        raise ArtifactError(f"{relative!r} points outside {root_p}; refusing to read it")
+    return p
+
+
+def fingerprint(obj: Any) -> str:
+    """Stable short hash of a JSON-serializable object."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def read_manifest(path: str | os.PathLike, kind: str | tuple[str, ...]) -> Manifest:
+    """Read and check the manifest of a stage input.
+
+    Args:
+        path: the artifact directory.
+        kind: the kind (or kinds) the caller accepts.
+
+    Raises:
+        ArtifactError: one line naming the problem and the stage that makes
+            the right input.
+    """
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+    maker = " / ".join(MAKERS.get(k, k) for k in kinds)
+    p = Path(path)
+    mpath = p / MANIFEST
+    if not mpath.is_file():
+        raise ArtifactError(
+            f"{p} is not a {'/'.join(kinds)} artifact (no {MANIFEST}): run `{maker}` first"
+        )
+    try:
+        raw = json.loads(mpath.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{mpath} is unreadable ({e}); rebuild it with `{maker}`") from e
+    got = raw.get("kind")
+    if got not in kinds:
+        raise ArtifactError(
+            f"{p} is a {got!r} artifact, expected {'/'.join(kinds)}: run `{maker}` first"
+        )
+    schema = raw.get("schema")
+    if schema != SCHEMAS[got]:
+        raise ArtifactError(
+            f"{p} has {got} schema {schema}, this toolkit reads schema {SCHEMAS[got]}: "
+            f"rebuild it with `{MAKERS[got]} --force`"
+        )
+    return Manifest(
+        path=p.resolve(),
+        kind=got,
+        schema=schema,
+        fingerprint=raw.get("fingerprint", ""),
+        config=raw.get("config", {}),
+        inputs=raw.get("inputs", []),
+        extra=raw.get("extra", {}),
+        toolkit_version=raw.get("toolkit_version", ""),
+        created=raw.get("created", ""),
+    )
+
+
+@dataclass
+class Build:
+    """The output of a stage while it is being built.
+
+    Attributes:
+        dir: where to write files now (a hidden sibling of the final path).
+        final: the path the artifact will have once complete.
+        reused: True when an up-to-date artifact already existed; nothing to do.
+        extra: free-form values to store in the manifest (summaries, shapes).
+    """
+
+    dir: Path
+    final: Path
+    reused: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+    manifest: Manifest | None = None
+
+
+def _partial_dir(final: Path, resumable: bool) -> Path:
+    if resumable:
+        return final.parent / f".{final.name}.partial"
+    return final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.contextmanager
+def build_artifact(
+    out: str | os.PathLike,
+    kind: str,
+    config: dict[str, Any],
+    inputs: list[Manifest] = (),
+    *,
+    force: bool = False,
+    resumable: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Iterator[Build]:
+    """Build a stage output atomically, or reuse an up-to-date one.
+
+    Usage::
+
+        with build_artifact(out, "features", cfg, [scenes]) as b:
+            if not b.reused:
+                write_files_into(b.dir)
+
+    The manifest is written last and the directory renamed into place only
+    when the block finishes without error. On error the partial directory is
+    deleted, unless ``resumable`` (then it is kept as ``.<name>.partial`` for
+    a later run to continue from).
+
+    Raises:
+        ArtifactError: when ``out`` holds something else (another kind, another
+            config, or files without a manifest) and ``force`` is False.
+    """
+    final = Path(out)
+    inputs = list(inputs)
+    fp = fingerprint(
+        {
+            "kind": kind,
+            "schema": SCHEMAS[kind],
+            "config": config,
+            "inputs": [m.fingerprint for m in inputs],
+        }
+    )
+    say = log or (lambda _msg: None)
+    if final.exists() and not force:
+        mpath = final / MANIFEST
+        if mpath.is_file():
+            try:
+                old = read_manifest(final, kind)
+            except ArtifactError as e:
+                raise ArtifactError(
+                    f"{final} already holds another artifact ({e}); "
+                    "choose another path or pass --force"
+                ) from e
+            if old.fingerprint == fp:
+                say(f"{final}: up to date, reusing it (--force rebuilds)")
+                yield Build(
+                    dir=final, final=final, reused=True, extra=dict(old.extra), manifest=old
+                )
+                return
+            raise ArtifactError(
+                f"{final} was built with another config or inputs; "
+                "pass --force to replace it or choose another output path"
+            )
+        if any(final.iterdir()):
+            raise ArtifactError(
+                f"{final} exists and is not an artifact of this toolkit; "
+                "refusing to write into it (choose another path or pass --force)"
+            )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = _partial_dir(final, resumable)
+    if not resumable and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    build = Build(dir=work, final=final)
+    try:
+        yield build
+        manifest = {
+            "kind": kind,
+            "schema": SCHEMAS[kind],
+            "toolkit_version": __version__,
+            "config": config,
+            "inputs": [m.ref() for m in inputs],
+            "fingerprint": fp,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "extra": build.extra,
+        }
+        write_json(work / MANIFEST, manifest)
+        _replace_dir(work, final)
+    except BaseException:
+        if not resumable:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    build.dir = final
+    build.manifest = read_manifest(final, kind)
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst``, replacing ``dst`` with as short a gap as possible."""
+    trash = None
+    if dst.exists():
+        trash = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(dst, trash)
+    os.replace(src, dst)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")

@@ -1,0 +1,53 @@
+"""The Typer app, its sub-apps, and the error handling every command shares.
+
+Commands are shims: parse options, call one library function. Heavy imports
+(torch, librosa, pyroomacoustics) go inside command bodies so ``ssl --help``
+answers instantly.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="ssl",
+    help="Multi-source sound source localization with multi-hypothesis networks (rMCL).\n\n"
+    "Stages: prep -> train -> eval/baseline -> export -> predict -> report. "
+    "`ssl demo` runs them all on a small synthetic set.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+prep_app = typer.Typer(
+    help="Make scenes (synthesize or import) and features.", no_args_is_help=True
+)
+app.add_typer(prep_app, name="prep")
+
+
+def user_errors(fn: F) -> F:
+    """Turn UserError (bad input/options) into one red line and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ..errors import UserError
+
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            from ..console import err
+
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            print("interrupted; no partial output was kept", file=sys.stderr)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,116 @@
+"""Frozen dataclass configs with defaults in code, TOML files and CLI overrides.
+
+Each stage module defines its own frozen dataclass (``SynthConfig``,
+``FeatureConfig``, ``TrainConfig``, ...). This module resolves one from, in
+increasing priority: the dataclass defaults, a preset, a TOML file, and the
+options given on the command line. The resolved config is a plain dict stored
+in every artifact's manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import UserError
+
+T = TypeVar("T")
+
+
+class ConfigError(UserError, ValueError):
+    """An option or config file value is invalid; the message names it."""
+
+
+def load_toml(path: str | os.PathLike, section: str | None = None) -> dict[str, Any]:
+    """Read a TOML file (optionally one table of it).
+
+    Raises:
+        ConfigError: naming the file when it is missing or malformed.
+    """
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file {p} does not exist") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {p} is not valid TOML: {e}") from e
+    if section is not None and section in data and isinstance(data[section], dict):
+        return dict(data[section])
+    return data
+
+
+def _coerce(name: str, tp: Any, value: Any) -> Any:
+    """Coerce a TOML/CLI value to a dataclass field type where that is unambiguous."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        if len(args) == 1:
+            return _coerce(name, args[0], value)
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"option {name!r} expects a list, got {value!r}")
+        args = typing.get_args(tp)
+        inner = args[0] if args else Any
+        out = [_coerce(name, inner, v) for v in value]
+        return tuple(out) if origin is tuple else out
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not isinstance(value, tp):
+        raise ConfigError(f"option {name!r} expects {tp.__name__}, got {value!r}")
+    return value
+
+
+def resolve(cls: type[T], *layers: dict[str, Any] | None) -> T:
+    """Build ``cls`` from its defaults updated by each layer in turn.
+
+    ``None`` values in a layer mean "not given" and are skipped, so CLI options
+    defaulting to None do not override a TOML file.
+
+    Raises:
+        ConfigError: on an unknown key (with the known ones listed) or a value
+            of the wrong type.
+    """
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            k = key.replace("-", "_")
+            if k not in names:
+                raise ConfigError(
+                    f"unknown option {key!r} for {cls.__name__}; known: {', '.join(sorted(names))}"
+                )
+            if value is None:
+                continue
+            values[k] = _coerce(k, hints[k], value)
+    obj = cls(**values)
+    check = getattr(obj, "validate", None)
+    if callable(check):
+        check()
+    return obj
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config dataclass as a JSON-ready dict (tuples become lists)."""
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, (tuple, list)):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+
+    return {k: conv(v) for k, v in dataclasses.asdict(cfg).items()}

@@ -1,0 +1,50 @@
+"""One rich console (stderr) for logs and progress bars; tables go to stdout."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+T = TypeVar("T")
+
+err = Console(stderr=True)
+out = Console()
+
+
+def log(message: str) -> None:
+    """A log line on stderr."""
+    err.log(message)
+
+
+def progress(transient: bool = False) -> Progress:
+    """A progress bar on stderr with count, elapsed and remaining time."""
+    return Progress(
+        TextColumn("[bold blue]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=err,
+        transient=transient,
+        disable=not err.is_terminal and False,
+    )
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """Iterate with a progress bar."""
+    with progress() as p:
+        task = p.add_task(description, total=total if total is not None else len(items), info="")
+        for item in items:
+            yield item
+            p.advance(task)
