@@ -139,7 +139,7 @@ class FeatureWriter:
     def put(
         self, i: int, features: np.ndarray, activity: np.ndarray, directions: np.ndarray, **row: Any
     ) -> None:
-        """Store chunk ``i``: features ``[C, T, F]``, activity ``[T, S]``, directions ``[T, S, 3]``."""
+        """Store chunk ``i``: features [C, T, F], activity [T, S], directions [T, S, 3]."""
         self.features[i] = features
         self.activity[i] = activity
         self.directions[i] = directions
