@@ -14,7 +14,7 @@ cd "$(dirname "$0")"
 extras=()
 for arg in "$@"; do
   case "$arg" in
-    --test) extras+=(test) ;;
+    --test) extras+=(test) ;;  # pytest, ruff and the ONNX extra (its tests run too)
     --onnx) extras+=(onnx) ;;
     *) echo "install.sh: unknown option $arg (use --test, --onnx)" >&2; exit 2 ;;
   esac

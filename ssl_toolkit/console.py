@@ -48,3 +48,28 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         for item in items:
             yield item
             p.advance(task)
+
+
+def print_metrics(
+    metrics: dict, title: str = "results", subsets: tuple[str, ...] = ("D1", "D2", "D3", "overall")
+) -> None:
+    """A rich table of ``metrics.json`` content: one row per subset, one column per metric."""
+    from rich.table import Table
+
+    rows = [(s, metrics[s]) for s in subsets if isinstance(metrics.get(s), dict)]
+    if not rows:
+        return
+    columns = [k for k, v in rows[-1][1].items() if isinstance(v, (int, float))]
+    table = Table(title=title)
+    table.add_column("subset", style="bold")
+    for c in columns:
+        table.add_column(c, justify="right")
+    for name, vals in rows:
+        cells = []
+        for c in columns:
+            v = vals.get(c)
+            cells.append(
+                "-" if v is None or v != v else (f"{v:d}" if isinstance(v, int) else f"{v:.2f}")
+            )
+        table.add_row(name, *cells)
+    out.print(table)
