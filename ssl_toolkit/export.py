@@ -1,0 +1,274 @@
+"""Export a trained run to TorchScript and/or ONNX, with an I/O description.
+
+An export artifact (kind ``export``) holds:
+
+- ``model.ts``: a traced TorchScript module, loadable with plain ``torch.jit.load``;
+- ``model.onnx``: the same network for onnxruntime, with dynamic batch and time axes
+  (needs the optional extra ``pip install ssl-toolkit[onnx]``);
+- ``io.json``: input and output names, shapes, dtypes, units and axis meanings, the
+  feature parameters the model was trained on, its detection threshold, method and K.
+
+Both exported graphs keep the model's contract: raw features ``[B, C, T, F]`` in,
+``(hyps [B, T, K, 3], conf [B, T, K])`` out, normalization inside. After writing
+each file the export is run on a batch and a length that differ from the tracing
+example and compared with PyTorch; a mismatch above ``atol`` fails the export and
+nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .artifacts import ArtifactError, Manifest, build_artifact, read_manifest
+from .console import log
+from .errors import UserError
+
+FORMATS = ("torchscript", "onnx")
+FILES = {"torchscript": "model.ts", "onnx": "model.onnx"}
+IO_JSON = "io.json"
+ONNX_OPSET = 17
+#: Largest absolute difference allowed between an exported model and PyTorch.
+ATOL = 1e-4
+
+INPUT_NAME = "features"
+OUTPUT_NAMES = ("hyps", "conf")
+
+
+def onnx_available() -> str | None:
+    """``None`` when the ONNX extra is installed, else the reason it is not usable."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        return f"the ONNX extra is not installed ({e.name}); pip install 'ssl-toolkit[onnx]'"
+    return None
+
+
+def input_shape(run: Manifest, meta: dict[str, Any], model) -> tuple[int, int]:
+    """Channels C and bins F the model takes, from the run's records.
+
+    Looked up, in order: ``meta["input_shape"]``, the ``shape`` of the features
+    artifact the run was trained on, the ``[C, F]`` normalization buffers of the model.
+
+    Raises:
+        ArtifactError: when none of them says it.
+    """
+    if "input_shape" in meta:
+        c, _, f = meta["input_shape"]
+        return int(c), int(f)
+    for ref in run.inputs:
+        if ref.get("kind") != "features":
+            continue
+        try:
+            shape = read_manifest(ref["path"], "features").extra.get("shape")
+        except ArtifactError:
+            shape = None
+        if shape:
+            return int(shape[0]), int(shape[-1])
+    for name, buf in model.named_buffers():
+        if buf.ndim == 2 and name.split(".")[-1] in ("mean", "feat_mean", "norm_mean"):
+            return int(buf.shape[0]), int(buf.shape[1])
+    raise ArtifactError(
+        f"{run.path}: cannot tell the model's input shape (no input_shape in model.json, "
+        "features artifact gone, no [C, F] mean buffer)"
+    )
+
+
+def io_description(meta: dict[str, Any], channels: int, bins: int, formats) -> dict[str, Any]:
+    """The ``io.json`` content: how to feed the exported model and read its outputs."""
+    fp = dict(meta.get("feature_params", {}))
+    k = int(meta.get("K", 0)) or None
+    hop_s = fp["hop_length"] / fp["fs"] if "hop_length" in fp and "fs" in fp else None
+    return {
+        "inputs": [
+            {
+                "name": INPUT_NAME,
+                "shape": ["batch", channels, "frames", bins],
+                "dtype": "float32",
+                "axes": ["batch", "feature channel", "time frame", "frequency bin"],
+                "units": f"raw (un-normalized) {fp.get('type', '?')} features, as "
+                "ssl_toolkit.data_prep.features.extract computes them",
+            }
+        ],
+        "outputs": [
+            {
+                "name": "hyps",
+                "shape": ["batch", "frames", k or "K", 3],
+                "dtype": "float32",
+                "axes": ["batch", "time frame", "hypothesis", "xyz"],
+                "units": "unit vectors in the DCASE frame (x front, y left, z up)",
+            },
+            {
+                "name": "conf",
+                "shape": ["batch", "frames", k or "K"],
+                "dtype": "float32",
+                "axes": ["batch", "time frame", "hypothesis"],
+                "units": "confidence in (0, 1); detected when >= threshold",
+            },
+        ],
+        "frame_hop_s": hop_s,
+        "feature_params": fp,
+        "threshold": float(meta.get("threshold", 0.5)),
+        "method": meta.get("method"),
+        "K": k,
+        "model": {"name": meta.get("name"), "kwargs": meta.get("kwargs", {})},
+        "files": {f: FILES[f] for f in formats},
+        "onnx_opset": ONNX_OPSET if "onnx" in formats else None,
+    }
+
+
+def _max_diff(a, b) -> float:
+    return max(
+        float(np.abs(np.asarray(x) - np.asarray(y)).max()) for x, y in zip(a, b, strict=True)
+    )
+
+
+def _check(name: str, run, want, atol: float) -> float:
+    """Run the exported model (``run()``) and compare it with PyTorch's outputs ``want``."""
+    try:
+        got = run()
+    except Exception as e:  # a traced graph with a frozen shape fails on a new one
+        raise ArtifactError(
+            f"exported {name} model fails on a new batch/length ({type(e).__name__}); "
+            "the model is probably not traceable with variable B and T"
+        ) from e
+    diff = _max_diff(got, want)
+    if not np.isfinite(diff) or diff > atol:
+        raise ArtifactError(
+            f"exported {name} model differs from PyTorch by {diff:.3g} > {atol:g} on a "
+            "new batch/length; the model is probably not traceable with variable B and T"
+        )
+    return diff
+
+
+def export_torchscript(model, example, path: Path) -> None:
+    """Trace ``model`` on ``example`` ``[B, C, T, F]`` and save it to ``path``."""
+    import torch
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(model, (example,), check_trace=False)
+    traced.save(str(path))
+
+
+def export_onnx(model, example, path: Path, opset: int = ONNX_OPSET) -> None:
+    """Write ``model`` as ONNX with dynamic batch and time axes.
+
+    Uses the TorchScript-based exporter, which keeps recurrent layers valid for any
+    batch and length (torch 2.13's dynamo exporter bakes the length into reshapes of
+    GRU outputs).
+    """
+    import torch
+
+    axes = {
+        INPUT_NAME: {0: "batch", 2: "frames"},
+        "hyps": {0: "batch", 1: "frames"},
+        "conf": {0: "batch", 1: "frames"},
+    }
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
+        )
+
+
+def run_onnx(path: str | os.PathLike, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Run an exported ONNX model with onnxruntime on ``x`` ``[B, C, T, F]``."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    hyps, conf = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: x.astype(np.float32)})
+    return hyps, conf
+
+
+def _check_formats(formats) -> tuple[str, ...]:
+    formats = tuple(dict.fromkeys(formats))
+    if not formats:
+        raise UserError("--format: give at least one of torchscript, onnx")
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise UserError(f"--format {bad[0]!r} is unknown; choose from {', '.join(FORMATS)}")
+    if "onnx" in formats and (why := onnx_available()):
+        raise UserError(f"--format onnx: {why}")
+    return formats
+
+
+def export_run(
+    run: str | os.PathLike,
+    out: str | os.PathLike,
+    formats=("torchscript",),
+    force: bool = False,
+    atol: float = ATOL,
+) -> Manifest:
+    """Export a trained run as an ``export`` artifact.
+
+    Args:
+        run: a ``run`` artifact (``ssl train``).
+        out: the export directory to write.
+        formats: any of ``"torchscript"``, ``"onnx"``.
+        force: rebuild ``out`` even when it holds an up-to-date or another export.
+        atol: largest difference to PyTorch accepted by the numerical check.
+
+    Returns:
+        The export's manifest; ``extra["max_abs_diff"]`` has the check's result per format.
+
+    Raises:
+        UserError: unknown format or ONNX extra missing.
+        ArtifactError: wrong input, or an export that does not reproduce PyTorch.
+    """
+    import torch
+
+    from .models import load_model
+
+    formats = _check_formats(formats)
+    run_m = read_manifest(run, "run")
+    model, meta = load_model(run_m.path)
+    channels, bins = input_shape(run_m, meta, model)
+    frames = int(meta.get("feature_params", {}).get("chunk_frames", 25))
+    gen = torch.Generator().manual_seed(0)
+    example = torch.randn(2, channels, frames, bins, generator=gen)
+    probe = torch.randn(3, channels, frames + 13, bins, generator=gen)  # (B, C, T, F)
+    with torch.no_grad():
+        want = [t.numpy() for t in model(probe)]
+    cfg = {"formats": list(formats), "onnx_opset": ONNX_OPSET if "onnx" in formats else None}
+    with build_artifact(out, "export", cfg, [run_m], force=force, log=log) as b:
+        if b.reused:
+            return b.manifest
+        diffs = {}
+        if "torchscript" in formats:
+            export_torchscript(model, example, b.dir / FILES["torchscript"])
+            ts = torch.jit.load(str(b.dir / FILES["torchscript"]))
+
+            def run_ts():
+                with torch.no_grad():
+                    return [t.numpy() for t in ts(probe)]
+
+            diffs["torchscript"] = _check("TorchScript", run_ts, want, atol)
+        if "onnx" in formats:
+            export_onnx(model, example, b.dir / FILES["onnx"])
+            onnx_path = b.dir / FILES["onnx"]
+            diffs["onnx"] = _check("ONNX", lambda: run_onnx(onnx_path, probe.numpy()), want, atol)
+        io = io_description(meta, channels, bins, formats)
+        (b.dir / IO_JSON).write_text(json.dumps(io, indent=2) + "\n")
+        b.extra.update({"max_abs_diff": diffs, "K": io["K"], "method": io["method"]})
+        log(f"exported {', '.join(formats)} to {out}; max |diff| vs PyTorch: {diffs}")
+    return b.manifest
+
+
+def read_io(export: str | os.PathLike) -> tuple[Manifest, dict[str, Any]]:
+    """The manifest and ``io.json`` of an export artifact."""
+    m = read_manifest(export, "export")
+    return m, json.loads(m.file(IO_JSON).read_text())

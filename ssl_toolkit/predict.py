@@ -1,0 +1,394 @@
+"""Localize sources in raw multichannel audio files with a trained run or an export.
+
+For each audio file the features the model was trained on are computed with
+``data_prep.features.extract``, block by block (bounded memory for any file
+length), the model runs on chunks of ``chunk_frames`` frames as in training, and
+two CSV files are written in the DCASE output style (one row per frame and
+direction, angles in degrees):
+
+- ``<stem>_hypotheses.csv``: ``frame, time_s, hypothesis, azimuth_deg, elevation_deg,
+  confidence, detected`` for all K hypotheses of every frame;
+- ``<stem>.csv``: ``frame, time_s, azimuth_deg, elevation_deg, confidence`` for the
+  detected sources only (confidence >= the threshold learned at evaluation or given).
+
+Streaming: a block of L frames needs the audio of those frames plus half an FFT
+window of context on each side (frames are centred at ``t * hop``), so the
+features of consecutive blocks concatenate to exactly the whole-file features.
+A file at another sample rate is resampled block by block with
+``scipy.signal.resample_poly`` (with the filter's support as context, so the
+result equals resampling the whole file); a file with another channel count is refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .artifacts import ArtifactError, read_manifest
+from .errors import DataError, UserError
+from .geometry import unit_to_sph
+
+HYP_COLUMNS = (
+    "frame",
+    "time_s",
+    "hypothesis",
+    "azimuth_deg",
+    "elevation_deg",
+    "confidence",
+    "detected",
+)
+SRC_COLUMNS = ("frame", "time_s", "azimuth_deg", "elevation_deg", "confidence")
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass
+class Predictor:
+    """A loaded model: ``fn(x [B, C, T, F] float32) -> (hyps [B, T, K, 3], conf [B, T, K])``."""
+
+    fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+    feature_params: dict[str, Any]
+    threshold: float
+    method: str | None
+    K: int | None
+    backend: str
+    source: Path
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.fn(x)
+
+
+def _torch_fn(module) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    import torch
+
+    def fn(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            hyps, conf = module(torch.from_numpy(np.ascontiguousarray(x, np.float32)))
+        return hyps.float().numpy(), conf.float().numpy()
+
+    return fn
+
+
+def load_predictor(path: str | os.PathLike, backend: str = "auto") -> Predictor:
+    """Load a ``run`` (PyTorch) or an ``export`` (TorchScript, else ONNX) artifact.
+
+    Args:
+        path: the artifact directory.
+        backend: ``auto``, ``torch`` (runs only), ``torchscript`` or ``onnx`` (exports only).
+
+    Raises:
+        ArtifactError: not a run or an export, or the backend it lacks.
+    """
+    m = read_manifest(path, ("run", "export"))
+    if m.kind == "run":
+        if backend not in ("auto", "torch"):
+            raise ArtifactError(f"{path} is a run; backend {backend!r} needs an export")
+        from .models import load_model
+
+        model, meta = load_model(m.path)
+        return Predictor(
+            _torch_fn(model),
+            dict(meta.get("feature_params", {})),
+            float(meta.get("threshold", 0.5)),
+            meta.get("method"),
+            meta.get("K"),
+            "torch",
+            m.path,
+        )
+    from .export import read_io, run_onnx
+
+    _, io = read_io(m.path)
+    files = io.get("files", {})
+    if backend == "auto":
+        backend = "torchscript" if "torchscript" in files else "onnx"
+    if backend not in files:
+        raise ArtifactError(f"{path} has no {backend} model (it has: {', '.join(files)})")
+    if backend == "torchscript":
+        import torch
+
+        fn = _torch_fn(torch.jit.load(str(m.file(files["torchscript"])), map_location="cpu"))
+    else:
+        onnx_path = m.file(files["onnx"])
+        fn = lambda x: run_onnx(onnx_path, x)  # noqa: E731
+    return Predictor(
+        fn, io["feature_params"], io["threshold"], io.get("method"), io.get("K"), backend, m.path
+    )
+
+
+# --------------------------------------------------------------------------- audio
+
+
+class AudioReader:
+    """Random access to an audio file at the model's sample rate, ``[M, n]`` float32.
+
+    Resampling (when the file's rate differs) is done per request with
+    ``resample_poly`` over the requested span plus the filter's support, aligned
+    on the polyphase grid, so any span equals the same span of the whole file resampled.
+    """
+
+    def __init__(self, path: str | os.PathLike, fs: int, n_channels: int | None):
+        import soundfile as sf
+
+        self.path = Path(path)
+        try:
+            self._f = sf.SoundFile(str(self.path))
+        except (RuntimeError, sf.LibsndfileError) as e:
+            raise DataError(f"{self.path}: cannot read audio ({e})") from e
+        if n_channels is not None and self._f.channels != n_channels:
+            self._f.close()
+            raise DataError(
+                f"{self.path} has {self._f.channels} channels, the model expects "
+                f"{n_channels}; give a recording of the array the model was trained for"
+            )
+        self.fs_in = self._f.samplerate
+        self.fs = int(fs)
+        ratio = Fraction(self.fs, self.fs_in)
+        self.up, self.down = ratio.numerator, ratio.denominator
+        # resample_poly's default filter has half-length 10 * max(up, down) at the up rate
+        self.margin = 0 if ratio == 1 else math.ceil(10 * max(self.up, self.down) / self.up) + 1
+        self.n = math.ceil(self._f.frames * self.up / self.down)
+
+    def _read_in(self, start: int, stop: int) -> np.ndarray:
+        self._f.seek(start)
+        return self._f.read(stop - start, dtype="float32", always_2d=True).T  # (M, n)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``[start, stop)`` at the model rate ``[M, stop - start]``, clipped."""
+        start, stop = max(0, start), min(self.n, stop)
+        if self.up == self.down == 1:
+            return self._read_in(start, stop)
+        from scipy.signal import resample_poly
+
+        a = max(0, (start * self.down // self.up - self.margin) // self.down * self.down)
+        b = min(self._f.frames, -(-stop * self.down // self.up) + self.margin)
+        y = resample_poly(self._read_in(a, b), self.up, self.down, axis=1)
+        off = a * self.up // self.down
+        return y[:, start - off : stop - off].astype(np.float32)
+
+    def close(self) -> None:
+        self._f.close()
+
+
+# --------------------------------------------------------------------------- features
+
+
+def _context_samples(params: dict[str, Any]) -> int:
+    """Samples of context a block needs on each side: half a window, rounded up to hops."""
+    hop = int(params["hop_length"])
+    half = max(int(params.get("n_fft", 0)), int(params.get("win_length", 0))) // 2
+    return -(-half // hop) * hop + hop
+
+
+def stream_features(
+    reader: AudioReader,
+    params: dict[str, Any],
+    block_frames: int,
+    extract: Callable[[np.ndarray, int, dict], np.ndarray] | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Features of a whole file, block by block.
+
+    Args:
+        reader: the audio (``read(start, stop)`` and ``n`` at the model rate ``reader.fs``).
+        params: feature parameters (``hop_length``, ``n_fft``, ``win_length``, ...).
+        block_frames: frames per block (memory is O(block_frames)).
+        extract: ``extract(audio [M, n], fs, params) -> [C, T, F]``; default
+            ``data_prep.features.extract``.
+
+    Yields:
+        ``(first_frame, feats [C, L, F])``; concatenated along T they equal
+        ``extract`` of the whole file.
+    """
+    if extract is None:
+        from .data_prep.features import extract
+    hop = int(params["hop_length"])
+    ctx = _context_samples(params)
+    t0 = 0
+    while True:
+        start = max(0, t0 * hop - ctx)
+        stop = min(reader.n, (t0 + block_frames) * hop + ctx)
+        feats = extract(reader.read(start, stop), reader.fs, params)  # (C, T_local, F)
+        off = t0 - start // hop
+        take = feats[:, off : off + block_frames]
+        if take.shape[1] == 0:
+            return
+        yield t0, take
+        t0 += take.shape[1]
+        if stop >= reader.n and off + block_frames >= feats.shape[1]:
+            return
+
+
+def run_chunks(predictor: Predictor, feats: np.ndarray, chunk: int) -> tuple[np.ndarray, ...]:
+    """Run the model on ``feats [C, L, F]`` cut into chunks of ``chunk`` frames (a batch).
+
+    Returns:
+        ``hyps [L, K, 3]``, ``conf [L, K]``.
+    """
+    c, length, f = feats.shape
+    n_full = length // chunk
+    parts_h, parts_c = [], []
+    if n_full:
+        x = feats[:, : n_full * chunk].reshape(c, n_full, chunk, f).transpose(1, 0, 2, 3)
+        h, p = predictor(x)  # (B, chunk, K, 3), (B, chunk, K)
+        parts_h.append(h.reshape(n_full * chunk, *h.shape[2:]))
+        parts_c.append(p.reshape(n_full * chunk, -1))
+    if length % chunk:
+        h, p = predictor(feats[None, :, n_full * chunk :])
+        parts_h.append(h[0])
+        parts_c.append(p[0])
+    return np.concatenate(parts_h), np.concatenate(parts_c)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _rows(t0: int, hop_s: float, hyps: np.ndarray, conf: np.ndarray, threshold: float):
+    """CSV rows of a block: all hypotheses, and the detected ones."""
+    length, k = conf.shape
+    az, el = unit_to_sph(hyps)  # (L, K) each
+    az_deg, el_deg = np.degrees(az), np.degrees(el)
+    frame = np.repeat(np.arange(t0, t0 + length), k)
+    det = (conf >= threshold).ravel()
+    cols = [
+        frame,
+        np.round(frame * hop_s, 6),
+        np.tile(np.arange(k), length),
+        np.round(az_deg.ravel(), 3),
+        np.round(el_deg.ravel(), 3),
+        np.round(conf.ravel(), 5),
+        det.astype(int),
+    ]
+    hyp_rows = list(zip(*(c.tolist() for c in cols), strict=True))
+    src_rows = [(r[0], r[1], r[3], r[4], r[5]) for r, d in zip(hyp_rows, det, strict=True) if d]
+    return hyp_rows, src_rows
+
+
+def predict_file(
+    predictor: Predictor,
+    audio: str | os.PathLike,
+    out_dir: Path,
+    threshold: float | None = None,
+    block_seconds: float = 10.0,
+    plot: bool = False,
+) -> Path:
+    """Localize the sources of one audio file; returns the detected-sources CSV.
+
+    The CSVs are written to temporary names and renamed once complete.
+    """
+    params = predictor.feature_params
+    fs, hop = int(params["fs"]), int(params["hop_length"])
+    chunk = int(params.get("chunk_frames", 25))
+    thr = predictor.threshold if threshold is None else float(threshold)
+    block = max(chunk, round(block_seconds * fs / hop) // chunk * chunk)
+    reader = AudioReader(audio, fs, params.get("n_channels"))
+    stem = Path(audio).stem
+    hyp_path, src_path = out_dir / f"{stem}_hypotheses.csv", out_dir / f"{stem}.csv"
+    tmp_h, tmp_s = (p.with_name(f".{p.name}.partial") for p in (hyp_path, src_path))
+    try:
+        with open(tmp_h, "w", newline="") as fh, open(tmp_s, "w", newline="") as fsrc:
+            wh, ws = csv.writer(fh), csv.writer(fsrc)
+            wh.writerow(HYP_COLUMNS)
+            ws.writerow(SRC_COLUMNS)
+            for t0, feats in stream_features(reader, params, block):
+                hyps, conf = run_chunks(predictor, feats, chunk)
+                hyp_rows, src_rows = _rows(t0, hop / fs, hyps, conf, thr)
+                wh.writerows(hyp_rows)
+                ws.writerows(src_rows)
+        os.replace(tmp_h, hyp_path)
+        os.replace(tmp_s, src_path)
+    finally:
+        reader.close()
+        for p in (tmp_h, tmp_s):
+            p.unlink(missing_ok=True)
+    if plot:
+        plot_predictions(hyp_path, out_dir / f"{stem}.png", thr)
+    return src_path
+
+
+def plot_predictions(hyp_csv: Path, png: Path, threshold: float) -> Path:
+    """Azimuth and elevation of every hypothesis over time, shaded by confidence."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.read_csv(hyp_csv)
+    fig, axes = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
+    for ax, col, lim in zip(axes, ("azimuth_deg", "elevation_deg"), (180, 90), strict=True):
+        sc = ax.scatter(df.time_s, df[col], c=df.confidence, s=4, cmap="viridis", vmin=0, vmax=1)
+        det = df[df.detected == 1]
+        ax.scatter(det.time_s, det[col], s=14, facecolors="none", edgecolors="red", lw=0.6)
+        ax.set_ylim(-lim, lim)
+        ax.set_ylabel(col.replace("_deg", " (deg)"))
+    axes[-1].set_xlabel("time (s)")
+    axes[0].set_title(f"{hyp_csv.stem}: hypotheses (colour: confidence; red: >= {threshold:.2f})")
+    fig.colorbar(sc, ax=axes, label="confidence")
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+def predict_files(
+    export_or_run: str | os.PathLike,
+    audio_files,
+    out_dir: str | os.PathLike,
+    threshold: float | None = None,
+    plot: bool = False,
+    block_seconds: float = 10.0,
+    force: bool = False,
+    backend: str = "auto",
+) -> list[Path]:
+    """Localize the sources of each audio file with a run or an export.
+
+    Args:
+        export_or_run: a ``run`` or ``export`` artifact directory.
+        audio_files: multichannel audio files (any format soundfile reads).
+        out_dir: where the CSVs (and plots) go.
+        threshold: detection threshold; default the model's (learned at evaluation).
+        plot: also write ``<stem>.png``.
+        block_seconds: audio processed per block (bounds memory).
+        force: overwrite existing CSVs.
+        backend: see :func:`load_predictor`.
+
+    Returns:
+        The detected-sources CSV of each file.
+
+    Raises:
+        UserError / DataError: missing files, existing outputs without ``force``,
+            unreadable audio or a channel count the model does not take.
+    """
+    from .console import track
+
+    audio_files = [Path(a) for a in audio_files]
+    if not audio_files:
+        raise UserError("give at least one audio file")
+    if block_seconds <= 0:
+        raise UserError(f"--block-seconds must be > 0, got {block_seconds}")
+    for a in audio_files:
+        if not a.is_file():
+            raise DataError(f"audio file {a} does not exist")
+    stems = [a.stem for a in audio_files]
+    if len(set(stems)) != len(stems):
+        raise UserError("two audio files share a name stem; their CSVs would collide")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not force:
+        taken = [out / f"{s}.csv" for s in stems if (out / f"{s}.csv").exists()]
+        if taken:
+            raise UserError(f"{taken[0]} exists; pass --force to overwrite")
+    predictor = load_predictor(export_or_run, backend)
+    if "fs" not in predictor.feature_params or "hop_length" not in predictor.feature_params:
+        raise ArtifactError(f"{export_or_run}: its feature_params lack fs/hop_length")
+    return [
+        predict_file(predictor, a, out, threshold, block_seconds, plot)
+        for a in track(audio_files, "localizing")
+    ]

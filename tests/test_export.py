@@ -1,0 +1,93 @@
+"""Export: TorchScript / ONNX reproduce PyTorch, io.json describes the model, failures are clean."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from export_fixtures import make_run
+
+from ssl_toolkit.artifacts import ArtifactError, read_manifest
+from ssl_toolkit.errors import UserError
+from ssl_toolkit.export import export_run, onnx_available, run_onnx
+from ssl_toolkit.models import load_model
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    m, _ = make_run(tmp_path_factory.mktemp("exp") / "run", kwargs={"channels": 8, "bins": 16})
+    return m
+
+
+def _torch_out(run_dir, x):
+    model, _ = load_model(run_dir)
+    with torch.no_grad():
+        return [t.numpy() for t in model(torch.from_numpy(x))]
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 7, 16), (4, 8, 60, 16)])
+def test_torchscript_matches_pytorch_on_any_batch_and_length(run, tmp_path, shape):
+    export_run(run.path, tmp_path / "exp")
+    ts = torch.jit.load(str(tmp_path / "exp" / "model.ts"))  # plain torch, no toolkit
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    with torch.no_grad():
+        got = [t.numpy() for t in ts(torch.from_numpy(x))]
+    want = _torch_out(run.path, x)
+    assert got[0].shape == (shape[0], shape[2], 3, 3) and got[1].shape == (shape[0], shape[2], 3)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, atol=1e-4)
+
+
+def test_onnx_matches_torchscript_and_pytorch(run, tmp_path):
+    why = onnx_available()
+    if why:
+        pytest.skip(why)
+    m = export_run(run.path, tmp_path / "exp", formats=("torchscript", "onnx"))
+    x = np.random.default_rng(1).normal(size=(3, 8, 41, 16)).astype(np.float32)
+    onnx_out = run_onnx(m.file("model.onnx"), x)
+    ts = torch.jit.load(str(m.file("model.ts")))
+    with torch.no_grad():
+        ts_out = [t.numpy() for t in ts(torch.from_numpy(x))]
+    for o, t, w in zip(onnx_out, ts_out, _torch_out(run.path, x), strict=True):
+        np.testing.assert_allclose(o, w, atol=1e-4)
+        np.testing.assert_allclose(t, w, atol=1e-4)
+    assert set(m.extra["max_abs_diff"]) == {"torchscript", "onnx"}
+
+
+def test_io_json_describes_inputs_outputs_and_features(run, tmp_path):
+    m = export_run(run.path, tmp_path / "exp")
+    io = json.loads(m.file("io.json").read_text())
+    assert io["inputs"][0]["name"] == "features"
+    assert io["inputs"][0]["shape"] == ["batch", 8, "frames", 16]
+    assert [o["name"] for o in io["outputs"]] == ["hyps", "conf"]
+    assert io["outputs"][0]["shape"] == ["batch", "frames", 3, 3]
+    assert io["feature_params"]["hop_length"] == 320 and io["frame_hop_s"] == pytest.approx(0.02)
+    assert io["threshold"] == 0.5 and io["method"] == "rmcl" and io["K"] == 3
+    assert io["files"] == {"torchscript": "model.ts"}
+    assert read_manifest(m.path, "export").inputs[0]["kind"] == "run"
+
+
+def test_input_shape_comes_from_the_features_artifact(tmp_path, tiny_features):
+    # tiny_features: C=8, F=32; model buffers are [8, 32] too, but the manifest is read first
+    run, _ = make_run(tmp_path / "run", kwargs={"channels": 8, "bins": 32}, inputs=[tiny_features])
+    m = export_run(run.path, tmp_path / "exp")
+    assert json.loads(m.file("io.json").read_text())["inputs"][0]["shape"][1::2] == [8, 32]
+
+
+def test_untraceable_model_fails_export_and_leaves_nothing(tmp_path):
+    run, _ = make_run(tmp_path / "run", name="test_frozen_length", kwargs={"bins": 16})
+    with pytest.raises(ArtifactError, match="not traceable with variable B and T"):
+        export_run(run.path, tmp_path / "exp")
+    assert not (tmp_path / "exp").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".exp")]
+
+
+def test_refuses_wrong_input_unknown_format_and_overwrite(run, tmp_path, tiny_features):
+    with pytest.raises(ArtifactError, match="ssl train"):
+        export_run(tiny_features.path, tmp_path / "exp")
+    with pytest.raises(UserError, match="--format 'tflite'"):
+        export_run(run.path, tmp_path / "exp", formats=("tflite",))
+    export_run(run.path, tmp_path / "exp")
+    export_run(run.path, tmp_path / "exp")  # same config and input: reused
+    with pytest.raises(ArtifactError, match="--force"):
+        export_run(run.path, tmp_path / "exp", formats=("torchscript", "onnx"))
