@@ -98,7 +98,7 @@ def _load_builtin() -> None:
     """Import the modules that register the built-in models."""
     import importlib
 
-    for mod in ("crnn",):
+    for mod in ("crnn", "ensemble"):
         try:
             importlib.import_module(f"{__name__}.{mod}")
         except ModuleNotFoundError as e:  # a model module not written yet

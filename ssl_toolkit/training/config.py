@@ -1,0 +1,133 @@
+"""``TrainConfig``: every option of ``ssl train``, with defaults in code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import ConfigError
+from ..losses.annealed import SCHEDULES
+from ..losses.wta import MODES
+
+METHODS = ("rmcl", "wta", "wta-relaxed", "wta-top-n", "amcl", "pit", "ie")
+#: Methods whose models learn confidence scores (the others output conf = 1).
+SCORED = ("rmcl", "amcl", "pit")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of a training run (resolved config stored in the run's manifest).
+
+    Attributes:
+        method: ``rmcl`` (WTA variant + confidence BCE), ``wta`` (MCL), ``wta-relaxed``
+            (epsilon-WTA), ``wta-top-n``, ``amcl`` (annealed MCL, with scores), ``pit``
+            (S slots, permutation search; K is set to the features' S) or ``ie``
+            (K single-hypothesis models trained with seeds seed, seed+1, ...).
+        K: hypotheses per frame (IE: members).
+        epochs: maximum number of epochs.
+        batch_size: chunks per optimizer step (global: split across DDP processes).
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up steps before the inverse-square-root decay
+            (None: 5 % of the planned steps).
+        max_steps: optional cap on optimizer steps (smoke tests).
+        seed: seed of initialization, data order, dropout and drawn negatives.
+        deterministic: deterministic algorithms (a resumed run then reaches the same weights).
+        device: ``auto`` (CUDA > MPS > CPU), ``cpu``, ``cuda``, ``mps``.
+        amp: mixed precision on CUDA (bf16 where supported, else fp16 + loss scaling).
+        compile: ``torch.compile`` the model.
+        patience: early stopping after this many epochs without a better val loss.
+        grad_clip: max gradient norm (0: off).
+        channels, pools: filters and frequency max-pooling of each conv block.
+        gru_layers, gru_units: the bidirectional GRU.
+        dropout: after conv blocks and between GRU layers.
+        output: ``unit`` (normalized 3-D) or ``sph`` (azimuth/elevation) heads.
+        wta_mode: rMCL's WTA variant: ``wta``, ``relaxed``, ``top-n``.
+        epsilon: relaxed-WTA share of the non-winners.
+        top_n: winners of top-n WTA.
+        beta: weight of the confidence (rmcl, amcl) or activity (pit) BCE.
+        negatives: ``all`` or an integer n of negatives drawn per frame (rMCL*).
+        temperature: initial temperature of annealed MCL (radians).
+        temperature_schedule: ``constant``, ``linear`` or ``exponential``.
+        temperature_min: final temperature of the exponential schedule.
+        wta_fraction: last fraction of training run as plain WTA (annealed MCL).
+        num_workers: data-loading worker processes.
+    """
+
+    method: str = "rmcl"
+    K: int = 5
+    epochs: int = 50
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup_steps: int | None = None
+    max_steps: int | None = None
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    amp: bool = True
+    compile: bool = False
+    patience: int = 10
+    grad_clip: float = 5.0
+    channels: tuple[int, ...] = (64, 64, 64)
+    pools: tuple[int, ...] = (8, 8, 2)
+    gru_layers: int = 4
+    gru_units: int = 128
+    dropout: float = 0.0
+    output: str = "unit"
+    wta_mode: str = "wta"
+    epsilon: float = 0.05
+    top_n: int = 2
+    beta: float = 1.0
+    negatives: str = "all"
+    temperature: float = 0.5
+    temperature_schedule: str = "exponential"
+    temperature_min: float = 1e-3
+    wta_fraction: float = 0.1
+    num_workers: int = 0
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the first invalid option."""
+        _choice("method", self.method, METHODS)
+        _choice("device", self.device, DEVICES)
+        _choice("output", self.output, ("unit", "sph"))
+        _choice("wta_mode", self.wta_mode, tuple(m for m in MODES if m != "amcl"))
+        _choice("temperature_schedule", self.temperature_schedule, SCHEDULES)
+        for name in ("K", "epochs", "batch_size", "gru_layers", "gru_units", "top_n"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"option {name!r} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "max_steps"):
+            v = getattr(self, name)
+            if v is not None and v < (0 if name == "warmup_steps" else 1):
+                raise ConfigError(f"option {name!r} must be positive, got {v}")
+        if not self.channels or len(self.channels) != len(self.pools):
+            raise ConfigError(
+                f"options 'channels' {list(self.channels)} and 'pools' {list(self.pools)} "
+                "must be non-empty lists of the same length"
+            )
+        if min(self.channels) < 1 or min(self.pools) < 1:
+            raise ConfigError("options 'channels' and 'pools' must hold positive integers")
+        if not (self.lr > 0 and self.weight_decay >= 0 and self.grad_clip >= 0):
+            raise ConfigError("options 'lr' (> 0), 'weight_decay', 'grad_clip' (>= 0) are invalid")
+        if not 0 <= self.epsilon < 1 or not 0 <= self.dropout < 1:
+            raise ConfigError("options 'epsilon' and 'dropout' must be in [0, 1)")
+        if self.beta < 0 or self.temperature < 0 or not 0 < self.temperature_min:
+            raise ConfigError("options 'beta', 'temperature' >= 0 and 'temperature_min' > 0")
+        if not 0 <= self.wta_fraction <= 1:
+            raise ConfigError(f"option 'wta_fraction' must be in [0, 1], got {self.wta_fraction}")
+        if self.negatives != "all" and not (self.negatives.isdigit() and int(self.negatives) > 0):
+            raise ConfigError(
+                f"option 'negatives' must be 'all' or a positive integer, got {self.negatives!r}"
+            )
+        if self.patience < 1 or self.num_workers < 0:
+            raise ConfigError("option 'patience' must be >= 1 and 'num_workers' >= 0")
+
+    @property
+    def scored(self) -> bool:
+        """Whether the model learns confidence scores."""
+        return self.method in SCORED
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"option {name!r} is {value!r}; choose one of {', '.join(allowed)}")

@@ -1,0 +1,48 @@
+"""The loss each method trains with (validation runs annealed MCL at temperature 0)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from ..losses import pit_loss, rmcl_loss, temperature_at
+from .config import TrainConfig
+
+_WTA_MODES = {"wta": "wta", "wta-relaxed": "relaxed", "wta-top-n": "top-n", "ie": "wta"}
+
+
+def make_loss(cfg: TrainConfig):
+    """``loss(hyps, conf, directions, activity, progress)`` for ``cfg.method``.
+
+    ``progress`` is the fraction of training done (None during validation).
+    """
+    negatives = cfg.negatives if cfg.negatives == "all" else int(cfg.negatives)
+    if cfg.method == "pit":
+        return lambda h, c, d, a, _p: pit_loss(h, c, d, a, beta=cfg.beta)
+    if cfg.method == "rmcl":
+        loss = partial(
+            rmcl_loss,
+            mode=cfg.wta_mode,
+            epsilon=cfg.epsilon,
+            top_n=cfg.top_n,
+            beta=cfg.beta,
+            negatives=negatives,
+        )
+        return lambda h, c, d, a, _p: loss(h, c, d, a)
+    if cfg.method == "amcl":
+        return partial(_amcl, cfg=cfg, negatives=negatives)
+    mode = _WTA_MODES[cfg.method]
+    loss = partial(rmcl_loss, mode=mode, epsilon=cfg.epsilon, top_n=cfg.top_n, beta=0.0)
+    return lambda h, c, d, a, _p: loss(h, c, d, a)
+
+
+def _amcl(h, c, d, a, progress, *, cfg: TrainConfig, negatives):
+    t = 0.0
+    if progress is not None:
+        t = temperature_at(
+            progress,
+            cfg.temperature,
+            cfg.temperature_schedule,
+            t_min=cfg.temperature_min,
+            wta_fraction=cfg.wta_fraction,
+        )
+    return rmcl_loss(h, c, d, a, mode="amcl", temperature=t, beta=cfg.beta, negatives=negatives)

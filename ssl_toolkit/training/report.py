@@ -1,0 +1,27 @@
+"""A rich table summarizing a run."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from .. import console
+from ..artifacts import Manifest
+
+
+def print_run(man: Manifest) -> None:
+    """Print the run's method, K, best epoch, val loss and oracle error to stdout."""
+    e = man.extra
+    t = Table(title=f"run {man.path}")
+    for col in ("method", "K", "epochs", "steps", "best epoch", "val loss", "val oracle (deg)"):
+        t.add_column(col, justify="right")
+    oracle = e.get("val_oracle_deg")
+    t.add_row(
+        str(e.get("method")),
+        str(e.get("K")),
+        str(e.get("epochs_run")),
+        str(e.get("steps")),
+        str(e.get("best_epoch")),
+        f"{e.get('best_val_loss', float('nan')):.4f}",
+        "-" if oracle is None else f"{oracle:.2f}",
+    )
+    console.out.print(t)
