@@ -326,7 +326,7 @@ def dcase_seld(
         threshold_deg: the spatial threshold of a true positive.
 
     Returns:
-        ``{"ER20", "F20", "LE_CD", "LR_CD", "SELD"}`` (fractions; LE_CD in degrees).
+        ``{"ER20", "F20", "LE_CD_deg", "LR_CD", "SELD"}`` (fractions; LE_CD_deg in degrees).
     """
     ta = np.asarray(active, dtype=bool)
     pa = np.asarray(pred_active, dtype=bool)
@@ -334,7 +334,7 @@ def dcase_seld(
     seg = seg.ravel()
     n_seg, s = int(seg.max(initial=-1)) + 1, ta.shape[1]
     if n_seg == 0:
-        return {k: float("nan") for k in ("ER20", "F20", "LE_CD", "LR_CD", "SELD")}
+        return {k: float("nan") for k in ("ER20", "F20", "LE_CD_deg", "LR_CD", "SELD")}
     _, dist = hungarian_match(pred, pa, targets, ta)
     matched = ~np.isnan(dist)  # (N, S)
     nb_gt = np.zeros(n_seg, np.int64)
@@ -369,7 +369,7 @@ def dcase_seld(
     le = float((mean_deg[tracks]).mean()) if de_tp else float("nan")
     lr = de_tp / (de_tp + de_fn) if (de_tp + de_fn) else float("nan")
     seld = float(np.mean([er, 1 - f, (le if de_tp else 180.0) / 180.0, 1 - lr]))
-    return {"ER20": float(er), "F20": float(f), "LE_CD": le, "LR_CD": float(lr), "SELD": seld}
+    return {"ER20": float(er), "F20": float(f), "LE_CD_deg": le, "LR_CD": float(lr), "SELD": seld}
 
 
 def subset_masks(active, subset=None) -> dict[str, np.ndarray]:
@@ -404,14 +404,14 @@ def all_metrics(
     """Every metric of this module on one set of frames (see each function).
 
     Returns:
-        ``{"frames", "oracle_error", "emd", "hungarian_error", "frame_recall",
-        "frame_recall_sum", "ER20", "F20", "LE_CD", "LR_CD", "SELD"}``.
+        ``{"frames", "oracle_deg", "emd_deg", "hungarian_deg", "frame_recall",
+        "frame_recall_sum", "ER20", "F20", "LE_CD_deg", "LR_CD", "SELD"}``.
     """
     res = {
         "frames": int(len(active)),
-        "oracle_error": oracle_error(hyps, targets, active),
-        "emd": emd(hyps, confidences, targets, active),
-        "hungarian_error": hungarian_error(hyps, detected, targets, active),
+        "oracle_deg": oracle_error(hyps, targets, active),
+        "emd_deg": emd(hyps, confidences, targets, active),
+        "hungarian_deg": hungarian_error(hyps, detected, targets, active),
     }
     res.update(frame_recall(confidences, active, threshold))
     res.update(dcase_seld(hyps, detected, targets, active, segment))

@@ -127,7 +127,7 @@ def test_dcase_seld_hand_computed():
     seg = np.array([0, 0, 1, 1])
     r = M.dcase_seld(pred, pa, targets, ta, seg)
     # frame 3: Hungarian keeps the 50 deg hyp (closer than 170)
-    assert r["LE_CD"] == pytest.approx((15 + 40) / 2)
+    assert r["LE_CD_deg"] == pytest.approx((15 + 40) / 2)
     assert r["LR_CD"] == pytest.approx(1.0)
     # TP 1, FP 2 (spatial + extra), FN 0 -> F = 1 / (1 + 1) ; ER: seg1 S=0, I=2 -> 2/2
     assert r["F20"] == pytest.approx(0.5)

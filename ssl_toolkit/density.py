@@ -1,0 +1,94 @@
+"""Density scores of multi-hypothesis predictions (Letzelter et al., ICML 2024).
+
+"Winner-takes-all learners are geometry-aware conditional density estimators":
+the hypotheses and their confidences define a density on the sphere. Two are
+scored by the negative log-likelihood (nats) of the active targets:
+
+- the mixture of von Mises-Fisher kernels centred on the hypotheses, weighted
+  by the normalized confidences;
+- its Voronoi-truncated version: in the Voronoi cell of hypothesis k, the kernel
+  of k alone, renormalized to unit mass over the cell (mass estimated by Monte
+  Carlo with vMF samples), times the weight of k.
+
+The kernel concentration ``kappa`` is chosen on validation frames.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["vmf_log_norm", "sample_vmf", "mixture_nll", "voronoi_nll", "choose_kappa"]
+
+_EPS = 1e-6  # floor of the mixture weights (a zero-confidence cell would give an infinite NLL)
+
+
+def vmf_log_norm(kappa: float) -> float:
+    """Log normalizer of the vMF density on S2 written ``C exp(kappa (mu.y - 1))``."""
+    return float(np.log(kappa) - np.log(2 * np.pi) - np.log1p(-np.exp(-2 * kappa)))
+
+
+def sample_vmf(mu: np.ndarray, kappa: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` samples of vMF(mu, kappa) on S2 for each mean: ``[..., n, 3]`` (Wood 1994)."""
+    mu = np.asarray(mu, np.float64)
+    u = rng.random((*mu.shape[:-1], n))
+    w = 1.0 + np.log(u + (1.0 - u) * np.exp(-2.0 * kappa)) / kappa  # cos of angle to mu
+    v = rng.normal(size=(*mu.shape[:-1], n, 3))
+    v -= (v * mu[..., None, :]).sum(-1, keepdims=True) * mu[..., None, :]
+    v /= np.linalg.norm(v, axis=-1, keepdims=True)
+    s = np.sqrt(np.clip(1.0 - w**2, 0.0, None))
+    return w[..., None] * mu[..., None, :] + s[..., None] * v
+
+
+def _weights(conf) -> np.ndarray:
+    c = np.clip(np.asarray(conf, np.float64), 0.0, None) + _EPS
+    return c / c.sum(-1, keepdims=True)
+
+
+def mixture_nll(hyps, conf, targets, active, kappa: float) -> float:
+    """Mean NLL of the active targets under the vMF mixture (nats).
+
+    Args:
+        hyps: ``[N, K, 3]``; conf: ``[N, K]``; targets: ``[N, S, 3]``; active: ``[N, S]``.
+    """
+    act = np.asarray(active, bool)
+    if not act.any():
+        return float("nan")
+    dot = np.einsum("nsd,nkd->nsk", np.asarray(targets, np.float64), np.asarray(hyps, np.float64))
+    logp = np.log(_weights(conf))[:, None, :] + vmf_log_norm(kappa) + kappa * (dot - 1.0)
+    mx = logp.max(-1, keepdims=True)
+    lse = (mx + np.log(np.exp(logp - mx).sum(-1, keepdims=True)))[..., 0]  # (N, S)
+    return float(-lse[act].mean())
+
+
+def voronoi_nll(
+    hyps, conf, targets, active, kappa: float, n_samples: int = 256, seed: int = 0
+) -> float:
+    """Mean NLL of the active targets under the Voronoi-truncated vMF mixture (nats)."""
+    act = np.asarray(active, bool)
+    if not act.any():
+        return float("nan")
+    h = np.asarray(hyps, np.float64)
+    dot = np.einsum("nsd,nkd->nsk", np.asarray(targets, np.float64), h)  # (N, S, K)
+    cell = dot.argmax(-1)  # (N, S) Voronoi cell of each target
+    n_idx, s_idx = np.nonzero(act)
+    k_idx = cell[n_idx, s_idx]
+    rng = np.random.default_rng(seed)
+    mass = np.empty(len(n_idx))
+    for start in range(0, len(n_idx), 4096):
+        sl = slice(start, start + 4096)
+        mu = h[n_idx[sl], k_idx[sl]]  # (m, 3)
+        x = sample_vmf(mu, kappa, n_samples, rng)  # (m, M, 3)
+        near = np.einsum("mjd,mkd->mjk", x, h[n_idx[sl]]).argmax(-1)  # (m, M)
+        mass[sl] = (near == k_idx[sl, None]).mean(-1)
+    mass = np.maximum(mass, 1.0 / n_samples)
+    w = _weights(conf)[n_idx, k_idx]
+    logp = np.log(w) - np.log(mass) + vmf_log_norm(kappa) + kappa * (dot[n_idx, s_idx, k_idx] - 1)
+    return float(-logp.mean())
+
+
+def choose_kappa(hyps, conf, targets, active, grid=None, voronoi: bool = False) -> float:
+    """The kappa of ``grid`` minimizing the (mixture or Voronoi) NLL on these frames."""
+    grid = np.geomspace(1.0, 3000.0, 15) if grid is None else np.asarray(grid)
+    score = voronoi_nll if voronoi else mixture_nll
+    nll = [score(hyps, conf, targets, active, float(k)) for k in grid]
+    return float(grid[int(np.nanargmin(nll))])

@@ -1,0 +1,316 @@
+"""``ssl eval``: score a trained run on a split of a features artifact.
+
+The model runs over the split in batches streamed from the memmaps; predictions
+and labels are flattened to frames and scored with every metric of
+:mod:`ssl_toolkit.metrics`, overall and per subset (D1/D2/D3 = clips of maximum
+polyphony 1/2/3). The eval artifact (layout in docs/ARCHITECTURE.md) holds
+``predictions.npz``, ``metrics.json``, ``metrics.csv`` and optionally ``plots/``.
+Classical baselines (:mod:`ssl_toolkit.baselines`) write the same artifact
+through :func:`write_eval`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import density, metrics, thresholds
+from .artifacts import Manifest, build_artifact, read_manifest, write_json
+from .config import ConfigError, to_dict
+from .errors import UserError
+from .featureset import SPLITS, FeatureSet, open_features
+
+__all__ = [
+    "EvalConfig",
+    "Frames",
+    "evaluate_run",
+    "frame_labels",
+    "load_metrics",
+    "predict_split",
+    "score_predictions",
+    "summary",
+    "write_eval",
+]
+
+#: Feature parameters that must agree between the run's training features and the data.
+_MUST_MATCH = ("type", "fs", "hop_length", "n_fft", "format", "n_channels")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Options of ``ssl eval``.
+
+    Attributes:
+        split: the split scored (``train``, ``val``, ``test``).
+        threshold: detection threshold; None takes the run's (0.5 by default).
+        learn_threshold: learn the threshold on the ``val`` split by SGL-Thresh.
+        batch_size: chunks per forward pass.
+        segment_s: segment length of the DCASE detection metrics, seconds.
+        plots: write PNG plots.
+        calibrate: also predict the ``val`` split to choose the vMF kappa and to
+            compare thresholds (skipped when the features have no ``val`` chunk).
+    """
+
+    split: str = "test"
+    threshold: float | None = None
+    learn_threshold: bool = False
+    batch_size: int = 32
+    segment_s: float = 1.0
+    plots: bool = False
+    calibrate: bool = True
+
+    def validate(self) -> None:
+        if self.split not in SPLITS:
+            raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"--threshold must be in [0, 1], got {self.threshold}")
+        if self.threshold is not None and self.learn_threshold:
+            raise ConfigError("give either --threshold or --learn-threshold, not both")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.segment_s <= 0:
+            raise ConfigError(f"segment_s must be > 0, got {self.segment_s}")
+
+
+@dataclass
+class Frames:
+    """Predictions and labels flattened to frames (N = chunks x frames per chunk).
+
+    Attributes:
+        hyps: ``[N, K, 3]``; conf: ``[N, K]``; targets: ``[N, S, 3]``; active: ``[N, S]``;
+        clip_id: ``[N]`` str; frame: ``[N]`` frame index in its clip; subset: ``[N]`` str.
+    """
+
+    hyps: np.ndarray
+    conf: np.ndarray
+    targets: np.ndarray
+    active: np.ndarray
+    clip_id: np.ndarray
+    frame: np.ndarray
+    subset: np.ndarray
+
+
+def frame_labels(fs: FeatureSet, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Labels and frame identities of chunks ``rows``, flattened to frames."""
+    n, t = len(rows), fs.shape[1]
+    idx = fs.index.iloc[rows]
+    return {
+        "targets": np.asarray(fs.directions[rows], np.float32).reshape(n * t, -1, 3),
+        "active": np.asarray(fs.activity[rows], bool).reshape(n * t, -1),
+        "clip_id": np.repeat(idx["clip_id"].to_numpy().astype(str), t),
+        "frame": (idx["start_frame"].to_numpy()[:, None] + np.arange(t)[None]).ravel(),
+        "subset": np.repeat(idx["subset"].to_numpy().astype(str), t),
+    }
+
+
+def predict_split(model, fs: FeatureSet, rows: np.ndarray, batch_size: int = 32) -> Frames:
+    """Run ``model`` over chunks ``rows`` in batches (progress bar on stderr)."""
+    import torch
+
+    from .console import progress
+
+    hyps, conf = [], []
+    with progress() as p, torch.no_grad():
+        task = p.add_task("predicting", total=len(rows), info="")
+        for start in range(0, len(rows), batch_size):
+            r = rows[start : start + batch_size]
+            x = torch.from_numpy(np.asarray(fs.features[r], np.float32))  # (B, C, T, F)
+            h, c = model(x)  # (B, T, K, 3), (B, T, K)
+            hyps.append(h.reshape(-1, *h.shape[2:]).numpy())
+            conf.append(c.reshape(-1, c.shape[-1]).numpy())
+            p.advance(task, len(r))
+    h = np.concatenate(hyps).astype(np.float32)
+    h /= np.maximum(np.linalg.norm(h, axis=-1, keepdims=True), 1e-12)
+    return Frames(hyps=h, conf=np.concatenate(conf).astype(np.float32), **frame_labels(fs, rows))
+
+
+def segment_frames(feature_params: dict[str, Any], segment_s: float) -> int:
+    """Frames per DCASE segment from the features' hop and sampling rate."""
+    try:
+        hop_s = float(feature_params["hop_length"]) / float(feature_params["fs"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"feature_params lack hop_length/fs ({e}); rebuild the features") from e
+    return max(1, int(round(segment_s / hop_s)))
+
+
+def score_predictions(
+    fr: Frames, detected: np.ndarray, threshold: float, seg_frames: int, kappa=None
+) -> dict[str, dict[str, float]]:
+    """Every metric per subset (``D1``, ``D2``, ``D3``, ``overall``).
+
+    Args:
+        fr: the frames; detected: ``[N, K]`` bool; threshold: for the frame recall;
+        seg_frames: frames per DCASE segment; kappa: optional ``(mixture, voronoi)``
+            vMF concentrations for the density scores.
+    """
+    seg = metrics.segment_ids(fr.clip_id, fr.frame, seg_frames)
+    out = {}
+    for name, m in metrics.subset_masks(fr.active, fr.subset).items():
+        if not m.any():
+            continue
+        res = metrics.all_metrics(
+            fr.hyps[m], fr.conf[m], fr.targets[m], fr.active[m], detected[m], seg[m], threshold
+        )
+        if kappa is not None:
+            args = (fr.hyps[m], fr.conf[m], fr.targets[m], fr.active[m])
+            res["nll_vmf"] = density.mixture_nll(*args, kappa[0])
+            res["nll_voronoi"] = density.voronoi_nll(*args, kappa[1])
+        out[name] = res
+    return out
+
+
+def write_eval(
+    directory: Path,
+    fr: Frames,
+    detected: np.ndarray,
+    method: str,
+    threshold: float,
+    scores: dict[str, dict[str, float]],
+    **extra: Any,
+) -> dict[str, Any]:
+    """Write ``predictions.npz``, ``metrics.json`` and ``metrics.csv`` into ``directory``."""
+    np.savez_compressed(
+        directory / "predictions.npz",
+        hyps=fr.hyps,
+        conf=fr.conf,
+        targets=fr.targets,
+        active=fr.active,
+        clip_id=fr.clip_id.astype(str),
+        frame=fr.frame.astype(np.int64),
+        detected=detected.astype(bool),
+        subset=fr.subset.astype(str),
+    )
+    doc = {"method": method, "K": int(fr.hyps.shape[1]), "threshold": float(threshold)}
+    doc.update(scores)
+    doc.update(extra)
+    write_json(directory / "metrics.json", doc)
+    table = pd.DataFrame([{"subset": k, **v} for k, v in scores.items()])
+    table.insert(0, "method", method)
+    table.insert(1, "K", int(fr.hyps.shape[1]))
+    table.to_csv(directory / "metrics.csv", index=False)
+    return doc
+
+
+def _check_compatible(run_params: dict[str, Any], fs: FeatureSet) -> None:
+    data = fs.feature_params
+    bad = [k for k in _MUST_MATCH if k in run_params and k in data and run_params[k] != data[k]]
+    if bad:
+        k = bad[0]
+        raise UserError(
+            f"{fs.manifest.path} has {k}={data[k]!r} but the run was trained on {k}="
+            f"{run_params[k]!r}: evaluate on features made with the run's feature parameters"
+        )
+
+
+def _rows(fs: FeatureSet, split: str, what: str) -> np.ndarray:
+    rows = fs.rows(split)
+    if len(rows) == 0:
+        raise UserError(f"{fs.manifest.path} has no chunk in split {split!r} ({what})")
+    return rows
+
+
+def _calibrate(model, fs, cfg: EvalConfig, seg_frames: int) -> dict[str, Any]:
+    """Kappas and threshold comparison on the val split (empty when there is none)."""
+    rows = fs.rows("val")
+    if not cfg.calibrate or len(rows) == 0:
+        return {}
+    val = predict_split(model, fs, rows, cfg.batch_size)
+    args = (val.hyps, val.conf, val.targets, val.active)
+    seg = metrics.segment_ids(val.clip_id, val.frame, seg_frames)
+    return {
+        "kappa_vmf": density.choose_kappa(*args),
+        "kappa_voronoi": density.choose_kappa(*args, voronoi=True),
+        "thresholds_val": thresholds.compare_thresholds(
+            val.conf, val.hyps, val.targets, val.active, seg
+        ),
+    }
+
+
+def evaluate_run(
+    run: str | os.PathLike,
+    features: str | os.PathLike,
+    out: str | os.PathLike,
+    split: str = "test",
+    threshold: float | None = None,
+    plots: bool = False,
+    force: bool = False,
+    learn_threshold: bool = False,
+    cfg: EvalConfig | None = None,
+) -> Manifest:
+    """Score a trained run on one split and write an eval artifact.
+
+    Args:
+        run: a run artifact (``ssl train``).
+        features: a features artifact made with the run's feature parameters.
+        out: the eval artifact to write.
+        split, threshold, plots, learn_threshold: see :class:`EvalConfig`
+            (ignored when ``cfg`` is given).
+        force: replace an existing, different artifact at ``out``.
+
+    Returns:
+        The eval artifact's manifest.
+    """
+    from .models import load_model
+
+    cfg = cfg or EvalConfig(split, threshold, learn_threshold, plots=plots)
+    cfg.validate()
+    run_m = read_manifest(run, "run")
+    fs = open_features(features)
+    model, meta = load_model(run_m.path)
+    _check_compatible(meta.get("feature_params", {}), fs)
+    rows = _rows(fs, cfg.split, "--split")
+    seg_frames = segment_frames(fs.feature_params, cfg.segment_s)
+    with build_artifact(out, "eval", to_dict(cfg), [run_m, fs.manifest], force=force) as b:
+        if b.reused:
+            return b.manifest
+        cal = _calibrate(model, fs, cfg, seg_frames)
+        thr = cfg.threshold if cfg.threshold is not None else float(meta.get("threshold", 0.5))
+        if cfg.learn_threshold:
+            if not cal:
+                raise UserError(f"--learn-threshold needs a 'val' split in {fs.manifest.path}")
+            thr = cal["thresholds_val"]["sgl"]["threshold"]
+        fr = predict_split(model, fs, rows, cfg.batch_size)
+        detected = fr.conf >= thr
+        kappa = (cal["kappa_vmf"], cal["kappa_voronoi"]) if cal else None
+        scores = score_predictions(fr, detected, thr, seg_frames, kappa)
+        method = str(meta.get("method", meta.get("name", "model")))
+        write_eval(b.dir, fr, detected, method, thr, scores, split=cfg.split, **cal)
+        if cfg.plots:
+            from .plots import plot_eval
+
+            plot_eval(b.dir, fr, seg_frames)
+        b.extra.update(
+            {
+                "method": method,
+                "K": int(fr.hyps.shape[1]),
+                "threshold": thr,
+                "frames": int(len(fr.active)),
+            }
+        )
+    return b.manifest
+
+
+def load_metrics(path: str | os.PathLike) -> dict[str, Any]:
+    """``metrics.json`` of an eval artifact (checked to be one)."""
+    import json
+
+    man = read_manifest(path, "eval")
+    return json.loads(man.file("metrics.json").read_text())
+
+
+#: Columns of the summary table printed by ``ssl eval`` / ``ssl baseline``.
+SUMMARY = ("frames", "oracle_deg", "emd_deg", "hungarian_deg", "frame_recall", "F20", "LE_CD_deg")
+
+
+def summary(doc: dict[str, Any]) -> dict[str, Any]:
+    """``metrics.json`` content narrowed to the :data:`SUMMARY` columns (for a table)."""
+    return {
+        s: {k: v[k] for k in SUMMARY if k in v}
+        for s, v in doc.items()
+        if s in ("D1", "D2", "D3", "overall") and isinstance(v, dict)
+    }
