@@ -1,0 +1,95 @@
+"""``ssl prep synth|import|features``: shims over :mod:`ssl_toolkit.data_prep`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._common import prep_app, user_errors
+
+
+def _subsets(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+@prep_app.command("synth")
+@user_errors
+def synth(
+    out: Path = typer.Argument(..., help="Output scenes directory."),
+    preset: str = typer.Option("ansyn", help="ansyn (free field) or resyn (shoebox rooms)."),
+    format: str = typer.Option(None, "--format", help="foa (ACN/SN3D, default) or mic."),
+    clips: int = typer.Option(None, "--clips", help="Number of clips."),
+    clip_seconds: float = typer.Option(None, help="Clip length in seconds."),
+    fs: int = typer.Option(None, help="Sample rate in Hz (default 44100)."),
+    subsets: str = typer.Option(None, help="Comma-separated overlap subsets, e.g. ov1,ov2,ov3."),
+    grid_deg: float = typer.Option(None, help="Direction grid step in degrees; 0: continuous."),
+    snr_db: float = typer.Option(None, help="Event-to-ambient-noise ratio in dB."),
+    sources_dir: Path = typer.Option(None, help="Folder of event clips, one sub-folder per class."),
+    layout: str = typer.Option(None, help="toolkit (wav/, labels/) or tut2018 (original names)."),
+    seed: int = typer.Option(None, help="Master seed (clip i depends on seed and i only)."),
+    jobs: int = typer.Option(1, help="Worker processes (the output does not depend on it)."),
+    config: Path = typer.Option(None, help="TOML file with any SynthConfig option."),
+    force: bool = typer.Option(False, help="Replace an existing output built otherwise."),
+) -> None:
+    """Synthesize ANSYN/RESYN-like scenes with labels correct by construction."""
+    from ..config import load_toml, resolve
+    from ..console import log
+    from ..data_prep.synth import SynthConfig, preset_config, synthesize
+
+    toml = load_toml(config, "synth") if config else {}
+    cli = {
+        "format": format,
+        "n_clips": clips,
+        "clip_seconds": clip_seconds,
+        "fs": fs,
+        "subsets": _subsets(subsets),
+        "grid_deg": grid_deg,
+        "snr_db": snr_db,
+        "seed": seed,
+        "sources_dir": str(sources_dir) if sources_dir else None,
+        "layout": layout,
+    }
+    cfg = resolve(SynthConfig, preset_config(toml.get("preset", preset)), toml, cli)
+    man = synthesize(out, cfg, jobs=jobs, force=force)
+    log(f"scenes: {man.path} ({man.extra['n_clips']} clips, {man.extra['hours'] * 60:.1f} min)")
+
+
+@prep_app.command("import")
+@user_errors
+def import_(
+    root: Path = typer.Argument(..., help="Folder of the original dataset (wav_*/ and desc_*/)."),
+    out: Path = typer.Argument(..., help="Output scenes directory."),
+    layout: str = typer.Option("tut2018", help="Dataset layout; tut2018 (ANSYN/RESYN/REAL)."),
+    copy: bool = typer.Option(False, help="Copy the audio into the artifact."),
+    force: bool = typer.Option(False, help="Replace an existing output built otherwise."),
+) -> None:
+    """Import ANSYN/RESYN/REAL (TUT2018 layout) as a scenes artifact."""
+    from ..console import log
+    from ..data_prep.importers import import_tut2018
+    from ..errors import UserError
+
+    if layout != "tut2018":
+        raise UserError(f"option --layout: unknown layout {layout!r} (known: tut2018)")
+    man = import_tut2018(root, out, copy=copy, force=force)
+    log(f"scenes: {man.path} ({man.extra['n_clips']} clips)")
+
+
+@prep_app.command("features")
+@user_errors
+def features(
+    scenes: Path = typer.Argument(..., help="Scenes directory (ssl prep synth / import)."),
+    out: Path = typer.Argument(..., help="Output features directory."),
+    type: str = typer.Option(None, "--type", help="stft (magnitude+phase) or logmel."),
+    config: Path = typer.Option(None, help="TOML file with any FeatureConfig option."),
+    force: bool = typer.Option(False, help="Replace an existing output built otherwise."),
+) -> None:
+    """Compute chunked features and frame labels (memory-mapped, float16)."""
+    from ..config import load_toml, resolve
+    from ..console import log
+    from ..data_prep.features import FeatureConfig, compute_features
+
+    toml = load_toml(config, "features") if config else {}
+    cfg = resolve(FeatureConfig, toml, {"type": type})
+    man = compute_features(scenes, out, cfg, force=force)
+    log(f"features: {man.path} ({man.extra['n_chunks']} chunks of {man.extra['shape']})")

@@ -1,0 +1,52 @@
+"""Array geometry and spatial encoding (DCASE frame: x front, y left, z up).
+
+Two output formats, as in the DCASE SELD datasets:
+
+- ``mic``: a tetrahedral array of 4 omnidirectional capsules on a sphere of
+  4.2 cm radius at (azimuth, elevation) = (45°, 35°), (-45°, -35°), (135°, -35°),
+  (-135°, 35°) (the Eigenmike capsules 6, 10, 26, 22 used by the DCASE MIC format).
+  Capsules are modelled as free-field omnis (no spherical baffle).
+- ``foa``: first-order Ambisonics, ACN channel order (W, Y, Z, X) with SN3D
+  normalization: a plane wave from unit direction u has gains (1, u_y, u_z, u_x).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..geometry import rad, sph_to_unit
+
+FORMATS = ("foa", "mic")
+SPEED_OF_SOUND_M_S = 343.0
+TETRA_RADIUS_M = 0.042
+TETRA_AZIMUTH_DEG = (45.0, -45.0, 135.0, -135.0)
+TETRA_ELEVATION_DEG = (35.0, -35.0, -35.0, 35.0)
+
+
+def tetra_positions_m(radius_m: float = TETRA_RADIUS_M) -> np.ndarray:
+    """Capsule positions of the tetrahedral MIC array, array centre at the origin.
+
+    Returns:
+        ``[4, 3]`` float64 positions in metres.
+    """
+    az = rad(np.asarray(TETRA_AZIMUTH_DEG, dtype=np.float64))
+    el = rad(np.asarray(TETRA_ELEVATION_DEG, dtype=np.float64))
+    return radius_m * sph_to_unit(az, el)
+
+
+def foa_gains(directions: np.ndarray) -> np.ndarray:
+    """ACN/SN3D first-order gains of plane waves arriving from unit directions.
+
+    Args:
+        directions: unit vectors ``[..., 3]`` (from the array towards the source).
+
+    Returns:
+        ``[..., 4]`` gains in channel order W, Y, Z, X.
+    """
+    u = np.asarray(directions, dtype=np.float64)
+    return np.stack((np.ones(u.shape[:-1]), u[..., 1], u[..., 2], u[..., 0]), axis=-1)
+
+
+def n_channels(fmt: str) -> int:
+    """Number of channels of an output format (4 for both)."""
+    return 4

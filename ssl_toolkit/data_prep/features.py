@@ -1,0 +1,304 @@
+"""``ssl prep features``: chunked features and frame labels, memory-mapped.
+
+Two feature types (the ``type`` option):
+
+- ``stft`` (rMCL / SELDnet input): STFT magnitude then phase of each channel,
+  40 ms Hann window, 20 ms hop, ``n_fft`` the next power of two of the window
+  (2048 at 44.1 kHz), DC bin dropped: ``[2M, T, n_fft // 2]``.
+- ``logmel`` (DCASE baselines): log-mel energies of each channel, plus the
+  mel-band active intensity vector for FOA (``[4 + 3, T, n_mels]``) or the
+  GCC-PHAT of the 6 capsule pairs, ``n_mels`` lags around zero, for MIC
+  (``[4 + 6, T, n_mels]``).
+
+Frame t is centred at ``t * hop`` (centred STFT, zero padding); labels use the
+same timing. Clips are cut into chunks of ``chunk_frames`` frames (0.5 s);
+the frames after the last full chunk of a clip are dropped. Features are
+stored as float16: the manifest records the resulting error
+(``float16_rel_rms_error``, RMS error over RMS value, per channel group).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..artifacts import Manifest, build_artifact, read_manifest, safe_join
+from ..config import ConfigError, to_dict
+from ..console import log, progress
+from ..errors import DataError
+from ..featureset import FeatureWriter
+from .labels import frame_labels, read_labels
+
+TYPES = ("stft", "logmel")
+LOG_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Options of ``ssl prep features``.
+
+    Attributes:
+        type: ``stft`` (magnitude + phase) or ``logmel`` (log-mel + IV / GCC-PHAT).
+        win_s: analysis window length in seconds (40 ms).
+        hop_s: hop in seconds (20 ms, the label resolution).
+        n_fft: FFT size; 0 picks the next power of two of the window.
+        n_mels: mel bands (``logmel``), also the GCC-PHAT lags kept.
+        chunk_frames: frames per chunk (25 = 0.5 s).
+    """
+
+    type: str = "stft"
+    win_s: float = 0.04
+    hop_s: float = 0.02
+    n_fft: int = 0
+    n_mels: int = 64
+    chunk_frames: int = 25
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid option."""
+        if self.type not in TYPES:
+            raise ConfigError(f"option 'type' must be one of {TYPES}, got {self.type!r}")
+        if not 0 < self.hop_s <= self.win_s <= 1:
+            raise ConfigError("options 'hop_s' and 'win_s' need 0 < hop_s <= win_s <= 1 s")
+        if self.n_fft < 0 or self.n_fft & (self.n_fft - 1) and self.n_fft:
+            raise ConfigError(f"option 'n_fft' must be 0 or a power of two, got {self.n_fft}")
+        if not 8 <= self.n_mels <= 256:
+            raise ConfigError(f"option 'n_mels' must be in 8..256, got {self.n_mels}")
+        if self.chunk_frames < 1:
+            raise ConfigError(f"option 'chunk_frames' must be at least 1, got {self.chunk_frames}")
+
+
+def feature_params(cfg: FeatureConfig, fs: int, fmt: str, n_channels: int = 4) -> dict[str, Any]:
+    """Everything :func:`extract` needs, with window sizes scaled to ``fs``."""
+    win = int(round(cfg.win_s * fs))
+    n_fft = cfg.n_fft or 1 << (win - 1).bit_length()
+    if n_fft < win:
+        raise ConfigError(f"option 'n_fft' ({n_fft}) is shorter than the window ({win} samples)")
+    return {
+        "type": cfg.type,
+        "fs": int(fs),
+        "n_fft": int(n_fft),
+        "win_length": win,
+        "hop_length": int(round(cfg.hop_s * fs)),
+        "n_mels": int(cfg.n_mels),
+        "n_channels": int(n_channels),
+        "format": fmt,
+        "chunk_frames": int(cfg.chunk_frames),
+    }
+
+
+def output_shape(params: dict[str, Any]) -> tuple[int, int]:
+    """``(C, F)`` of the features of :func:`extract`."""
+    m = params["n_channels"]
+    if params["type"] == "stft":
+        return 2 * m, params["n_fft"] // 2
+    extra = 3 if params["format"] == "foa" else m * (m - 1) // 2
+    return m + extra, params["n_mels"]
+
+
+def n_frames(n_samples: int, hop_length: int) -> int:
+    """Frames of a centred STFT of ``n_samples``."""
+    return 1 + n_samples // hop_length
+
+
+def extract(audio: np.ndarray, fs: int, feature_params: dict[str, Any]) -> np.ndarray:
+    """Features of a multichannel signal, the same for training and prediction.
+
+    Args:
+        audio: ``[M, n_samples]`` signal (resampled when ``fs`` differs from the params').
+        fs: its sample rate.
+        feature_params: from a features artifact's manifest (``feature_params``).
+
+    Returns:
+        ``[C, T, F]`` float32 with ``T = 1 + n_samples // hop_length`` (at the params' rate).
+
+    Raises:
+        DataError: when the channel count differs from the one the features expect.
+    """
+    p = feature_params
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 2 or audio.shape[0] != p["n_channels"]:
+        raise DataError(
+            f"audio has shape {audio.shape}, expected [{p['n_channels']} channels, samples]"
+        )
+    if fs != p["fs"]:
+        from scipy.signal import resample_poly
+
+        g = np.gcd(int(fs), int(p["fs"]))
+        audio = resample_poly(audio, p["fs"] // g, fs // g, axis=-1).astype(np.float32)
+    spec = _stft(audio, p)  # (M, T, n_fft//2 + 1) complex64
+    if p["type"] == "stft":
+        s = spec[..., 1:]
+        return np.concatenate((np.abs(s), np.angle(s)), axis=0).astype(np.float32)
+    return _logmel(spec, p).astype(np.float32)
+
+
+def _stft(audio: np.ndarray, p: dict[str, Any]) -> np.ndarray:
+    """Centred STFT (zero padding), Hann window: ``[M, T, n_fft//2 + 1]`` complex64."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(audio))
+    spec = torch.stft(
+        x,
+        n_fft=p["n_fft"],
+        hop_length=p["hop_length"],
+        win_length=p["win_length"],
+        window=torch.hann_window(p["win_length"]),
+        center=True,
+        pad_mode="constant",
+        return_complex=True,
+    )  # (M, F, T)
+    return spec.transpose(1, 2).numpy()
+
+
+def _mel_basis(p: dict[str, Any]) -> np.ndarray:
+    import librosa
+
+    return librosa.filters.mel(sr=p["fs"], n_fft=p["n_fft"], n_mels=p["n_mels"]).astype(np.float32)
+
+
+def _logmel(spec: np.ndarray, p: dict[str, Any]) -> np.ndarray:
+    """Log-mel of each channel + intensity vectors (FOA) or GCC-PHAT (MIC)."""
+    mel = _mel_basis(p)  # (n_mels, F)
+    power = np.abs(spec) ** 2  # (M, T, F)
+    logmel = np.log(power @ mel.T + LOG_EPS)  # (M, T, n_mels)
+    if p["format"] == "foa":
+        return np.concatenate((logmel, _intensity_mel(spec, power, mel)), axis=0)
+    return np.concatenate((logmel, _gcc_phat(spec, p["n_fft"], p["n_mels"])), axis=0)
+
+
+def _intensity_mel(spec: np.ndarray, power: np.ndarray, mel: np.ndarray) -> np.ndarray:
+    """Normalized active intensity (x, y, z) in mel bands, as the DCASE 2020 baseline.
+
+    Channels are ACN (W, Y, Z, X); ``I = Re(conj(W) [X, Y, Z]) / (|W|^2 + (|X|^2+|Y|^2+|Z|^2)/3)``.
+    """
+    w, xyz = spec[0], spec[[3, 1, 2]]  # (T, F), (3, T, F)
+    energy = LOG_EPS + power[0] + power[1:].sum(axis=0) / 3.0  # (T, F)
+    iv = np.real(np.conj(w)[None] * xyz) / energy[None]  # (3, T, F)
+    return iv @ mel.T  # (3, T, n_mels)
+
+
+def _gcc_phat(spec: np.ndarray, n_fft: int, n_lags: int) -> np.ndarray:
+    """GCC-PHAT of every capsule pair, ``n_lags`` lags centred on zero: ``[P, T, n_lags]``."""
+    pairs = list(combinations(range(spec.shape[0]), 2))
+    i, j = (np.array(a) for a in zip(*pairs, strict=True))
+    cross = spec[i] * np.conj(spec[j])  # (P, T, F)
+    cc = np.fft.irfft(cross / (np.abs(cross) + LOG_EPS), n=n_fft, axis=-1)  # (P, T, n_fft)
+    half = n_lags // 2
+    return np.concatenate((cc[..., -half:], cc[..., : n_lags - half]), axis=-1)
+
+
+# ----------------------------------------------------------------------------- artifact
+
+
+def read_clips(scenes: Manifest) -> tuple[pd.DataFrame, Path]:
+    """The clip table of a scenes artifact and the folder its audio paths are relative to."""
+    clips = pd.read_csv(scenes.file("clips.csv"), dtype={"clip_id": str, "split": str})
+    root = scenes.extra.get("audio_root", ".")
+    audio_root = scenes.path if root == "." else Path(root)
+    return clips, audio_root
+
+
+def _clip_frames(clips: pd.DataFrame, audio_root: Path, params: dict[str, Any]) -> np.ndarray:
+    """Frames per clip, from the audio headers (checking channels and rate)."""
+    import soundfile as sf
+
+    frames = []
+    for rel in clips["audio"]:
+        path = safe_join(audio_root, rel)
+        try:
+            info = sf.info(path)
+        except Exception as e:
+            raise DataError(f"cannot read audio {path}: {e}") from e
+        if info.channels != params["n_channels"]:
+            raise DataError(f"{path} has {info.channels} channels, expected {params['n_channels']}")
+        if info.samplerate != params["fs"]:
+            raise DataError(f"{path} is at {info.samplerate} Hz, the scenes say {params['fs']} Hz")
+        frames.append(n_frames(info.frames, params["hop_length"]))
+    return np.array(frames, dtype=np.int64)
+
+
+def compute_features(
+    scenes_dir: str | os.PathLike, out: str | os.PathLike, cfg: FeatureConfig, force: bool = False
+) -> Manifest:
+    """Compute a features artifact from a scenes artifact (see ``featureset.py``).
+
+    Args:
+        scenes_dir: a scenes artifact (``ssl prep synth`` or ``ssl prep import``).
+        out: output directory.
+        cfg: feature options.
+        force: rebuild even when ``out`` holds an artifact built otherwise.
+    """
+    cfg.validate()
+    scenes = read_manifest(scenes_dir, "scenes")
+    ex = scenes.extra
+    params = feature_params(cfg, ex["fs"], ex["format"], ex.get("n_channels", 4))
+    with build_artifact(out, "features", to_dict(cfg), [scenes], force=force, log=log) as b:
+        if b.reused:
+            return b.manifest
+        b.extra.update(_write(scenes, params, b.dir))
+    return b.manifest
+
+
+def _write(scenes: Manifest, params: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    import soundfile as sf
+
+    clips, audio_root = read_clips(scenes)
+    chunk, hop_s = params["chunk_frames"], params["hop_length"] / params["fs"]
+    per_clip = _clip_frames(clips, audio_root, params) // chunk
+    if per_clip.sum() == 0:
+        raise DataError(f"every clip of {scenes.path} is shorter than one chunk ({chunk} frames)")
+    c, f = output_shape(params)
+    s = int(scenes.extra["max_sources"])
+    writer = FeatureWriter(out_dir, int(per_clip.sum()), (c, chunk, f), s)
+    err2 = np.zeros(c)
+    val2 = np.zeros(c)
+    i = 0
+    with progress() as bar:
+        task = bar.add_task("features", total=len(clips), info="")
+        for row, k in zip(clips.itertuples(index=False), per_clip, strict=True):
+            audio, fs = sf.read(safe_join(audio_root, row.audio), dtype="float32", always_2d=True)
+            x = extract(audio.T, fs, params)[:, : k * chunk]  # (C, k*chunk, F)
+            x16 = x.astype(np.float16)
+            err2 += np.square(x16.astype(np.float32) - x).sum(axis=(1, 2))
+            val2 += np.square(x).sum(axis=(1, 2))
+            events = read_labels(safe_join(scenes.path, row.labels))
+            act, dirs = frame_labels(events, k * chunk, hop_s, s)  # (T, S), (T, S, 3)
+            for j in range(k):  # chunks of this clip
+                sl = slice(j * chunk, (j + 1) * chunk)
+                writer.put(
+                    i,
+                    x16[:, sl],
+                    act[sl],
+                    dirs[sl],
+                    clip_id=row.clip_id,
+                    fold=int(row.fold),
+                    split=row.split,
+                    subset=row.subset,
+                    start_frame=j * chunk,
+                )
+                i += 1
+            bar.advance(task)
+    writer.finish()
+    rel = np.sqrt(err2 / np.maximum(val2, 1e-30))
+    return {
+        "feature_params": params,
+        "shape": [c, chunk, f],
+        "max_sources": s,
+        "n_chunks": int(per_clip.sum()),
+        "float16_rel_rms_error": _group_errors(rel, params),
+    }
+
+
+def _group_errors(rel: np.ndarray, params: dict[str, Any]) -> dict[str, float]:
+    """Float16 relative RMS error per channel group (max over the group's channels)."""
+    m = params["n_channels"]
+    if params["type"] == "stft":
+        return {"magnitude": float(rel[:m].max()), "phase": float(rel[m:].max())}
+    other = "intensity" if params["format"] == "foa" else "gcc_phat"
+    return {"logmel": float(rel[:m].max()), other: float(rel[m:].max())}

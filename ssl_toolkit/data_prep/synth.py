@@ -1,0 +1,456 @@
+"""``ssl prep synth``: ANSYN/RESYN look-alike scenes, reproducible clip by clip.
+
+A clip of subset ``ovN`` holds N *tracks*; each track is a sequence of
+non-overlapping events separated by random gaps, so at most N events sound at
+once. Every event is a static point source: a class, a direction (on a grid
+of ``grid_deg`` like ANSYN's 10°, or continuous), a distance, and a signal
+from the event library. Events that overlap in time never share a direction.
+
+- preset ``ansyn``: free field (direct path only, 1/r attenuation and delay).
+- preset ``resyn``: one shoebox room per clip, its size, RT60 and the array
+  position drawn from documented ranges; image sources up to ``max_order``
+  plus a late tail (see :mod:`.rooms`).
+
+Ambient noise (pink, diffuse) is added at ``snr_db`` below the clip's event
+power, and the clip is scaled to a 0.9 peak. Clip ``i`` depends only on
+``(seed, i)``, never on ``jobs``.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..artifacts import Manifest, build_artifact
+from ..config import ConfigError, to_dict
+from ..console import log, progress
+from ..geometry import deg, rad, sph_to_unit
+from .arrays import FORMATS, tetra_positions_m
+from .labels import LABEL_COLUMNS, max_overlap, write_labels
+from .render import impulse_response, lead_samples, spatialize
+from .rooms import free_field_paths, image_paths, max_distance_m, min_rt60_s, sample_room
+from .sources import EventLibrary, check_folder
+
+SUBSETS = ("ov1", "ov2", "ov3")
+LAYOUTS = ("toolkit", "tut2018")
+PEAK = 0.9
+MIN_SOURCE_DISTANCE_M = 0.5
+PINK_B = np.array([0.049922035, -0.095993537, 0.050612699, -0.004408786], np.float32)
+PINK_A = np.array([1.0, -2.494956002, 2.017265875, -0.522189400], np.float32)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Options of ``ssl prep synth`` (defaults: preset ``ansyn``; see :func:`preset_config`).
+
+    Attributes:
+        preset: ``ansyn`` (free field) or ``resyn`` (shoebox rooms).
+        format: ``foa`` (ACN/SN3D) or ``mic`` (tetrahedral array, 4.2 cm radius).
+        fs: sample rate in Hz.
+        n_clips: number of clips, spread evenly over ``subsets``.
+        clip_seconds: clip length.
+        subsets: overlap subsets among ov1, ov2, ov3 (at most 1, 2, 3 simultaneous events).
+        folds: cross-validation folds the clips are spread over (``fold`` column).
+        split_fractions: train/val/test fractions, applied within each subset.
+        seed: master seed; clip i uses the generator seeded with ``(seed, i)``.
+        event_seconds: range of event durations.
+        gap_seconds: range of the silences between consecutive events of a track.
+        grid_deg: direction grid step (ANSYN: 10); 0 draws continuous directions.
+        azimuth_range_deg: azimuth range (grid: -180..170 as ANSYN).
+        elevation_range_deg: elevation range (reference loaders: -60..50).
+        distance_range_m: source distance range (clamped to stay inside a room).
+        snr_db: event-to-ambient-noise ratio.
+        room_min_m, room_max_m: ranges of the room dimensions (resyn).
+        rt60_range_s: range of the reverberation time (resyn; drawn per clip).
+        max_order: image-source order cap (resyn); a late tail covers the rest.
+        late_tail: add the stochastic late tail (resyn).
+        room: shoebox rooms (True for resyn) or free field.
+        sources_dir: user folder of event clips (``<class>/<clip>.wav``); empty = built-in.
+        layout: ``toolkit`` (``wav/``, ``labels/``) or ``tut2018`` (original folder names).
+        subtype: soundfile subtype of the written wavs.
+    """
+
+    preset: str = "ansyn"
+    format: str = "foa"
+    fs: int = 44100
+    n_clips: int = 60
+    clip_seconds: float = 30.0
+    subsets: tuple[str, ...] = SUBSETS
+    folds: int = 1
+    split_fractions: tuple[float, ...] = (0.6, 0.2, 0.2)
+    seed: int = 0
+    event_seconds: tuple[float, ...] = (0.5, 3.0)
+    gap_seconds: tuple[float, ...] = (0.1, 1.5)
+    grid_deg: float = 10.0
+    azimuth_range_deg: tuple[float, ...] = (-180.0, 170.0)
+    elevation_range_deg: tuple[float, ...] = (-60.0, 50.0)
+    distance_range_m: tuple[float, ...] = (1.0, 10.0)
+    snr_db: float = 30.0
+    room_min_m: tuple[float, ...] = (4.0, 3.0, 2.5)
+    room_max_m: tuple[float, ...] = (10.0, 8.0, 4.0)
+    rt60_range_s: tuple[float, ...] = (0.2, 0.8)
+    max_order: int = 8
+    late_tail: bool = True
+    room: bool = False
+    sources_dir: str = ""
+    layout: str = "toolkit"
+    subtype: str = "PCM_16"
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid option."""
+        _check(self.preset in ("ansyn", "resyn"), "preset", "must be ansyn or resyn")
+        _check(self.format in FORMATS, "format", f"must be one of {FORMATS}")
+        _check(self.layout in LAYOUTS, "layout", f"must be one of {LAYOUTS}")
+        _check(8000 <= self.fs <= 192000, "fs", "must be in 8000..192000 Hz")
+        _check(self.n_clips >= 1, "n_clips", "must be at least 1")
+        _check(self.clip_seconds > 0, "clip_seconds", "must be positive")
+        _check(
+            len(self.subsets) > 0 and set(self.subsets) <= set(SUBSETS),
+            "subsets",
+            f"must be among {SUBSETS}",
+        )
+        _check(len(set(self.subsets)) == len(self.subsets), "subsets", "has duplicates")
+        _check(self.folds >= 1, "folds", "must be at least 1")
+        fr = self.split_fractions
+        _check(
+            len(fr) == 3 and min(fr) >= 0 and abs(sum(fr) - 1) < 1e-6,
+            "split_fractions",
+            "must be 3 non-negative numbers (train, val, test) summing to 1",
+        )
+        _range(self.event_seconds, "event_seconds", lo=1e-3)
+        _check(self.event_seconds[0] <= self.clip_seconds, "event_seconds", "exceeds clip_seconds")
+        _range(self.gap_seconds, "gap_seconds", lo=0.0)
+        _check(0 <= self.grid_deg <= 90, "grid_deg", "must be in [0, 90] (0: continuous)")
+        _range(self.azimuth_range_deg, "azimuth_range_deg", lo=-180.0, hi=180.0)
+        _range(self.elevation_range_deg, "elevation_range_deg", lo=-90.0, hi=90.0)
+        _range(self.distance_range_m, "distance_range_m", lo=MIN_SOURCE_DISTANCE_M)
+        n_dirs = len(direction_grid(self)[0]) if self.grid_deg > 0 else np.inf
+        _check(
+            n_dirs >= max_sources(self),
+            "grid_deg",
+            f"gives {n_dirs} directions, fewer than the {max_sources(self)} simultaneous sources",
+        )
+        if self.room:
+            self._validate_room()
+
+    def _validate_room(self) -> None:
+        _check(len(self.room_min_m) == 3, "room_min_m", "needs 3 dimensions")
+        _check(len(self.room_max_m) == 3, "room_max_m", "needs 3 dimensions")
+        _check(
+            all(
+                2 * MIN_SOURCE_DISTANCE_M + 1 <= a <= b
+                for a, b in zip(self.room_min_m, self.room_max_m, strict=True)
+            ),
+            "room_min_m",
+            "must be >= 2 m and <= room_max_m in every dimension",
+        )
+        _range(self.rt60_range_s, "rt60_range_s", lo=0.05)
+        need = 1.05 * min_rt60_s(self.room_max_m)
+        _check(
+            self.rt60_range_s[1] >= need,
+            "rt60_range_s",
+            f"upper bound {self.rt60_range_s[1]} s: a {list(self.room_max_m)} m room cannot "
+            f"reverberate less than {need:.2f} s",
+        )
+        _check(0 <= self.max_order <= 40, "max_order", "must be in 0..40")
+
+
+def _check(ok: bool, name: str, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"option {name!r} {why}")
+
+
+def _range(v: tuple[float, ...], name: str, lo: float = -np.inf, hi: float = np.inf) -> None:
+    _check(
+        len(v) == 2 and lo <= v[0] <= v[1] <= hi, name, f"must be [min, max] within [{lo}, {hi}]"
+    )
+
+
+#: Presets: ANSYN (anechoic) and RESYN (reverberant) look-alikes.
+PRESETS: dict[str, dict[str, Any]] = {
+    "ansyn": {"preset": "ansyn", "room": False, "distance_range_m": (1.0, 10.0)},
+    "resyn": {"preset": "resyn", "room": True, "distance_range_m": (1.0, 4.0)},
+}
+
+
+def preset_config(name: str) -> dict[str, Any]:
+    """The options a preset sets (a layer for :func:`config.resolve`)."""
+    if name not in PRESETS:
+        raise ConfigError(f"option 'preset' must be one of {', '.join(PRESETS)}, got {name!r}")
+    return dict(PRESETS[name])
+
+
+def max_sources(cfg: SynthConfig) -> int:
+    """S, the largest number of simultaneous sources of the chosen subsets."""
+    return max(int(s[2:]) for s in cfg.subsets)
+
+
+def direction_grid(cfg: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Azimuths and elevations (degrees) of the direction grid, flattened."""
+    az = np.arange(cfg.azimuth_range_deg[0], cfg.azimuth_range_deg[1] + 1e-9, cfg.grid_deg)
+    el = np.arange(cfg.elevation_range_deg[0], cfg.elevation_range_deg[1] + 1e-9, cfg.grid_deg)
+    a, e = np.meshgrid(az, el, indexing="ij")
+    return a.ravel(), e.ravel()
+
+
+# ----------------------------------------------------------------------------- scene plans
+
+
+def plan_events(
+    rng: np.random.Generator, cfg: SynthConfig, n_tracks: int, n_classes: int
+) -> pd.DataFrame:
+    """Draw the events of one clip: tracks of events, then classes and directions.
+
+    Returns:
+        One row per event (onset order): ``class_index, start_time, end_time, azi, ele, dist``.
+    """
+    rows = []
+    for _ in range(n_tracks):
+        t = rng.uniform(0, cfg.gap_seconds[1])
+        while t + cfg.event_seconds[0] <= cfg.clip_seconds:
+            dur = min(rng.uniform(*cfg.event_seconds), cfg.clip_seconds - t)
+            rows.append((t, t + dur))
+            t += dur + rng.uniform(*cfg.gap_seconds)
+    ev = pd.DataFrame(rows, columns=["start_time", "end_time"]).sort_values("start_time")
+    ev = ev.reset_index(drop=True)
+    ev.insert(0, "class_index", rng.integers(0, n_classes, len(ev)))
+    azi, ele = _directions(rng, cfg, ev["start_time"].to_numpy(), ev["end_time"].to_numpy())
+    ev["azi"], ev["ele"] = azi, ele
+    ev["dist"] = rng.uniform(*cfg.distance_range_m, len(ev))
+    return ev
+
+
+def _directions(
+    rng: np.random.Generator, cfg: SynthConfig, start: np.ndarray, end: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Directions (degrees) such that events overlapping in time never share one."""
+    n = len(start)
+    if cfg.grid_deg > 0:
+        ga, ge = direction_grid(cfg)
+        azi, ele = np.zeros(n), np.zeros(n)
+        for i in range(n):  # loop over events (a few per clip), not frames
+            busy = (start < end[i]) & (end > start[i]) & (np.arange(n) < i)
+            taken = {(azi[j], ele[j]) for j in np.flatnonzero(busy)}
+            free = [k for k in range(len(ga)) if (ga[k], ge[k]) not in taken] if taken else None
+            k = rng.choice(free) if free is not None else rng.integers(len(ga))
+            azi[i], ele[i] = ga[k], ge[k]
+        return azi, ele
+    azi = rng.uniform(*cfg.azimuth_range_deg, n)
+    s_lo, s_hi = np.sin(rad(np.asarray(cfg.elevation_range_deg)))
+    ele = deg(np.arcsin(rng.uniform(s_lo, s_hi, n)))  # uniform on the spherical band
+    return azi, ele
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def render_clip(
+    cfg: SynthConfig, index: int, subset: str, library: EventLibrary
+) -> tuple[np.ndarray, pd.DataFrame, dict[str, Any]]:
+    """Render clip ``index`` of ``subset``; depends only on ``(cfg, index)``.
+
+    Returns:
+        ``audio [4, n]`` float32, its label table (TUT2018 columns), and a dict
+        describing the room (empty in free field).
+    """
+    rng = np.random.default_rng([cfg.seed, index])
+    fs, n = cfg.fs, int(round(cfg.clip_seconds * cfg.fs))
+    ev = plan_events(rng, cfg, int(subset[2:]), len(library.classes))
+    u = sph_to_unit(rad(ev["azi"].to_numpy()), rad(ev["ele"].to_numpy())).astype(np.float64)
+    room, info = None, {}
+    if cfg.room:
+        room = sample_room(rng, cfg.room_min_m, cfg.room_max_m, cfg.rt60_range_s, cfg.max_order)
+        reach = np.array([max_distance_m(room, d) for d in u])
+        ev["dist"] = np.clip(ev["dist"].to_numpy(), MIN_SOURCE_DISTANCE_M, reach)
+        info = {"room_m": list(room.dims_m), "rt60_s": room.rt60_s, "array_m": list(room.array_m)}
+    positions = u * ev["dist"].to_numpy()[:, None]  # (E, 3)
+    paths = image_paths(room, positions, fs) if room else [free_field_paths(p) for p in positions]
+    mic = tetra_positions_m() if cfg.format == "mic" else None
+    lead = lead_samples(fs, mic)
+    out = np.zeros((4, n + lead), dtype=np.float32)
+    for e in range(len(ev)):
+        s0 = int(round(ev.at[e, "start_time"] * fs))
+        sig = library.draw(
+            rng, int(ev.at[e, "class_index"]), int(round(ev.at[e, "end_time"] * fs)) - s0
+        )
+        ev.at[e, "end_time"] = (s0 + len(sig)) / fs
+        tail = (rng, room.rt60_s) if room and cfg.late_tail else None
+        y = spatialize(sig, impulse_response(paths[e], cfg.format, fs, mic, tail))
+        stop = min(out.shape[1], s0 + y.shape[1])
+        out[:, s0:stop] += y[:, : stop - s0]
+    audio = out[:, lead:]  # direct sound at the array centre at the label onsets
+    audio = _add_noise(rng, audio, cfg.snr_db, cfg.format)
+    audio *= np.float32(PEAK / max(np.abs(audio).max(), 1e-12))
+    ev["sound_event_recording"] = [library.classes[c] for c in ev["class_index"]]
+    return audio.astype(np.float32), ev[LABEL_COLUMNS], info
+
+
+def _add_noise(rng: np.random.Generator, audio: np.ndarray, snr_db: float, fmt: str) -> np.ndarray:
+    """Add diffuse pink noise at ``snr_db`` below the clip's power (channel 0).
+
+    Pink noise: white noise through Kellet's 3-pole 1/f filter (within 0.5 dB
+    over 10 Hz .. 0.45 fs). Channels are independent; in ``foa`` X, Y, Z carry
+    1/3 of W's power, as a diffuse field in SN3D.
+    """
+    from scipy.signal import lfilter
+
+    white = rng.standard_normal(audio.shape, dtype=np.float32)
+    noise = lfilter(PINK_B, PINK_A, white, axis=-1)
+    if fmt == "foa":
+        noise[1:] /= np.sqrt(3.0)
+    p_sig, p_noise = np.mean(audio[0] ** 2), np.mean(noise[0] ** 2)
+    if p_sig <= 0 or p_noise <= 0:
+        return audio
+    return audio + noise * np.float32(np.sqrt(p_sig / p_noise * 10 ** (-snr_db / 10)))
+
+
+# ----------------------------------------------------------------------------- data set
+
+
+def clip_table(cfg: SynthConfig) -> pd.DataFrame:
+    """Which clip belongs to which subset, fold and split (before rendering).
+
+    Clip i goes to subset ``subsets[i % len(subsets)]``; within a subset clips
+    are spread over folds round-robin and split train/val/test by
+    ``split_fractions`` in a seeded random order.
+    """
+    idx = np.arange(cfg.n_clips)
+    k = len(cfg.subsets)
+    subset = np.array(cfg.subsets)[idx % k]
+    pos = idx // k
+    split = np.empty(cfg.n_clips, dtype=object)
+    for j, s in enumerate(cfg.subsets):
+        members = np.flatnonzero(subset == s)
+        order = np.random.default_rng([cfg.seed, 1_000_003, j]).permutation(len(members))
+        n_train = int(round(cfg.split_fractions[0] * len(members)))
+        n_val = int(round(cfg.split_fractions[1] * len(members)))
+        split[members[order[:n_train]]] = "train"
+        split[members[order[n_train : n_train + n_val]]] = "val"
+        split[members[order[n_train + n_val :]]] = "test"
+    return pd.DataFrame(
+        {"index": idx, "subset": subset, "fold": 1 + pos % cfg.folds, "split": split}
+    )
+
+
+def clip_paths(
+    cfg: SynthConfig, index: int, subset: str, fold: int, split: str
+) -> tuple[str, str, str]:
+    """``(clip_id, audio, labels)`` relative paths of a clip in the chosen layout."""
+    if cfg.layout == "tut2018":
+        prefix = "test" if split == "test" else "train"
+        cid = f"{prefix}_{index:04d}_{subset}"
+        snr = f"{int(round(cfg.snr_db))}db"
+        return (
+            cid,
+            f"wav_{subset}_split{fold}_{snr}/{cid}.wav",
+            f"desc_{subset}_split{fold}/{cid}.csv",
+        )
+    cid = f"clip{index:04d}_{subset}"
+    return cid, f"wav/{cid}.wav", f"labels/{cid}.csv"
+
+
+def _make_clip(cfg: SynthConfig, row: dict[str, Any], out_dir: str) -> dict[str, Any]:
+    """Worker: render one clip and write its wav and label CSV."""
+    import soundfile as sf
+
+    library = _library(cfg)
+    audio, events, _ = render_clip(cfg, row["index"], row["subset"], library)
+    cid, wav, lab = clip_paths(cfg, row["index"], row["subset"], row["fold"], row["split"])
+    for rel in (wav, lab):
+        (Path(out_dir) / rel).parent.mkdir(parents=True, exist_ok=True)
+    sf.write(Path(out_dir) / wav, audio.T, cfg.fs, subtype=cfg.subtype)
+    write_labels(Path(out_dir) / lab, events)
+    return {
+        "clip_id": cid,
+        "audio": wav,
+        "labels": lab,
+        "fold": row["fold"],
+        "split": row["split"],
+        "subset": row["subset"],
+        "duration_s": audio.shape[1] / cfg.fs,
+        "n_sources_max": max_overlap(events),
+        "n_events": len(events),
+    }
+
+
+_LIBRARIES: dict[tuple[int, str], EventLibrary] = {}
+
+
+def _library(cfg: SynthConfig) -> EventLibrary:
+    """One event library per process (user clips are cached across clips)."""
+    key = (cfg.fs, cfg.sources_dir)
+    if key not in _LIBRARIES:
+        _LIBRARIES[key] = EventLibrary(cfg.fs, cfg.sources_dir or None)
+    return _LIBRARIES[key]
+
+
+def synthesize(
+    out: str | os.PathLike, cfg: SynthConfig, jobs: int = 1, force: bool = False
+) -> Manifest:
+    """Synthesize a scenes artifact (see docs/ARCHITECTURE.md for its layout).
+
+    Args:
+        out: output directory.
+        cfg: the resolved config (call ``cfg.validate()`` or build it with ``config.resolve``).
+        jobs: worker processes; the output does not depend on it.
+        force: rebuild even when ``out`` holds an artifact built otherwise.
+
+    Returns:
+        The manifest of the scenes artifact.
+    """
+    cfg.validate()
+    if jobs < 1:
+        raise ConfigError(f"option 'jobs' must be at least 1, got {jobs}")
+    classes = check_folder(cfg.sources_dir, cfg.fs) if cfg.sources_dir else None
+    table = clip_table(cfg)
+    with build_artifact(out, "scenes", to_dict(cfg), force=force, log=log) as b:
+        if b.reused:
+            return b.manifest
+        rows = _run_clips(cfg, table, b.dir, jobs)
+        clips = pd.DataFrame(rows).sort_values("clip_id").reset_index(drop=True)
+        clips.to_csv(b.dir / "clips.csv", index=False)
+        b.extra.update(_extra(cfg, classes or list(_library(cfg).classes), clips))
+    return b.manifest
+
+
+def _run_clips(
+    cfg: SynthConfig, table: pd.DataFrame, out_dir: Path, jobs: int
+) -> list[dict[str, Any]]:
+    records = table.to_dict("records")
+    rows = []
+    with progress() as bar:
+        task = bar.add_task(f"synth {cfg.preset}/{cfg.format}", total=len(records), info="")
+        if jobs == 1:
+            for r in records:
+                rows.append(_make_clip(cfg, r, str(out_dir)))
+                bar.advance(task)
+        else:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                futures = [pool.submit(_make_clip, cfg, r, str(out_dir)) for r in records]
+                for f in futures:
+                    rows.append(f.result())
+                    bar.advance(task)
+    return rows
+
+
+def _extra(cfg: SynthConfig, classes: list[str], clips: pd.DataFrame) -> dict[str, Any]:
+    extra: dict[str, Any] = {
+        "fs": cfg.fs,
+        "format": cfg.format,
+        "n_channels": 4,
+        "max_sources": max_sources(cfg),
+        "audio_root": ".",
+        "classes": classes,
+        "layout": cfg.layout,
+        "n_clips": len(clips),
+        "hours": float(clips["duration_s"].sum() / 3600),
+    }
+    if cfg.format == "mic":
+        extra["mic_positions_m"] = tetra_positions_m().tolist()
+    return extra
