@@ -35,13 +35,14 @@ from .errors import UserError
 MANIFEST = "manifest.json"
 
 #: Current schema of each artifact kind, and the command that makes it.
-SCHEMAS: dict[str, int] = {"scenes": 1, "features": 1, "run": 1, "eval": 1, "export": 1}
+SCHEMAS: dict[str, int] = {"scenes": 1, "features": 1, "run": 1, "eval": 1, "export": 1, "toy": 1}
 MAKERS: dict[str, str] = {
     "scenes": "ssl prep synth (or ssl prep import)",
     "features": "ssl prep features",
     "run": "ssl train",
     "eval": "ssl eval (or ssl baseline)",
     "export": "ssl export",
+    "toy": "ssl toy",
 }
 
 
