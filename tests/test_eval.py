@@ -145,8 +145,8 @@ def test_eval_cli_prints_table(tmp_path, tiny_features):
         ],
     )
     assert res.exit_code == 0, res.output
-    assert "oracle_deg" in res.output
     doc = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert "oracle" in res.output and f"{doc['overall']['oracle_deg']:.2f}" in res.output
     assert doc["threshold"] == pytest.approx(doc["thresholds_val"]["sgl"]["threshold"])
     res = CliRunner().invoke(
         app,
