@@ -1,0 +1,198 @@
+"""``ssl prep import --layout tut2018``: ANSYN / RESYN / REAL as a scenes artifact.
+
+The TUT2018 layout (Adavanne et al., 2018) holds, per overlap subset N and
+cross-validation split K, a folder of 4-channel wavs ``wav_ovN_splitK_<snr>db/``
+and a folder of label CSVs ``desc_ovN_splitK/`` with one ``<stem>.csv`` per
+``<stem>.wav``. File names start with ``train_`` or ``test_``; a deterministic
+fifth of each folder's training clips (every fifth in name order) becomes the
+``val`` split. Audio stays where it is (``audio_root`` = the dataset folder)
+unless ``copy``; label files are always copied into the artifact.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..artifacts import Manifest, build_artifact
+from ..console import log, track
+from ..errors import DataError
+from .labels import max_overlap, read_labels, write_labels
+
+WAV_DIR = re.compile(r"^wav_(ov[123])_split(\d+)(?:_.*)?$")
+VAL_EVERY = 5
+N_CHANNELS = 4
+
+
+def find_folders(root: Path) -> list[tuple[str, int, Path, Path]]:
+    """``(subset, fold, wav_dir, desc_dir)`` for every subset/split folder pair.
+
+    Raises:
+        DataError: when the root holds no ``wav_ov*_split*`` folder, or one lacks
+            its ``desc_`` folder.
+    """
+    if not root.is_dir():
+        raise DataError(f"dataset folder {root} does not exist")
+    pairs = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        m = WAV_DIR.match(d.name)
+        if not m:
+            continue
+        desc = root / f"desc_{m.group(1)}_split{m.group(2)}"
+        if not desc.is_dir():
+            raise DataError(f"{d} has no label folder {desc.name} next to it")
+        pairs.append((m.group(1), int(m.group(2)), d, desc))
+    if not pairs:
+        raise DataError(
+            f"{root} holds no wav_ovN_splitK_*/ folder: not a TUT2018 (ANSYN/RESYN/REAL) dataset"
+        )
+    return pairs
+
+
+def _pair_files(wav_dir: Path, desc_dir: Path) -> list[tuple[Path, Path]]:
+    """Match wavs and label CSVs by stem; refuse any file without its partner."""
+    wavs = {p.stem: p for p in wav_dir.glob("*.wav")}
+    csvs = {p.stem: p for p in desc_dir.glob("*.csv")}
+    for stem in sorted(set(wavs) - set(csvs)):
+        raise DataError(f"audio {wavs[stem]} has no label file {desc_dir / (stem + '.csv')}")
+    for stem in sorted(set(csvs) - set(wavs)):
+        raise DataError(f"label file {csvs[stem]} has no audio {wav_dir / (stem + '.wav')}")
+    return [(wavs[s], csvs[s]) for s in sorted(wavs)]
+
+
+def _split_of(wav: Path, rank: int) -> str:
+    name = wav.name.lower()
+    if name.startswith("test"):
+        return "test"
+    if name.startswith("train"):
+        return "val" if rank % VAL_EVERY == VAL_EVERY - 1 else "train"
+    raise DataError(f"{wav}: file names must start with train_ or test_ (TUT2018 layout)")
+
+
+def _audio_info(wav: Path) -> tuple[int, float]:
+    import soundfile as sf
+
+    try:
+        info = sf.info(wav)
+    except Exception as e:
+        raise DataError(f"cannot read audio {wav}: {e}") from e
+    if info.channels != N_CHANNELS:
+        raise DataError(f"{wav} has {info.channels} channels, expected {N_CHANNELS}")
+    if info.frames == 0:
+        raise DataError(f"audio {wav} is empty")
+    return info.samplerate, info.frames / info.samplerate
+
+
+def _scan(root: Path) -> list[dict[str, Any]]:
+    """One record per clip, every file checked."""
+    records = []
+    for subset, fold, wav_dir, desc_dir in find_folders(root):
+        n_train = 0
+        for wav, csv in _pair_files(wav_dir, desc_dir):
+            split = _split_of(wav, n_train)
+            n_train += split != "test"
+            fs, duration = _audio_info(wav)
+            events = read_labels(csv)
+            if len(events) and events["end_time"].max() > duration + 0.05:
+                raise DataError(
+                    f"label file {csv} has an event ending at {events['end_time'].max():.2f} s, "
+                    f"after the end of {wav.name} ({duration:.2f} s)"
+                )
+            records.append(
+                {
+                    "clip_id": f"{subset}_split{fold}_{wav.stem}",
+                    "wav": wav,
+                    "events": events,
+                    "fold": fold,
+                    "split": split,
+                    "subset": subset,
+                    "fs": fs,
+                    "duration_s": duration,
+                }
+            )
+    rates = {r["fs"] for r in records}
+    if len(rates) > 1:
+        raise DataError(f"{root} mixes sample rates {sorted(rates)}; import one rate at a time")
+    return records
+
+
+def import_tut2018(
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    copy: bool = False,
+    force: bool = False,
+    *,
+    fmt: str = "foa",
+) -> Manifest:
+    """Import a dataset in the TUT2018 layout as a scenes artifact.
+
+    Args:
+        root: the dataset folder (holding ``wav_ovN_splitK_*`` and ``desc_ovN_splitK``).
+        out: output scenes directory.
+        copy: copy the audio into the artifact (``wav/``); otherwise it is referenced.
+        force: rebuild even when ``out`` holds an artifact built otherwise.
+        fmt: ``foa`` (ANSYN/RESYN/REAL FOA) or ``mic``.
+
+    Raises:
+        DataError: naming the file at fault (missing partner, malformed row,
+            wrong channel count, unreadable audio, mixed rates).
+    """
+    root = Path(root).resolve()
+    records = _scan(root)
+    config = {
+        "layout": "tut2018",
+        "root": str(root),
+        "copy": copy,
+        "format": fmt,
+        "files": sorted(str(r["wav"].relative_to(root)) for r in records),
+    }
+    with build_artifact(out, "scenes", config, force=force, log=log) as b:
+        if b.reused:
+            return b.manifest
+        rows = [_write_clip(r, root, b.dir, copy) for r in track(records, "import")]
+        clips = pd.DataFrame(rows)
+        clips.to_csv(b.dir / "clips.csv", index=False)
+        b.extra.update(
+            {
+                "fs": int(records[0]["fs"]),
+                "format": fmt,
+                "n_channels": N_CHANNELS,
+                "max_sources": int(
+                    max(clips["n_sources_max"].max(), clips["subset"].str[2:].astype(int).max())
+                ),
+                "audio_root": "." if copy else str(root),
+                "n_clips": len(clips),
+                "hours": float(clips["duration_s"].sum() / 3600),
+                "layout": "tut2018",
+                "classes": sorted(
+                    {c for r in records for c in r["events"]["sound_event_recording"]}
+                ),
+            }
+        )
+    return b.manifest
+
+
+def _write_clip(r: dict[str, Any], root: Path, out_dir: Path, copy: bool) -> dict[str, Any]:
+    rel = r["wav"].relative_to(root).as_posix()
+    if copy:
+        (out_dir / "wav").mkdir(exist_ok=True)
+        rel = f"wav/{r['clip_id']}.wav"
+        shutil.copyfile(r["wav"], out_dir / rel)
+    (out_dir / "labels").mkdir(exist_ok=True)
+    labels = f"labels/{r['clip_id']}.csv"
+    write_labels(out_dir / labels, r["events"])
+    return {
+        "clip_id": r["clip_id"],
+        "audio": rel,
+        "labels": labels,
+        "fold": r["fold"],
+        "split": r["split"],
+        "subset": r["subset"],
+        "duration_s": r["duration_s"],
+        "n_sources_max": max_overlap(r["events"]),
+    }
