@@ -19,6 +19,7 @@ stored as float16: the manifest records the resulting error
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from itertools import combinations
@@ -157,9 +158,15 @@ def _stft(audio: np.ndarray, p: dict[str, Any]) -> np.ndarray:
 
 
 def _mel_basis(p: dict[str, Any]) -> np.ndarray:
+    """Mel filterbank ``[n_mels, n_fft // 2 + 1]`` (librosa, Slaney), cached."""
+    return _mel_cached(p["fs"], p["n_fft"], p["n_mels"])
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_cached(fs: int, n_fft: int, n_mels: int) -> np.ndarray:
     import librosa
 
-    return librosa.filters.mel(sr=p["fs"], n_fft=p["n_fft"], n_mels=p["n_mels"]).astype(np.float32)
+    return librosa.filters.mel(sr=fs, n_fft=n_fft, n_mels=n_mels).astype(np.float32)
 
 
 def _logmel(spec: np.ndarray, p: dict[str, Any]) -> np.ndarray:
