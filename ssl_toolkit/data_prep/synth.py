@@ -328,14 +328,27 @@ def clip_table(cfg: SynthConfig) -> pd.DataFrame:
     for j, s in enumerate(cfg.subsets):
         members = np.flatnonzero(subset == s)
         order = np.random.default_rng([cfg.seed, 1_000_003, j]).permutation(len(members))
-        n_train = int(round(cfg.split_fractions[0] * len(members)))
-        n_val = int(round(cfg.split_fractions[1] * len(members)))
+        n_train, n_val, _ = split_counts(len(members), cfg.split_fractions)
         split[members[order[:n_train]]] = "train"
         split[members[order[n_train : n_train + n_val]]] = "val"
         split[members[order[n_train + n_val :]]] = "test"
     return pd.DataFrame(
         {"index": idx, "subset": subset, "fold": 1 + pos % cfg.folds, "split": split}
     )
+
+
+def split_counts(n: int, fractions: tuple[float, ...]) -> tuple[int, int, int]:
+    """Clips per split: largest remainders, and at least one in every split with a
+    non-zero fraction when there are enough clips."""
+    fr = np.asarray(fractions, dtype=np.float64)
+    counts = np.floor(fr * n).astype(int)
+    for k in np.argsort(-(fr * n - counts), kind="stable")[: n - counts.sum()]:
+        counts[k] += 1
+    if n >= np.count_nonzero(fr):
+        for k in np.flatnonzero((counts == 0) & (fr > 0)):
+            counts[np.argmax(counts)] -= 1
+            counts[k] += 1
+    return int(counts[0]), int(counts[1]), int(counts[2])
 
 
 def clip_paths(
