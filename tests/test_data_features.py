@@ -1,0 +1,129 @@
+"""Features: hand-checked STFT/log-mel/GCC values, frame labels, the stored artifact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from ssl_toolkit.config import ConfigError, resolve
+from ssl_toolkit.data_prep.features import (
+    FeatureConfig,
+    compute_features,
+    extract,
+    feature_params,
+)
+from ssl_toolkit.data_prep.labels import frame_labels
+from ssl_toolkit.data_prep.synth import SynthConfig, preset_config, synthesize
+from ssl_toolkit.featureset import open_features
+from ssl_toolkit.geometry import rad, sph_to_unit
+
+
+def test_params_scale_with_sample_rate():
+    p44 = feature_params(FeatureConfig(), 44100, "foa")
+    assert (p44["n_fft"], p44["win_length"], p44["hop_length"]) == (2048, 1764, 882)
+    p16 = feature_params(FeatureConfig(), 16000, "mic")
+    assert (p16["n_fft"], p16["win_length"], p16["hop_length"]) == (1024, 640, 320)
+
+
+def test_stft_features_of_a_sinusoid():
+    fs, n = 16000, 16000
+    p = feature_params(FeatureConfig(), fs, "mic")
+    k = 64  # exactly on bin 64 -> index 63 once DC is dropped
+    t = np.arange(n) / fs
+    audio = np.stack([np.sin(2 * np.pi * k * fs / p["n_fft"] * t + ph) for ph in (0, 1, 2, 3)])
+    x = extract(audio, fs, p)
+    assert x.shape == (8, 1 + n // 320, 512) and x.dtype == np.float32
+    mid = x[:, 10:-10]
+    assert np.all(np.argmax(mid[:4], axis=-1) == k - 1)
+    # magnitude of a unit sinusoid with a Hann window: sum(window) / 2
+    np.testing.assert_allclose(mid[:4, :, k - 1], np.hanning(642)[1:-1].sum() / 2, rtol=0.01)
+    # phase differences between channels equal the sinusoids' phase offsets
+    dphi = np.angle(np.exp(1j * (mid[5, :, k - 1] - mid[4, :, k - 1])))
+    np.testing.assert_allclose(dphi, 1.0, atol=1e-3)
+
+
+def test_logmel_gcc_phat_peaks_at_the_delay():
+    fs, d = 16000, 3
+    p = feature_params(FeatureConfig(type="logmel"), fs, "mic")
+    s = np.random.default_rng(0).normal(size=fs + 10)
+    audio = np.stack([s[10:], s[10 - d : -d], s[10:], s[10:]])  # channel 1 is 3 samples late
+    x = extract(audio, fs, p)
+    assert x.shape == (10, 51, 64)
+    gcc01 = x[4, 5:-5].mean(axis=0)  # pair (0, 1)
+    assert np.argmax(gcc01) - 32 == -d  # x0 leads x1 by d samples
+
+
+def test_logmel_intensity_of_a_plane_wave_points_to_it():
+    fs = 16000
+    p = feature_params(FeatureConfig(type="logmel"), fs, "foa")
+    u = sph_to_unit(rad(-120.0), rad(30.0))
+    s = np.random.default_rng(1).normal(size=fs)
+    audio = np.stack([s, u[1] * s, u[2] * s, u[0] * s])  # ACN W, Y, Z, X
+    iv = extract(audio, fs, p)[4:7, 5:-5]  # (3, T, n_mels)
+    v = iv.sum(axis=(1, 2))
+    np.testing.assert_allclose(v / np.linalg.norm(v), u, atol=1e-3)
+
+
+def test_frame_labels_hand_computed():
+    ev = pd.DataFrame(
+        {
+            "sound_event_recording": ["a", "b"],
+            "start_time": [0.1, 0.2],
+            "end_time": [0.3, 0.5],
+            "ele": [0.0, 90.0],
+            "azi": [90.0, 0.0],
+            "dist": [1.0, 1.0],
+        }
+    )
+    act, dirs = frame_labels(ev, 30, 0.02, 2)
+    assert act.shape == (30, 2) and dirs.shape == (30, 2, 3)
+    np.testing.assert_array_equal(np.flatnonzero(act[:, 0]), np.arange(5, 15))
+    np.testing.assert_array_equal(np.flatnonzero(act[:, 1]), np.arange(10, 25))
+    np.testing.assert_allclose(dirs[7, 0], [0, 1, 0], atol=1e-6)
+    np.testing.assert_allclose(dirs[20, 1], [0, 0, 1], atol=1e-6)
+    assert not dirs[~act].any()
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    cfg = resolve(
+        SynthConfig,
+        preset_config("resyn"),
+        {"fs": 8000, "n_clips": 6, "clip_seconds": 2.0, "subsets": ["ov1", "ov2"]},
+    )
+    return synthesize(tmp_path_factory.mktemp("sc") / "scenes", cfg)
+
+
+def test_compute_features_artifact(scenes, tmp_path):
+    man = compute_features(scenes.path, tmp_path / "f", FeatureConfig())
+    fs = open_features(man.path)
+    assert isinstance(fs.features, np.memmap) and fs.features.dtype == np.float16
+    assert fs.shape == (8, 25, 256) and fs.max_sources == 2  # n_fft 512 at 8 kHz
+    assert len(fs.index) == 6 * 4 and set(fs.index["subset"]) == {"ov1", "ov2"}
+    # float16 storage loses a negligible part of the signal
+    assert max(man.extra["float16_rel_rms_error"].values()) < 1e-3
+    # stored chunks equal extract() on the raw audio (what `ssl predict` computes)
+    clips = pd.read_csv(scenes.file("clips.csv"))
+    row = fs.index.iloc[5]
+    clip = clips.set_index("clip_id").loc[row.clip_id]
+    audio, sr = sf.read(scenes.file(clip.audio), always_2d=True)
+    x = extract(audio.T, sr, fs.feature_params)[:, row.start_frame : row.start_frame + 25]
+    np.testing.assert_allclose(fs.features[5].astype(np.float32), x, rtol=2e-3, atol=2e-3)
+    # frame labels follow the label CSV
+    ev = pd.read_csv(scenes.file(clip.labels))
+    act, dirs = frame_labels(ev, row.start_frame + 25, 0.02, 2)
+    np.testing.assert_array_equal(fs.activity[5], act[row.start_frame :])
+    np.testing.assert_allclose(fs.directions[5], dirs[row.start_frame :])
+    # normalization statistics come from the train split only
+    train = fs.rows("train")
+    x_train = np.asarray(fs.features[train], dtype=np.float64)
+    np.testing.assert_allclose(fs.mean, x_train.mean(axis=(0, 2)), rtol=1e-3, atol=1e-4)
+
+
+def test_bad_feature_options_are_named():
+    with pytest.raises(ConfigError, match="type"):
+        resolve(FeatureConfig, {"type": "mfcc"})
+    with pytest.raises(ConfigError, match="n_fft"):
+        resolve(FeatureConfig, {"n_fft": 1000})
