@@ -1,0 +1,86 @@
+"""ssl report: one table across eval artifacts, Markdown and CSV."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from ssl_toolkit.artifacts import ArtifactError, build_artifact
+from ssl_toolkit.evaluation import Frames, score_predictions, write_eval
+from ssl_toolkit.report import make_report
+from ssl_toolkit.testing import random_directions
+
+
+def fake_eval(path, method, k, seed, spread):
+    """An eval artifact of predictions = targets plus noise (larger spread = worse)."""
+    rng = np.random.default_rng(seed)
+    n = 60
+    targets = random_directions(rng, (n, 3))
+    active = np.zeros((n, 3), bool)
+    nsrc = np.repeat([1, 2, 3], n // 3)
+    active[np.arange(3)[None] < nsrc[:, None]] = True
+    hyps = random_directions(rng, (n, k))
+    hyps[:, :3] = targets + spread * rng.normal(size=targets.shape)
+    hyps /= np.linalg.norm(hyps, axis=-1, keepdims=True)
+    conf = np.zeros((n, k), np.float32)
+    conf[:, :3] = active
+    fr = Frames(
+        hyps,
+        conf,
+        targets,
+        active,
+        np.repeat(["c1", "c2", "c3"], n // 3),
+        np.tile(np.arange(n // 3), 3),
+        np.repeat(["ov1", "ov2", "ov3"], n // 3),
+    )
+    with build_artifact(path, "eval", {"method": method}) as b:
+        scores = score_predictions(fr, conf >= 0.5, 0.5, 10)
+        write_eval(
+            b.dir,
+            fr,
+            conf >= 0.5,
+            method,
+            0.5,
+            scores,
+            thresholds_val={"fixed": {"threshold": 0.5, "F20": 0.4}},
+        )
+    return path
+
+
+def test_report_table_compares_methods(tmp_path):
+    a = fake_eval(tmp_path / "good", "rmcl", 5, 0, 0.01)
+    b = fake_eval(tmp_path / "bad", "srp", 3, 1, 0.5)
+    table = make_report([a, b], tmp_path / "rep")
+    assert list(table["subset"]) == ["D1", "D2", "D3", "overall"] * 2
+    assert list(table["K"]) == [5] * 4 + [3] * 4
+    ov = table[table.subset == "overall"].set_index("method")
+    assert ov.loc["rmcl", "oracle (deg)"] < ov.loc["srp", "oracle (deg)"]
+    csv = pd.read_csv(tmp_path / "rep" / "report.csv")
+    assert {
+        "oracle (deg)",
+        "EMD (deg)",
+        "Hungarian (deg)",
+        "frame recall",
+        "F20",
+        "LE_CD (deg)",
+    } <= set(csv.columns)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert md.count("| good | rmcl | 5 |") == 4 and "## Detection thresholds" in md
+    with pytest.raises(ArtifactError, match="--force"):
+        make_report([a], tmp_path / "rep")
+    assert len(make_report([a], tmp_path / "rep", force=True)) == 4
+
+
+def test_report_rejects_non_eval(tmp_path):
+    (tmp_path / "x").mkdir()
+    with pytest.raises(ArtifactError, match="ssl eval"):
+        make_report([tmp_path / "x"], tmp_path / "rep")
+
+
+def test_report_cli(tmp_path):
+    from ssl_toolkit.cli import app
+
+    a = fake_eval(tmp_path / "good", "rmcl", 5, 0, 0.01)
+    res = CliRunner().invoke(app, ["report", str(a), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    assert "rmcl" in res.output and (tmp_path / "r" / "report.md").is_file()

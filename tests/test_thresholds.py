@@ -1,0 +1,49 @@
+"""Threshold choice: hand-built cases where 0.5 is wrong and the learned thresholds are not."""
+
+import numpy as np
+import pytest
+
+from ssl_toolkit import thresholds as TH
+from ssl_toolkit.geometry import rad, sph_to_unit
+from ssl_toolkit.testing import random_directions
+
+
+def test_close_hypotheses_hand_computed():
+    u = lambda a: sph_to_unit(rad(np.float64(a)), 0.0)  # noqa: E731
+    hyps = np.stack([[u(5), u(15), u(100)], [u(50), u(0), u(0)]])
+    targets = np.stack([[u(0), u(90)], [u(0), u(0)]])
+    active = np.array([[True, True], [False, False]])
+    # target 0: closest hyp 0 (5 deg); target 90: closest hyp 2 (10 deg); frame 1 silent
+    np.testing.assert_array_equal(
+        TH.close_hypotheses(hyps, targets, active), [[True, False, True], [False, False, False]]
+    )
+
+
+@pytest.fixture
+def shy_model():
+    """Correct hypotheses have confidences in [0.25, 0.35], wrong ones in [0, 0.15]."""
+    rng = np.random.default_rng(0)
+    n, k = 400, 3
+    targets = random_directions(rng, (n, 1))
+    hyps = random_directions(rng, (n, k))
+    hyps[:, 0] = targets[:, 0]  # hypothesis 0 is right, the others random
+    conf = rng.uniform(0.0, 0.15, (n, k))
+    conf[:, 0] = rng.uniform(0.25, 0.35, n)
+    active = np.ones((n, 1), bool)
+    active[::4] = False  # some silent frames
+    conf[::4, 0] = rng.uniform(0.0, 0.15, len(conf[::4]))
+    segment = np.arange(n) // 10
+    return conf, hyps, targets, active, segment
+
+
+def test_sgl_learns_a_threshold_between_the_classes(shy_model):
+    conf, hyps, targets, active, _ = shy_model
+    t = TH.learn_threshold_sgl(conf, hyps, targets, active)
+    assert 0.15 < t <= 0.25 + 1e-9
+
+
+def test_compare_thresholds_grid_and_sgl_beat_fixed(shy_model):
+    res = TH.compare_thresholds(*shy_model)
+    assert res["fixed"]["threshold"] == 0.5 and res["fixed"]["F20"] == pytest.approx(0.0)
+    assert 0.15 - 1e-9 <= res["grid"]["threshold"] <= 0.25 + 1e-9  # wrong ones are < 0.15
+    assert res["grid"]["F20"] > 0.9 and res["sgl"]["F20"] > 0.9
