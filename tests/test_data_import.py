@@ -1,0 +1,116 @@
+"""Import of the TUT2018 layout (ANSYN/RESYN/REAL) from a fixture written here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from ssl_toolkit.data_prep.features import FeatureConfig, compute_features
+from ssl_toolkit.data_prep.importers import import_tut2018
+from ssl_toolkit.errors import DataError
+from ssl_toolkit.featureset import open_features
+
+FS = 8000
+HEADER = "sound_event_recording,start_time,end_time,ele,azi,dist\n"
+
+
+def _write_dataset(root, channels=4):
+    """ov1 and ov2 of split 1: 6 train + 2 test clips each, 2 s long."""
+    rng = np.random.default_rng(0)
+    for ov in (1, 2):
+        wav_dir, desc_dir = root / f"wav_ov{ov}_split1_30db", root / f"desc_ov{ov}_split1"
+        wav_dir.mkdir(parents=True)
+        desc_dir.mkdir(parents=True)
+        names = [f"train_{i}_desc_30_100" for i in range(6)] + ["test_0_desc_30_100", "test_1_x"]
+        for name in names:
+            sf.write(wav_dir / f"{name}.wav", 0.1 * rng.normal(size=(2 * FS, channels)), FS)
+            rows = ["speech,0.10,0.90,10,-40,10"]
+            if ov == 2:
+                rows.append("phone,0.5,1.5,-20,170,10")
+            (desc_dir / f"{name}.csv").write_text(HEADER + "\n".join(rows) + "\n")
+    return root
+
+
+def test_import_reads_layout_and_feeds_features(tmp_path):
+    root = _write_dataset(tmp_path / "ANSYN")
+    man = import_tut2018(root, tmp_path / "scenes")
+    clips = pd.read_csv(man.file("clips.csv"))
+    assert len(clips) == 16
+    assert man.extra["audio_root"] == str(root.resolve()) and man.extra["fs"] == FS
+    assert man.extra["max_sources"] == 2
+    assert (clips.groupby(["subset", "split"]).size().to_dict()) == {
+        ("ov1", "test"): 2,
+        ("ov1", "train"): 5,
+        ("ov1", "val"): 1,
+        ("ov2", "test"): 2,
+        ("ov2", "train"): 5,
+        ("ov2", "val"): 1,
+    }
+    assert not (tmp_path / "scenes" / "wav").exists()  # audio stays where it is
+    ov2 = clips[clips["subset"] == "ov2"].iloc[0]
+    assert ov2.n_sources_max == 2 and ov2.fold == 1
+    feats = open_features(compute_features(man.path, tmp_path / "feats", FeatureConfig()).path)
+    assert feats.activity[feats.rows(subsets=["ov2"])].sum(axis=-1).max() == 2
+
+
+def test_import_copy_keeps_audio_inside(tmp_path):
+    root = _write_dataset(tmp_path / "RESYN")
+    man = import_tut2018(root, tmp_path / "scenes", copy=True)
+    clips = pd.read_csv(man.file("clips.csv"))
+    assert man.extra["audio_root"] == "."
+    assert all(man.file(a).is_file() and a.startswith("wav/") for a in clips["audio"])
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        ("bad_row", r"desc_ov1_split1/train_2_desc_30_100\.csv, row 3"),
+        ("no_labels", r"train_2_desc_30_100\.wav has no label file"),
+        ("no_audio", r"train_2_desc_30_100\.csv has no audio"),
+        ("channels", r"train_2_desc_30_100\.wav has 2 channels"),
+    ],
+)
+def test_import_errors_name_the_file(tmp_path, damage, named):
+    root = _write_dataset(tmp_path / "ds")
+    wav = root / "wav_ov1_split1_30db" / "train_2_desc_30_100.wav"
+    csv = root / "desc_ov1_split1" / "train_2_desc_30_100.csv"
+    if damage == "bad_row":
+        csv.write_text(HEADER + "speech,0.1,0.9,10,-40,10\nspeech,0.5,abc,10,-40,10\n")
+    elif damage == "no_labels":
+        csv.unlink()
+    elif damage == "no_audio":
+        wav.unlink()
+    else:
+        sf.write(wav, np.zeros((FS, 2)), FS)
+    with pytest.raises(DataError, match=named):
+        import_tut2018(root, tmp_path / "scenes")
+    assert not (tmp_path / "scenes").exists()
+
+
+def test_synth_tut2018_output_imports_back(tmp_path):
+    from ssl_toolkit.config import resolve
+    from ssl_toolkit.data_prep.synth import SynthConfig, preset_config, synthesize
+
+    cfg = resolve(
+        SynthConfig,
+        preset_config("ansyn"),
+        {
+            "fs": FS,
+            "n_clips": 4,
+            "clip_seconds": 1.0,
+            "layout": "tut2018",
+            "subsets": ["ov1", "ov2"],
+        },
+    )
+    syn = synthesize(tmp_path / "syn", cfg)
+    man = import_tut2018(syn.path, tmp_path / "imp")
+    a = pd.read_csv(syn.file("clips.csv")).sort_values("audio").reset_index(drop=True)
+    b = pd.read_csv(man.file("clips.csv")).sort_values("audio").reset_index(drop=True)
+    assert list(a["audio"]) == list(b["audio"])
+    for ra, rb in zip(a.itertuples(), b.itertuples(), strict=True):
+        la, lb = pd.read_csv(syn.file(ra.labels)), pd.read_csv(man.file(rb.labels))
+        np.testing.assert_allclose(
+            la.iloc[:, 1:].to_numpy(float), lb.iloc[:, 1:].to_numpy(float), rtol=1e-5
+        )
