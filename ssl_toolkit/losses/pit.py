@@ -17,7 +17,7 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-from .wta import distance_matrix
+from .wta import distance_matrix, full_precision
 
 
 def permutations(n: int, device=None) -> torch.Tensor:
@@ -36,12 +36,12 @@ def pit_costs(
     """
     s = targets.shape[-2]
     perm = permutations(s, hyps.device)  # (P, S)
-    dist = distance_matrix(hyps.float(), targets.float())  # (B, T, S, K=S)
+    dist = distance_matrix(hyps, targets)  # (B, T, S, K=S)
     idx = perm.T.expand(*dist.shape[:2], s, perm.shape[0])  # (B, T, S, P)
     d_sp = dist.gather(-1, idx)  # (B, T, S, P): distance of target s to slot perm[p, s]
     dist_cost = (d_sp * active.unsqueeze(-1)).sum(-2)  # (B, T, P)
-    c = conf.float().unsqueeze(-2).expand(*conf.shape[:2], s, s)  # (B, T, S, K)
-    y = active.float().unsqueeze(-1).expand_as(c)
+    c = full_precision(conf).unsqueeze(-2).expand(*conf.shape[:2], s, s)  # (B, T, S, K)
+    y = active.to(c.dtype).unsqueeze(-1).expand_as(c)
     bce = F.binary_cross_entropy(c, y, reduction="none")  # (B, T, S, K): slot k labelled as s
     bce_cost = bce.gather(-1, idx).sum(-2)  # (B, T, P)
     return dist_cost, bce_cost

@@ -19,6 +19,11 @@ from .annealed import amcl_weights
 MODES = ("wta", "relaxed", "top-n", "amcl")
 
 
+def full_precision(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision tensors (AMP outputs) as float32; others unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def distance_matrix(hyps: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Great-circle distance between every target and every hypothesis.
 
@@ -29,6 +34,7 @@ def distance_matrix(hyps: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[B, T, S, K]`` distances in radians.
     """
+    hyps, targets = full_precision(hyps), full_precision(targets)
     return great_circle(targets.unsqueeze(-2), hyps.unsqueeze(-3))  # (B, T, S, K)
 
 
@@ -119,7 +125,8 @@ def confidence_loss(
     Returns:
         Scalar: the mean BCE over the kept ``(b, t, k)``.
     """
-    bce = F.binary_cross_entropy(conf.float(), positive.float(), reduction="none")  # (B, T, K)
+    c = full_precision(conf)
+    bce = F.binary_cross_entropy(c, positive.to(c.dtype), reduction="none")  # (B, T, K)
     if negatives == "all":
         return bce.mean()
     mask = _negative_mask(positive, int(negatives), generator)
@@ -172,7 +179,7 @@ def rmcl_loss(
     Returns:
         Scalar tensor.
     """
-    dist = distance_matrix(hyps.float(), targets.float())  # (B, T, S, K)
+    dist = distance_matrix(hyps, targets)  # (B, T, S, K)
     w = assignment_weights(dist, mode, epsilon=epsilon, top_n=top_n, temperature=temperature)
     per_target = (w * dist).sum(-1)  # (B, T, S)
     loss = masked_mean(per_target, active)
@@ -188,5 +195,5 @@ def oracle_error(hyps: torch.Tensor, targets: torch.Tensor, active: torch.Tensor
     Returns:
         Scalar tensor (0 when nothing is active).
     """
-    dist = distance_matrix(hyps.float(), targets.float())  # (B, T, S, K)
+    dist = distance_matrix(hyps, targets)  # (B, T, S, K)
     return masked_mean(dist.min(-1).values, active)

@@ -11,10 +11,11 @@ import torch
 
 from .. import console
 from ..artifacts import Manifest, build_artifact, fingerprint
-from ..config import to_dict
+from ..config import ConfigError, to_dict
 from ..errors import DataError
 from ..featureset import FeatureSet, open_features
 from ..models import build_model, save_model
+from ..models.crnn import pooled_bins
 from .config import TrainConfig
 from .data import make_loader
 from .engine import Job, fit, validate, write_history
@@ -25,6 +26,11 @@ from .runtime import Runtime, seed_everything, setup, teardown
 def model_kwargs(cfg: TrainConfig, fs: FeatureSet, k: int) -> dict[str, Any]:
     """Constructor arguments of the CRNN for ``cfg`` on features ``fs`` with ``k`` outputs."""
     c, _t, f = fs.shape
+    if pooled_bins(f, cfg.pools) < 1:
+        raise ConfigError(
+            f"option 'pools' {list(cfg.pools)} pools the {f} frequency bins of "
+            f"{fs.manifest.path} down to nothing; use smaller pools"
+        )
     return {
         "n_channels": int(c),
         "n_bins": int(f),
