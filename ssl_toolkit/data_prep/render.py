@@ -124,7 +124,8 @@ def spatialize(signal: np.ndarray, rir: np.ndarray) -> np.ndarray:
     """
     signal = signal.astype(np.float32)
     rir = rir.astype(np.float32)
-    taps = np.flatnonzero(np.abs(rir).max(axis=0))
+    peak = np.abs(rir).max(axis=0)  # (L,)
+    taps = np.flatnonzero(peak > 1e-6 * peak.max())  # sinc zeros are ~1e-17, not 0
     if len(taps) == 1:  # a pure delay and gains (free-field FOA): no convolution needed
         out = np.zeros((rir.shape[0], len(signal) + rir.shape[1] - 1), dtype=np.float32)
         out[:, taps[0] : taps[0] + len(signal)] = rir[:, taps[0], None] * signal[None]

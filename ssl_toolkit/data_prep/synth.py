@@ -307,7 +307,9 @@ def _add_noise(rng: np.random.Generator, audio: np.ndarray, snr_db: float, fmt: 
     p_sig, p_noise = np.mean(audio[0] ** 2), np.mean(noise[0] ** 2)
     if p_sig <= 0 or p_noise <= 0:
         return audio
-    return audio + noise * np.float32(np.sqrt(p_sig / p_noise * 10 ** (-snr_db / 10)))
+    noise *= np.float32(np.sqrt(p_sig / p_noise * 10 ** (-snr_db / 10)))
+    audio += noise
+    return audio
 
 
 # ----------------------------------------------------------------------------- data set
