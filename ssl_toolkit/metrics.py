@@ -39,7 +39,7 @@ __all__ = [
 
 _DEG = 180.0 / math.pi
 _BIG = 1e3  # cost of an impossible pair in the brute-force matcher (distances are <= pi)
-_CHUNK = 8192  # frames per block in the batched solvers (bounds memory)
+_CHUNK = 2048  # frames per block in the batched solvers (bounds memory)
 
 
 def _pairwise(targets: np.ndarray, hyps: np.ndarray) -> np.ndarray:
@@ -85,14 +85,16 @@ def _dual_value(v: np.ndarray, cost: np.ndarray, p: np.ndarray, b: float) -> np.
     """Transport dual ``sum_j b v_j + sum_k p_k min_j (c_jk - v_j)`` at candidate points.
 
     Args:
-        v: ``[n, P, s]`` candidate dual points.
+        v: ``[n, P, s - 1]`` candidate dual points (``v_s = 0``).
         cost: ``[n, s, K]``; p: ``[n, K]``; b: the uniform target mass 1/s.
 
     Returns:
         ``[n, P]``.
     """
-    red = cost[:, None, :, :] - v[:, :, :, None]  # (n, P, s, K)
-    return b * v.sum(-1) + np.einsum("npk,nk->np", red.min(axis=2), p)
+    low = np.broadcast_to(cost[:, None, -1, :], (*v.shape[:2], cost.shape[2]))  # (n, P, K)
+    for j in range(v.shape[2]):  # s - 1 <= 2 slices: no (n, P, s, K) temporary
+        low = np.minimum(low, cost[:, None, j, :] - v[:, :, j, None])
+    return b * v.sum(-1) + np.einsum("npk,nk->np", low, p)
 
 
 def _emd_two(cost: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -102,8 +104,7 @@ def _emd_two(cost: np.ndarray, p: np.ndarray) -> np.ndarray:
     ``v_1 = c_1k - c_2k``; its maximum is at one of them.
     """
     v1 = cost[:, 0, :] - cost[:, 1, :]  # (n, K) breakpoints
-    v = np.stack((v1, np.zeros_like(v1)), axis=-1)  # (n, K, 2)
-    return _dual_value(v, cost, p, 0.5).max(axis=1)
+    return _dual_value(v1[:, :, None], cost, p, 0.5).max(axis=1)
 
 
 def _emd_three(cost: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -125,8 +126,7 @@ def _emd_three(cost: np.ndarray, p: np.ndarray) -> np.ndarray:
         ((c[:, :, None] + a[:, None, :]).reshape(n, k * k), np.repeat(c, k, 1)), -1
     )  # v2 = c_i, v1 = c_i + a_j
     bc = np.stack((np.repeat(bb, k, 1), np.tile(c, (1, k))), -1)  # v1 = b_i, v2 = c_j
-    v2 = np.concatenate((ab, ac, bc), axis=1)  # (n, 3K^2, 2)
-    v = np.concatenate((v2, np.zeros_like(v2[..., :1])), axis=-1)
+    v = np.concatenate((ab, ac, bc), axis=1)  # (n, 3K^2, 2)
     return _dual_value(v, cost, p, 1.0 / 3.0).max(axis=1)
 
 
