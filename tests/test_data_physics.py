@@ -55,8 +55,11 @@ def _synth(tmp_path, noise_folder, preset, fmt, n_clips=2):
     for row in clips.itertuples():
         audio, _ = sf.read(man.file(row.audio), always_2d=True)
         for ev in pd.read_csv(man.file(row.labels)).itertuples():
-            a, b = int(ev.start_time * FS), int(ev.end_time * FS)
-            yield audio[a:b].T, ev
+            yield audio.T, ev
+
+
+def _segment(audio: np.ndarray, ev) -> np.ndarray:
+    return audio[:, int(ev.start_time * FS) : int(ev.end_time * FS)]
 
 
 def _gcc_phat_delay(x: np.ndarray, y: np.ndarray, up: int = 32) -> float:
@@ -71,7 +74,8 @@ def _gcc_phat_delay(x: np.ndarray, y: np.ndarray, up: int = 32) -> float:
 def test_mic_delays_match_labelled_direction(tmp_path, noise_folder):
     mic = tetra_positions_m()
     n_checked = 0
-    for seg, ev in _synth(tmp_path, noise_folder, "ansyn", "mic"):
+    for audio, ev in _synth(tmp_path, noise_folder, "ansyn", "mic"):
+        seg = _segment(audio, ev)
         u = sph_to_unit(rad(ev.azi), rad(ev.ele))
         arrival = -(mic @ u) / SPEED_OF_SOUND_M_S * FS  # plane wave, samples, (4,)
         for i, j in [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]:
@@ -90,11 +94,23 @@ def _intensity_direction(foa: np.ndarray) -> np.ndarray:
 
 def test_foa_intensity_points_to_labelled_direction(tmp_path, noise_folder):
     errors = []
-    for seg, ev in _synth(tmp_path, noise_folder, "ansyn", "foa"):
+    for audio, ev in _synth(tmp_path, noise_folder, "ansyn", "foa"):
         u = sph_to_unit(rad(ev.azi), rad(ev.ele))
-        errors.append(deg(great_circle(_intensity_direction(seg), u)))
+        errors.append(deg(great_circle(_intensity_direction(_segment(audio, ev)), u)))
     assert len(errors) >= 2
     assert max(errors) < 2.0
+
+
+def test_label_times_are_direct_sound_arrivals(tmp_path, noise_folder):
+    """The direct sound reaches the array at start_time (to the millisecond), in a room."""
+    ms = FS // 1000
+    for audio, ev in _synth(tmp_path, noise_folder, "resyn", "foa"):
+        w = audio[0] ** 2
+        a, b = round(ev.start_time * FS), round(ev.end_time * FS)
+        level = w[a:b].mean()
+        assert w[a - 5 * ms : a - ms].mean() < 1e-3 * level  # nothing before the onset
+        # events fade in over 10 ms: the first 10 ms carry about 1/3 of the full level
+        assert w[a + ms : a + 10 * ms].mean() > 0.05 * level
 
 
 def test_resyn_direct_sound_intensity_points_to_source():
