@@ -303,14 +303,22 @@ def load_metrics(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(man.file("metrics.json").read_text())
 
 
-#: Columns of the summary table printed by ``ssl eval`` / ``ssl baseline``.
-SUMMARY = ("frames", "oracle_deg", "emd_deg", "hungarian_deg", "frame_recall", "F20", "LE_CD_deg")
+#: Columns of the summary table printed by ``ssl eval`` / ``ssl baseline`` (key -> title).
+SUMMARY = {
+    "frames": "frames",
+    "oracle_deg": "oracle°",
+    "emd_deg": "EMD°",
+    "hungarian_deg": "Hungarian°",
+    "frame_recall": "recall",
+    "F20": "F20",
+    "LE_CD_deg": "LE_CD°",
+}
 
 
 def summary(doc: dict[str, Any]) -> dict[str, Any]:
-    """``metrics.json`` content narrowed to the :data:`SUMMARY` columns (for a table)."""
+    """``metrics.json`` content narrowed to the :data:`SUMMARY` columns, short titles."""
     return {
-        s: {k: v[k] for k in SUMMARY if k in v}
+        s: {title: v[k] for k, title in SUMMARY.items() if k in v}
         for s, v in doc.items()
         if s in ("D1", "D2", "D3", "overall") and isinstance(v, dict)
     }

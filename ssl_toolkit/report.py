@@ -102,16 +102,21 @@ def _markdown(df: pd.DataFrame, fmt: str) -> str:
     return "\n".join(lines)
 
 
+#: Column title -> short title in the terminal table (the files keep the long ones).
+_SHORT = {"oracle (deg)": "oracle°", "EMD (deg)": "EMD°", "Hungarian (deg)": "Hung.°",
+          "frame recall": "recall", "F20": "F20", "LE_CD (deg)": "LE_CD°"}  # fmt: skip
+
+
 def print_report(table: pd.DataFrame) -> None:
-    """The comparison table on stdout (rich)."""
+    """The comparison table on stdout (rich), main columns only."""
     from rich.table import Table
 
     from .console import out
 
     t = Table(title="ssl report")
-    cols = [c for c in table.columns if c not in ("frame recall (sum)", "NLL Voronoi", "LR_CD")]
+    cols = ["eval", "method", "K", "subset"] + [c for c in _SHORT if c in table.columns]
     for c in cols:
-        t.add_column(c, justify="left" if c in ("eval", "method", "subset") else "right")
+        t.add_column(_SHORT.get(c, c), justify="right" if c in _SHORT or c == "K" else "left")
     for _, r in table.iterrows():
         t.add_row(*[_cell(r[c], ".2f") for c in cols])
     out.print(t)
