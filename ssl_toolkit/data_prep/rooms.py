@@ -166,10 +166,11 @@ def late_tail(
     (W, Y, Z, X in SN3D); in ``mic`` the capsules get independent noise.
 
     Returns:
-        ``[4, n_samples]`` float64.
+        ``[4, n_samples]`` float32.
     """
-    decay = np.exp(-np.log(1000.0) * np.arange(n_samples) / (rt60_s * fs))  # -60 dB at RT60
-    noise = rng.standard_normal((4, n_samples))
+    rate = np.float32(np.log(1000.0) / (rt60_s * fs))  # -60 dB at RT60
+    decay = np.exp(-rate * np.arange(n_samples, dtype=np.float32))
+    noise = rng.standard_normal((4, n_samples), dtype=np.float32)
     if fmt == "foa":
         noise[1:] /= np.sqrt(3.0)
     return noise * decay

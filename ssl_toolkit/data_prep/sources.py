@@ -44,10 +44,11 @@ def _envelope(n: int, fs: int, attack_s: float = 0.01, release_s: float = 0.03) 
 
 
 def _harmonics(phase: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Sum of ``weights[k-1] * sin(k * phase)`` over the non-zero weights."""
-    out = np.zeros_like(phase)
+    """Sum of ``weights[k-1] * sin(k * phase)`` over the non-zero weights (float32)."""
+    wrapped = np.mod(phase, 2 * np.pi).astype(np.float32)  # sin(k x) = sin(k (x mod 2 pi))
+    out = np.zeros_like(wrapped)
     for k in np.flatnonzero(weights):  # a few partials
-        out += weights[k] * np.sin((k + 1) * phase)
+        out += np.float32(weights[k]) * np.sin(np.float32(k + 1) * wrapped)
     return out
 
 

@@ -18,6 +18,7 @@ power, and the clip is scaled to a 0.9 peak. Clip ``i`` depends only on
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ SUBSETS = ("ov1", "ov2", "ov3")
 LAYOUTS = ("toolkit", "tut2018")
 PEAK = 0.9
 MIN_SOURCE_DISTANCE_M = 0.5
+NOISE_BANK_SAMPLES = 3_000_000  # 68 s at 44.1 kHz
 PINK_B = np.array([0.049922035, -0.095993537, 0.050612699, -0.004408786], np.float32)
 PINK_A = np.array([1.0, -2.494956002, 2.017265875, -0.522189400], np.float32)
 
@@ -285,23 +287,26 @@ def render_clip(
         stop = min(out.shape[1], s0 + y.shape[1])
         out[:, s0:stop] += y[:, : stop - s0]
     audio = out[:, lead:]  # direct sound at the array centre at the label onsets
-    audio = _add_noise(rng, audio, cfg.snr_db, cfg.format)
+    audio = _add_noise(rng, audio, cfg.snr_db, cfg.format, cfg.seed)
     audio *= np.float32(PEAK / max(np.abs(audio).max(), 1e-12))
     ev["sound_event_recording"] = [library.classes[c] for c in ev["class_index"]]
     return audio.astype(np.float32), ev[LABEL_COLUMNS], info
 
 
-def _add_noise(rng: np.random.Generator, audio: np.ndarray, snr_db: float, fmt: str) -> np.ndarray:
+def _add_noise(
+    rng: np.random.Generator, audio: np.ndarray, snr_db: float, fmt: str, seed: int
+) -> np.ndarray:
     """Add diffuse pink noise at ``snr_db`` below the clip's power (channel 0).
 
-    Pink noise: white noise through Kellet's 3-pole 1/f filter (within 0.5 dB
-    over 10 Hz .. 0.45 fs). Channels are independent; in ``foa`` X, Y, Z carry
-    1/3 of W's power, as a diffuse field in SN3D.
+    Each channel takes its own window, at a random offset, of a long pink-noise
+    recording made once per process (:func:`noise_bank`), so channels are
+    uncorrelated; in ``foa`` X, Y, Z carry 1/3 of W's power, as a diffuse field
+    in SN3D.
     """
-    from scipy.signal import lfilter
-
-    white = rng.standard_normal(audio.shape, dtype=np.float32)
-    noise = lfilter(PINK_B, PINK_A, white, axis=-1)
+    m, n = audio.shape
+    bank = noise_bank(n, seed)  # (2L,) the recording twice, for windows that wrap
+    starts = rng.integers(0, len(bank) // 2, m)
+    noise = np.stack([bank[s : s + n] for s in starts])  # (M, n)
     if fmt == "foa":
         noise[1:] /= np.sqrt(3.0)
     p_sig, p_noise = np.mean(audio[0] ** 2), np.mean(noise[0] ** 2)
@@ -310,6 +315,23 @@ def _add_noise(rng: np.random.Generator, audio: np.ndarray, snr_db: float, fmt: 
     noise *= np.float32(np.sqrt(p_sig / p_noise * 10 ** (-snr_db / 10)))
     audio += noise
     return audio
+
+
+@functools.lru_cache(maxsize=2)
+def noise_bank(n_samples: int, seed: int) -> np.ndarray:
+    """Pink noise, unit power, of length ``L = max(n_samples, NOISE_BANK_SAMPLES)``, stored twice.
+
+    Pink: white noise through Kellet's 3-pole 1/f filter (within 0.5 dB over
+    10 Hz .. 0.45 fs). It depends only on ``seed`` and the length, so clips
+    do not depend on which worker makes them.
+    """
+    from scipy.signal import lfilter
+
+    n = max(n_samples, NOISE_BANK_SAMPLES)
+    white = np.random.default_rng([seed, 7_777_777]).standard_normal(n, dtype=np.float32)
+    pink = lfilter(PINK_B, PINK_A, white).astype(np.float32)
+    pink /= np.sqrt(np.mean(pink**2))
+    return np.concatenate((pink, pink))
 
 
 # ----------------------------------------------------------------------------- data set
