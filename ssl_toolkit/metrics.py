@@ -210,23 +210,34 @@ def hungarian_match(pred, pred_active, targets, active) -> tuple[np.ndarray, np.
     if math.perm(max(s, k), min(s, k)) > 5040:
         return _match_scipy(d, ok)
     cost = np.where(ok, d, _BIG)  # (N, S, K)
-    if s <= k:
-        perms = np.array(list(itertools.permutations(range(k), s)), dtype=np.intp)  # (P, S)
-        c = cost[:, np.arange(s)[None, :], perms]  # (N, P, S)
-        best = perms[c.sum(-1).argmin(axis=1)]  # (N, S)
-    else:
-        perms = np.array(list(itertools.permutations(range(s), k)), dtype=np.intp)  # (P, K)
-        c = cost[:, perms, np.arange(k)[None, :]]  # (N, P, K): target perms[p, j] <- source j
-        inv = perms[c.sum(-1).argmin(axis=1)]  # (N, K) target of each source
-        best = np.full((n, s), -1, dtype=np.intp)
-        rows = np.repeat(np.arange(n), k)
-        best[rows, inv.ravel()] = np.tile(np.arange(k), n)
+    best = np.concatenate(
+        [_best_injection(cost[i : i + _CHUNK]) for i in range(0, n, _CHUNK)] or [np.zeros((0, s))]
+    ).astype(np.intp)  # (N, S), blocks bound the (block, P, S) temporaries
     valid = best >= 0
     bi = np.where(valid, best, 0)
     valid &= np.take_along_axis(ok, bi[:, :, None], axis=2)[:, :, 0]
     match = np.where(valid, best, -1)
     dist = np.where(valid, np.take_along_axis(d, bi[:, :, None], axis=2)[:, :, 0], np.nan)
     return match, dist
+
+
+def _best_injection(cost: np.ndarray) -> np.ndarray:
+    """Source index ``[n, S]`` (-1: none) of the cheapest injection between the two sides.
+
+    Args:
+        cost: ``[n, S, K]`` pair costs.
+    """
+    n, s, k = cost.shape
+    if s <= k:
+        perms = np.array(list(itertools.permutations(range(k), s)), dtype=np.intp)  # (P, S)
+        c = cost[:, np.arange(s)[None, :], perms]  # (n, P, S)
+        return perms[c.sum(-1).argmin(axis=1)]
+    perms = np.array(list(itertools.permutations(range(s), k)), dtype=np.intp)  # (P, K)
+    c = cost[:, perms, np.arange(k)[None, :]]  # (n, P, K): target perms[p, j] <- source j
+    inv = perms[c.sum(-1).argmin(axis=1)]  # (n, K) target of each source
+    best = np.full((n, s), -1, dtype=np.intp)
+    best[np.repeat(np.arange(n), k), inv.ravel()] = np.tile(np.arange(k), n)
+    return best
 
 
 def _match_scipy(d: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
