@@ -12,9 +12,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished workers (user + system)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main() -> None:
@@ -37,7 +45,7 @@ def main() -> None:
         title=f"ssl prep synth throughput ({os.cpu_count()} CPUs, "
         f"load {os.getloadavg()[0]:.1f} at start)"
     )
-    for col in ("preset", "format", "jobs", "audio s", "wall s", "x real time"):
+    for col in ("preset", "format", "jobs", "audio s", "wall s", "x real time", "audio s / CPU s"):
         table.add_column(col, justify="right")
     with tempfile.TemporaryDirectory(prefix="bench_synth_") as tmp:
         for preset in args.presets:
@@ -54,9 +62,9 @@ def main() -> None:
                     },
                 )
                 for jobs in args.jobs:
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), cpu_seconds()
                     synthesize(Path(tmp) / f"{preset}_{fmt}_{jobs}", cfg, jobs=jobs)
-                    wall = time.perf_counter() - t0
+                    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
                     audio = args.clips * args.clip_seconds
                     table.add_row(
                         preset,
@@ -65,6 +73,7 @@ def main() -> None:
                         f"{audio:.0f}",
                         f"{wall:.1f}",
                         f"{audio / wall:.0f}x",
+                        f"{audio / cpu:.0f}",
                     )
     out.print(table)
 
