@@ -272,7 +272,9 @@ def evaluate_run(
         thr = cfg.threshold if cfg.threshold is not None else float(meta.get("threshold", 0.5))
         if cfg.learn_threshold:
             if not cal:
-                raise UserError(f"--learn-threshold needs a 'val' split in {fs.manifest.path}")
+                raise UserError(
+                    f"--learn-threshold needs a val split in {fs.manifest.path} (and calibrate on)"
+                )
             thr = cal["thresholds_val"]["sgl"]["threshold"]
         fr = predict_split(model, fs, rows, cfg.batch_size)
         detected = fr.conf >= thr
