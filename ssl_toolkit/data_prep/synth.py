@@ -397,13 +397,13 @@ def _make_clip(cfg: SynthConfig, row: dict[str, Any], out_dir: str) -> dict[str,
     import soundfile as sf
 
     library = _library(cfg)
-    audio, events, _ = render_clip(cfg, row["index"], row["subset"], library)
+    audio, events, room = render_clip(cfg, row["index"], row["subset"], library)
     cid, wav, lab = clip_paths(cfg, row["index"], row["subset"], row["fold"], row["split"])
     for rel in (wav, lab):
         (Path(out_dir) / rel).parent.mkdir(parents=True, exist_ok=True)
     sf.write(Path(out_dir) / wav, audio.T, cfg.fs, subtype=cfg.subtype)
     write_labels(Path(out_dir) / lab, events)
-    return {
+    record = {
         "clip_id": cid,
         "audio": wav,
         "labels": lab,
@@ -414,6 +414,15 @@ def _make_clip(cfg: SynthConfig, row: dict[str, Any], out_dir: str) -> dict[str,
         "n_sources_max": max_overlap(events),
         "n_events": len(events),
     }
+    if room:  # the drawn room, documented per clip
+        record.update({"rt60_s": round(room["rt60_s"], 4)})
+        record.update(
+            {f"room_{a}_m": round(v, 3) for a, v in zip("xyz", room["room_m"], strict=True)}
+        )
+        record.update(
+            {f"array_{a}_m": round(v, 3) for a, v in zip("xyz", room["array_m"], strict=True)}
+        )
+    return record
 
 
 _LIBRARIES: dict[tuple[int, str], EventLibrary] = {}

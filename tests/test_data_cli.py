@@ -1,0 +1,66 @@
+"""``ssl prep`` through the CLI: options, TOML configs, one-line errors, nothing half-written."""
+
+from __future__ import annotations
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from ssl_toolkit.cli import app
+
+runner = CliRunner()
+
+
+def test_synth_toml_and_cli_options_then_features(tmp_path):
+    (tmp_path / "c.toml").write_text(
+        '[synth]\npreset = "resyn"\nformat = "mic"\nrt60_range_s = [0.3, 0.4]\nsnr_db = 20.0\n'
+    )
+    res = runner.invoke(
+        app,
+        [
+            "prep",
+            "synth",
+            str(tmp_path / "s"),
+            "--config",
+            str(tmp_path / "c.toml"),
+            "--clips",
+            "3",
+            "--clip-seconds",
+            "1",
+            "--fs",
+            "8000",
+            "--subsets",
+            "ov1,ov2",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    clips = pd.read_csv(tmp_path / "s" / "clips.csv")
+    assert len(clips) == 3 and set(clips["subset"]) == {"ov1", "ov2"}
+    assert clips["rt60_s"].between(0.3, 0.4).all()  # the TOML range reached the rooms
+    res = runner.invoke(
+        app, ["prep", "features", str(tmp_path / "s"), str(tmp_path / "f"), "--type", "logmel"]
+    )
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "f" / "features.npy").is_file()
+
+
+def test_impossible_rt60_is_one_line_naming_the_option(tmp_path):
+    res = runner.invoke(
+        app,
+        ["prep", "synth", str(tmp_path / "s"), "--preset", "resyn", "--clips", "2", "--fs", "8000"]
+        + ["--config", str(_toml(tmp_path, "rt60_range_s = [0.05, 0.1]"))],
+    )
+    assert res.exit_code == 1
+    assert "rt60_range_s" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "s").exists()
+
+
+def test_features_of_a_non_scenes_folder_names_the_stage(tmp_path):
+    (tmp_path / "x").mkdir()
+    res = runner.invoke(app, ["prep", "features", str(tmp_path / "x"), str(tmp_path / "f")])
+    assert res.exit_code == 1 and "ssl prep synth" in res.output
+
+
+def _toml(tmp_path, line):
+    p = tmp_path / "bad.toml"
+    p.write_text(f"[synth]\n{line}\n")
+    return p
