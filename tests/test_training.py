@@ -260,3 +260,12 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     v_ddp = pd.read_csv(ddp / "history.csv")["val_loss"].to_numpy()
     v0 = pd.read_csv(single[0] / "history.csv")["val_loss"].to_numpy()
     np.testing.assert_allclose(v_ddp, v0, rtol=0.03)
+
+
+def test_random_directions_oracle_is_90_degrees_for_one_hypothesis(tmp_path):
+    from ssl_toolkit.training.check import random_oracle_deg
+
+    feats = make_features_artifact(tmp_path / "f", n_chunks=100, bins=8)  # ~1000 val targets
+    # the angle between a fixed direction and a uniform one has mean 90 deg (std 39 deg)
+    assert random_oracle_deg(feats.path, 1) == pytest.approx(90.0, abs=5.0)
+    assert random_oracle_deg(feats.path, 5) < random_oracle_deg(feats.path, 2) < 80.0
