@@ -9,6 +9,7 @@ validation chunks (the chance level a trained model must beat).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ def main(argv: list[str]) -> None:
         e = read_manifest(run, "run").extra
         rand = random_oracle_deg(features, int(e["K"]))
         table.add_row(
-            run,
+            Path(run).name,
             e["method"],
             str(e["K"]),
             str(e["epochs_run"]),
