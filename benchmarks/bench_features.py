@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--fs", type=int, default=44100)
     ap.add_argument("--formats", nargs="+", default=["foa", "mic"])
     ap.add_argument("--types", nargs="+", default=["stft", "logmel"])
+    ap.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args()
 
     import librosa.filters  # noqa: F401  (warm-up: imports are not throughput)
@@ -48,7 +49,16 @@ def main() -> None:
         title=f"ssl prep features throughput ({os.cpu_count()} CPUs, "
         f"load {os.getloadavg()[0]:.1f} at start)"
     )
-    cols = ("format", "type", "audio s", "wall s", "x real time", "audio s / CPU s", "f16 error")
+    cols = (
+        "format",
+        "type",
+        "jobs",
+        "audio s",
+        "wall s",
+        "x real time",
+        "audio s / CPU s",
+        "f16 error",
+    )
     for col in cols:
         table.add_column(col, justify="right")
     with tempfile.TemporaryDirectory(prefix="bench_feat_") as tmp:
@@ -64,12 +74,13 @@ def main() -> None:
                 },
             )
             scenes = synthesize(Path(tmp) / f"scenes_{fmt}", cfg, jobs=2)
-            for kind in args.types:
+            for kind, jobs in [(k, j) for k in args.types for j in args.jobs]:
                 t0, c0 = time.perf_counter(), cpu_seconds()
                 man = compute_features(
                     scenes.path,
-                    Path(tmp) / f"f_{fmt}_{kind}",
+                    Path(tmp) / f"f_{fmt}_{kind}_{jobs}",
                     resolve(FeatureConfig, {"type": kind}),
+                    jobs=jobs,
                 )
                 wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
                 audio = args.clips * args.clip_seconds
@@ -79,6 +90,7 @@ def main() -> None:
                 table.add_row(
                     fmt,
                     kind,
+                    str(jobs),
                     f"{audio:.0f}",
                     f"{wall:.1f}",
                     f"{audio / wall:.0f}x",

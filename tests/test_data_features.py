@@ -127,3 +127,13 @@ def test_bad_feature_options_are_named():
         resolve(FeatureConfig, {"type": "mfcc"})
     with pytest.raises(ConfigError, match="n_fft"):
         resolve(FeatureConfig, {"n_fft": 1000})
+
+
+def test_features_do_not_depend_on_jobs(scenes, tmp_path):
+    a = open_features(compute_features(scenes.path, tmp_path / "a", FeatureConfig(), jobs=1).path)
+    b = open_features(compute_features(scenes.path, tmp_path / "b", FeatureConfig(), jobs=2).path)
+    np.testing.assert_array_equal(a.features, b.features)
+    np.testing.assert_array_equal(a.activity, b.activity)
+    np.testing.assert_array_equal(a.directions, b.directions)
+    pd.testing.assert_frame_equal(a.index, b.index)
+    np.testing.assert_array_equal(a.mean, b.mean)

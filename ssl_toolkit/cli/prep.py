@@ -82,6 +82,7 @@ def features(
     out: Path = typer.Argument(..., help="Output features directory."),
     type: str = typer.Option(None, "--type", help="stft (magnitude+phase) or logmel."),
     config: Path = typer.Option(None, help="TOML file with any FeatureConfig option."),
+    jobs: int = typer.Option(1, help="Worker processes (the output does not depend on it)."),
     force: bool = typer.Option(False, help="Replace an existing output built otherwise."),
 ) -> None:
     """Compute chunked features and frame labels (memory-mapped, float16)."""
@@ -91,5 +92,5 @@ def features(
 
     toml = load_toml(config, "features") if config else {}
     cfg = resolve(FeatureConfig, toml, {"type": type})
-    man = compute_features(scenes, out, cfg, force=force)
+    man = compute_features(scenes, out, cfg, force=force, jobs=jobs)
     log(f"features: {man.path} ({man.extra['n_chunks']} chunks of {man.extra['shape']})")

@@ -248,7 +248,11 @@ def _clip_frames(clips: pd.DataFrame, audio_root: Path, params: dict[str, Any]) 
 
 
 def compute_features(
-    scenes_dir: str | os.PathLike, out: str | os.PathLike, cfg: FeatureConfig, force: bool = False
+    scenes_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    cfg: FeatureConfig,
+    force: bool = False,
+    jobs: int = 1,
 ) -> Manifest:
     """Compute a features artifact from a scenes artifact (see ``featureset.py``).
 
@@ -257,57 +261,50 @@ def compute_features(
         out: output directory.
         cfg: feature options.
         force: rebuild even when ``out`` holds an artifact built otherwise.
+        jobs: worker processes (each writes its clips' chunks into the shared
+            memory-mapped arrays); the output does not depend on it.
     """
     cfg.validate()
+    if jobs < 1:
+        raise ConfigError(f"option 'jobs' must be at least 1, got {jobs}")
     scenes = read_manifest(scenes_dir, "scenes")
     ex = scenes.extra
     params = feature_params(cfg, ex["fs"], ex["format"], ex.get("n_channels", 4))
     with build_artifact(out, "features", to_dict(cfg), [scenes], force=force, log=log) as b:
         if b.reused:
             return b.manifest
-        b.extra.update(_write(scenes, params, b.dir))
+        b.extra.update(_write(scenes, params, b.dir, jobs))
     return b.manifest
 
 
-def _write(scenes: Manifest, params: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-    import soundfile as sf
-
+def _write(scenes: Manifest, params: dict[str, Any], out_dir: Path, jobs: int) -> dict[str, Any]:
     clips, audio_root = read_clips(scenes)
-    chunk, hop_s = params["chunk_frames"], params["hop_length"] / params["fs"]
+    chunk = params["chunk_frames"]
     per_clip = _clip_frames(clips, audio_root, params) // chunk
     if per_clip.sum() == 0:
         raise DataError(f"every clip of {scenes.path} is shorter than one chunk ({chunk} frames)")
     c, f = output_shape(params)
     s = int(scenes.extra["max_sources"])
     writer = FeatureWriter(out_dir, int(per_clip.sum()), (c, chunk, f), s)
-    err2 = np.zeros(c)
-    val2 = np.zeros(c)
-    i = 0
-    with progress() as bar:
-        task = bar.add_task("features", total=len(clips), info="")
-        for row, k in zip(clips.itertuples(index=False), per_clip, strict=True):
-            audio, fs = sf.read(safe_join(audio_root, row.audio), dtype="float32", always_2d=True)
-            x = extract(audio.T, fs, params)[:, : k * chunk]  # (C, k*chunk, F)
-            x16 = _to_float16(x)
-            e2, v2 = _float16_error(x, x16)
-            err2, val2 = err2 + e2, val2 + v2
-            events = read_labels(safe_join(scenes.path, row.labels))
-            act, dirs = frame_labels(events, k * chunk, hop_s, s)  # (T, S), (T, S, 3)
-            for j in range(k):  # chunks of this clip
-                sl = slice(j * chunk, (j + 1) * chunk)
-                writer.put(
-                    i,
-                    x16[:, sl],
-                    act[sl],
-                    dirs[sl],
-                    clip_id=row.clip_id,
-                    fold=int(row.fold),
-                    split=row.split,
-                    subset=row.subset,
-                    start_frame=j * chunk,
-                )
-                i += 1
-            bar.advance(task)
+    first = np.concatenate(([0], np.cumsum(per_clip)[:-1]))
+    tasks = [
+        {
+            "row": row._asdict(),
+            "audio": str(safe_join(audio_root, row.audio)),
+            "labels": str(safe_join(scenes.path, row.labels)),
+            "first": int(i0),
+            "k": int(k),
+            "params": params,
+            "max_sources": s,
+            "out_dir": str(out_dir),
+        }
+        for row, i0, k in zip(clips.itertuples(index=False), first, per_clip, strict=True)
+        if k > 0
+    ]
+    err2, val2 = np.zeros(c), np.zeros(c)
+    for rows, e2, v2 in _run(tasks, jobs):
+        writer.rows.extend(rows)
+        err2, val2 = err2 + e2, val2 + v2
     writer.finish()
     rel = np.sqrt(err2 / np.maximum(val2, 1e-30))
     return {
@@ -317,6 +314,68 @@ def _write(scenes: Manifest, params: dict[str, Any], out_dir: Path) -> dict[str,
         "n_chunks": int(per_clip.sum()),
         "float16_rel_rms_error": _group_errors(rel, params),
     }
+
+
+def _run(tasks: list[dict[str, Any]], jobs: int):
+    """Run :func:`_clip_chunks` over the tasks (in worker processes when ``jobs > 1``).
+
+    Workers are spawned, not forked: a child forked after torch ran in the
+    parent can deadlock in torch's thread pool.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with progress() as bar:
+        task = bar.add_task("features", total=len(tasks), info="")
+        if jobs == 1:
+            for t in tasks:
+                yield _clip_chunks(t)
+                bar.advance(task)
+            return
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            for result in pool.map(_clip_chunks, tasks):
+                yield result
+                bar.advance(task)
+
+
+def _clip_chunks(t: dict[str, Any]) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
+    """Features and frame labels of one clip, written into chunks ``first .. first + k``.
+
+    Returns:
+        The clip's index rows, and its float16 squared error and squared values per channel.
+    """
+    import soundfile as sf
+
+    p, k, i0, row = t["params"], t["k"], t["first"], t["row"]
+    chunk = p["chunk_frames"]
+    audio, fs = sf.read(t["audio"], dtype="float32", always_2d=True)
+    x = extract(audio.T, fs, p)[:, : k * chunk]  # (C, k*chunk, F)
+    x16 = _to_float16(x)
+    e2, v2 = _float16_error(x, x16)
+    events = read_labels(t["labels"])
+    act, dirs = frame_labels(events, k * chunk, p["hop_length"] / p["fs"], t["max_sources"])
+    c, _, f = x16.shape
+    out = Path(t["out_dir"])
+    feats = np.load(out / "features.npy", mmap_mode="r+", allow_pickle=False)
+    feats[i0 : i0 + k] = x16.reshape(c, k, chunk, f).transpose(1, 0, 2, 3)  # (k, C, chunk, F)
+    for name, arr in (("activity.npy", act), ("directions.npy", dirs)):  # (T, S[, 3])
+        m = np.load(out / name, mmap_mode="r+", allow_pickle=False)
+        m[i0 : i0 + k] = arr.reshape(k, chunk, *arr.shape[1:])
+        m.flush()
+    feats.flush()
+    rows = [
+        {
+            "chunk": i0 + j,
+            "clip_id": row["clip_id"],
+            "fold": int(row["fold"]),
+            "split": row["split"],
+            "subset": row["subset"],
+            "start_frame": j * chunk,
+        }
+        for j in range(k)
+    ]
+    return rows, e2, v2
 
 
 def _to_float16(x: np.ndarray) -> np.ndarray:
