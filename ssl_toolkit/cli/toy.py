@@ -1,0 +1,29 @@
+"""`ssl toy`: the toy experiment of the rMCL paper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._common import app, user_errors
+
+
+@app.command("toy")
+@user_errors
+def toy_cmd(
+    out: Path = typer.Argument(..., help="Directory for the toy artifact (tables, plots)."),
+    quick: bool = typer.Option(False, "--quick", help="Tiny sizes (seconds; for tests)."),
+    steps: int = typer.Option(None, help="Training steps per method."),
+    seed: int = typer.Option(None, help="Random seed."),
+    config: Path = typer.Option(None, "--config", help="TOML file with a [toy] table."),
+    force: bool = typer.Option(False, "--force", help="Rebuild an existing output."),
+) -> None:
+    """Train sMCL, rMCL, rMCL* and IE on the 2-D toy and compare their EMD."""
+    from ..config import load_toml, resolve
+    from ..console import out as stdout
+    from ..toy import QUICK, ToyConfig, run_toy, summary_table
+
+    toml = load_toml(config, "toy") if config else None
+    cfg = resolve(ToyConfig, QUICK if quick else None, toml, {"steps": steps, "seed": seed})
+    stdout.print(summary_table(run_toy(out, cfg, force=force)))
