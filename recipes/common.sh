@@ -1,0 +1,19 @@
+# Shared option parsing for the recipes: --stage N --stop-stage M --scale small|paper
+# --data-root DIR --workdir DIR. Source it after setting defaults.
+stage=${stage:-1}
+stop_stage=${stop_stage:-100}
+scale=${scale:-small}
+data_root=${data_root:-}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --stage) stage=$2; shift 2 ;;
+    --stop-stage) stop_stage=$2; shift 2 ;;
+    --scale) scale=$2; shift 2 ;;
+    --data-root) data_root=$2; shift 2 ;;
+    --workdir) workdir=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+case "$scale" in small|paper) ;; *) echo "--scale must be small or paper" >&2; exit 2 ;; esac
+run_stage() { [ "$1" -ge "$stage" ] && [ "$1" -le "$stop_stage" ]; }
+announce() { echo "=== Stage $1: $2" >&2; }
