@@ -238,7 +238,7 @@ def train_method(method: str, cfg: ToyConfig, seed: int, progress=None) -> Train
         if progress and (step % 50 == 0 or step == cfg.steps - 1):
             progress.update(task, completed=step + 1, info=f"loss {loss.item():.3f}")
     model.eval()
-    return Trained(method, model, float(loss))
+    return Trained(method, model, float(loss.detach()))
 
 
 # --------------------------------------------------------------------------- evaluation
