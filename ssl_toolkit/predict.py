@@ -254,7 +254,7 @@ def _rows(t0: int, hop_s: float, hyps: np.ndarray, conf: np.ndarray, threshold: 
     """CSV rows of a block: all hypotheses, and the detected ones."""
     length, k = conf.shape
     az, el = unit_to_sph(hyps)  # (L, K) each
-    az_deg, el_deg = np.degrees(az), np.degrees(el)
+    az_deg, el_deg = np.degrees(az.astype(np.float64)), np.degrees(el.astype(np.float64))
     frame = np.repeat(np.arange(t0, t0 + length), k)
     det = (conf >= threshold).ravel()
     cols = [
@@ -263,7 +263,7 @@ def _rows(t0: int, hop_s: float, hyps: np.ndarray, conf: np.ndarray, threshold: 
         np.tile(np.arange(k), length),
         np.round(az_deg.ravel(), 3),
         np.round(el_deg.ravel(), 3),
-        np.round(conf.ravel(), 5),
+        np.round(conf.ravel().astype(np.float64), 5),
         det.astype(int),
     ]
     hyp_rows = list(zip(*(c.tolist() for c in cols), strict=True))
