@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# The rMCL paper's comparison on ANSYN-style (anechoic) scenes: the RESYN recipe with preset ansyn.
+set -euo pipefail
+preset=ansyn exec "$(dirname "$0")/../resyn/run.sh" "$@"
