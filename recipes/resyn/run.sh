@@ -19,9 +19,10 @@ if run_stage 2; then announce 2 "features -> $w/features"
 fi
 # name:method:K:extra options
 models=(pit:pit:3: wta1:wta:1: wta5:wta:5: ewta:wta-relaxed:5: topn:wta-top-n:5:
-        rmcl3:rmcl:3: rmcl5:rmcl:5: rmcl10:rmcl:10: rmcl20:rmcl:20: "rmclstar:rmcl:5:--negatives 1"
+        rmcl3:rmcl:3: rmcl5:rmcl:5: rmcl10:rmcl:10: rmcl20:rmcl:20: "rmclstar:rmcl:5:--config $w/rmclstar.toml"
         amcl:amcl:5: ie:ie:5:)
 if run_stage 3; then
+  printf '[train]\nnegatives = 1\n' > "$w/rmclstar.toml"  # rMCL*: one negative per frame
   for m in "${models[@]}"; do IFS=: read -r name method k extra <<< "$m"
     announce 3 "train $name ($method, K = $k) -> $w/runs/$name"
     # shellcheck disable=SC2086
