@@ -13,8 +13,8 @@ runner = CliRunner()
 
 TINY_MODEL = """
 [train]
-conv_channels = 8
-gru_hidden = 16
+channels = [8, 8, 8]
+gru_units = 16
 gru_layers = 1
 """
 
