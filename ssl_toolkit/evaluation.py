@@ -108,8 +108,16 @@ def frame_labels(fs: FeatureSet, rows: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def predict_split(model, fs: FeatureSet, rows: np.ndarray, batch_size: int = 32) -> Frames:
-    """Run ``model`` over chunks ``rows`` in batches (progress bar on stderr)."""
+def predict_split(
+    model, fs: FeatureSet, rows: np.ndarray, batch_size: int = 32, device=None
+) -> Frames:
+    """Run ``model`` over chunks ``rows`` in batches (progress bar on stderr).
+
+    Args:
+        model: maps ``[B, C, T, F]`` to ``(hyps [B, T, K, 3], conf [B, T, K])``, in eval mode.
+        fs: the features; rows: chunk indices; batch_size: chunks per forward pass.
+        device: where the model lives (default: CPU).
+    """
     import torch
 
     from .console import progress
@@ -120,9 +128,9 @@ def predict_split(model, fs: FeatureSet, rows: np.ndarray, batch_size: int = 32)
         for start in range(0, len(rows), batch_size):
             r = rows[start : start + batch_size]
             x = torch.from_numpy(np.asarray(fs.features[r], np.float32))  # (B, C, T, F)
-            h, c = model(x)  # (B, T, K, 3), (B, T, K)
-            hyps.append(h.reshape(-1, *h.shape[2:]).numpy())
-            conf.append(c.reshape(-1, c.shape[-1]).numpy())
+            h, c = model(x.to(device) if device is not None else x)  # (B, T, K, 3), (B, T, K)
+            hyps.append(h.float().reshape(-1, *h.shape[2:]).cpu().numpy())
+            conf.append(c.float().reshape(-1, c.shape[-1]).cpu().numpy())
             p.advance(task, len(r))
     h = np.concatenate(hyps).astype(np.float32)
     h /= np.maximum(np.linalg.norm(h, axis=-1, keepdims=True), 1e-12)

@@ -65,7 +65,11 @@ def test_every_method_trains_from_the_cli(tiny_features, tmp_path, method):
     model, meta = load_model(out)
     k = 3 if method == "pit" else 2  # PIT has one slot per source (S = 3)
     assert meta["method"] == method and meta["K"] == k
-    assert meta["feature_params"]["type"] == "dummy" and meta["threshold"] == 0.5
+    assert meta["feature_params"]["type"] == "dummy"
+    if method in ("rmcl", "amcl", "pit"):  # scored: a threshold learned on val, in (0, 1)
+        assert 0 < meta["threshold"] < 1 and "val" in meta["threshold_source"]
+    else:
+        assert meta["threshold"] == 0.5
     hyps, conf = model(torch.randn(2, 8, 25, 32))
     assert hyps.shape == (2, 25, k, 3) and conf.shape == (2, 25, k)
     hist = pd.read_csv(out / "history.csv")
@@ -83,6 +87,20 @@ def test_training_lowers_the_loss(tiny_features, tmp_path):
     assert hist["train_loss"].iloc[-1] < 0.85 * hist["train_loss"].iloc[0]
     assert man.extra["best_val_loss"] == pytest.approx(hist["val_loss"].min())
     assert man.extra["best_epoch"] == int(hist["val_loss"].idxmin())
+
+
+def test_run_threshold_is_sgl_on_the_val_predictions(tiny_features, tmp_path):
+    from ssl_toolkit.evaluation import predict_split
+    from ssl_toolkit.featureset import open_features
+    from ssl_toolkit.thresholds import learn_threshold_sgl
+
+    man = train(tiny_features.path, tmp_path / "run", cfg(K=3, epochs=4, batch_size=6, lr=3e-3))
+    model, meta = load_model(man.path)
+    fs = open_features(tiny_features.path)
+    fr = predict_split(model, fs, fs.rows("val"))
+    want = learn_threshold_sgl(fr.conf, fr.hyps, fr.targets, fr.active)
+    assert meta["threshold"] == pytest.approx(want, abs=1e-6)
+    assert man.extra["threshold"] == meta["threshold"]
 
 
 def test_refuses_to_overwrite_and_reuses_up_to_date_runs(tiny_features, tmp_path):

@@ -12,7 +12,8 @@ def print_run(man: Manifest) -> None:
     """Print the run's method, K, best epoch, val loss and oracle error to stdout."""
     e = man.extra
     t = Table(title=f"run {man.path}")
-    for col in ("method", "K", "epochs", "steps", "best epoch", "val loss", "val oracle (deg)"):
+    cols = ("method", "K", "epochs", "steps", "best epoch", "val loss", "val oracle°", "threshold")
+    for col in cols:
         t.add_column(col, justify="right")
     oracle = e.get("val_oracle_deg")
     t.add_row(
@@ -23,5 +24,6 @@ def print_run(man: Manifest) -> None:
         str(e.get("best_epoch")),
         f"{e.get('best_val_loss', float('nan')):.4f}",
         "-" if oracle is None else f"{oracle:.2f}",
+        f"{e.get('threshold', 0.5):.2f}",
     )
     console.out.print(t)

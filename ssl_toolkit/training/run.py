@@ -158,8 +158,21 @@ def _fit_all(fs, rows, run_dir: Path, cfg, cfg_dict, rt: Runtime, resume: bool) 
         log_rows=lambda h: write_history(run_dir / "history.csv", h),
     )
     if rt.main:
+        if cfg.scored:
+            meta["threshold"] = learned_threshold(model, fs, rows["val"], per_rank, rt.device)
+            meta["threshold_source"] = "SGL-Thresh on the val split"
         save_model(run_dir, model, "crnn", kwargs, **meta)
-    return _summary(cfg, k, st.history, st.best_epoch, st.best_val, rt)
+    return _summary(cfg, k, st.history, st.best_epoch, st.best_val, rt, threshold=meta["threshold"])
+
+
+def learned_threshold(model, fs: FeatureSet, rows, batch_size: int, device) -> float:
+    """The detection threshold learned on chunks ``rows`` (SGL-Thresh, location-aware F)."""
+    from ..evaluation import predict_split
+    from ..thresholds import learn_threshold_sgl
+
+    model.eval()
+    fr = predict_split(model, fs, rows, batch_size, device)
+    return learn_threshold_sgl(fr.conf, fr.hyps, fr.targets, fr.active)
 
 
 def _fit_ensemble(fs, loaders, run_dir: Path, cfg, fp: str, rt: Runtime, resume: bool) -> dict:
@@ -199,7 +212,9 @@ def _fit_ensemble(fs, loaders, run_dir: Path, cfg, fp: str, rt: Runtime, resume:
 
 
 @torch.no_grad()
-def _summary(cfg, k, history: list[dict], best_epoch, best_val, rt, oracle=None) -> dict:
+def _summary(
+    cfg, k, history: list[dict], best_epoch, best_val, rt, oracle=None, threshold=0.5
+) -> dict:
     best = [r for r in history if r.get("best")]
     if oracle is None and best:
         oracle = best[-1]["val_oracle_deg"]
@@ -213,4 +228,5 @@ def _summary(cfg, k, history: list[dict], best_epoch, best_val, rt, oracle=None)
         "epochs_run": len(history),
         "world_size": rt.world,
         "device": str(rt.device),
+        "threshold": threshold,
     }
