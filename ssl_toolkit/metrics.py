@@ -27,6 +27,7 @@ from .geometry import great_circle
 
 __all__ = [
     "oracle_error",
+    "chance_oracle_error",
     "emd",
     "emd_per_frame",
     "hungarian_error",
@@ -65,6 +66,21 @@ def oracle_error(hyps, targets, active) -> float:
         return float("nan")
     d = _pairwise(targets, hyps).min(axis=2)  # (N, S)
     return float(d[active].mean() * _DEG)
+
+
+def chance_oracle_error(targets, active, k: int, seed: int = 0) -> float:
+    """Oracle error (degrees) of ``k`` directions drawn uniformly on the sphere per frame.
+
+    The chance level a trained model must beat, on the same frames and targets.
+
+    Args:
+        targets: ``[N, S, 3]``; active: ``[N, S]`` bool; k: hypotheses per frame.
+        seed: of the random directions.
+    """
+    rng = np.random.default_rng(seed)
+    hyps = rng.standard_normal((len(active), k, 3))
+    hyps /= np.linalg.norm(hyps, axis=-1, keepdims=True)  # (N, K, 3) uniform on the sphere
+    return oracle_error(hyps, targets, active)
 
 
 def _weights(confidences: np.ndarray) -> np.ndarray:

@@ -154,3 +154,16 @@ def test_subset_masks_and_segments():
     np.testing.assert_array_equal(m["D3"], [False, False, True])
     seg = M.segment_ids(np.array(["a", "a", "a", "b"]), np.array([0, 49, 50, 0]), 50)
     assert seg[0] == seg[1] != seg[2] and seg[3] not in (seg[0], seg[2])
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_chance_oracle_matches_the_closed_form(k):
+    """K uniform directions: P(min angle > x) = ((1 + cos x) / 2)^K, so
+    E[min angle] = integral_0^pi ((1 + cos x) / 2)^K dx (90 degrees for K = 1)."""
+    x = np.linspace(0, np.pi, 200001)
+    want = np.degrees(np.trapezoid(((1 + np.cos(x)) / 2) ** k, x))
+    rng = np.random.default_rng(1)
+    t = rng.standard_normal((20000, 2, 3))
+    t /= np.linalg.norm(t, axis=-1, keepdims=True)
+    active = np.ones((20000, 2), bool)
+    assert M.chance_oracle_error(t, active, k, seed=3) == pytest.approx(want, abs=0.6)

@@ -12,14 +12,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from rich.table import Table
 
 from .. import console
 from ..artifacts import read_manifest
 from ..featureset import open_features
-from ..geometry import deg
-from ..losses import oracle_error
+from ..metrics import chance_oracle_error
 
 
 def random_oracle_deg(features, k: int, split: str = "val", seed: int = 0) -> float:
@@ -33,12 +31,9 @@ def random_oracle_deg(features, k: int, split: str = "val", seed: int = 0) -> fl
     """
     fs = open_features(features)
     rows = fs.rows(split)
-    d = torch.from_numpy(np.asarray(fs.directions[rows], dtype=np.float64))  # (N, T, S, 3)
-    a = torch.from_numpy(np.asarray(fs.activity[rows], dtype=bool))  # (N, T, S)
-    g = torch.Generator().manual_seed(seed)
-    hyps = torch.randn(*a.shape[:2], k, 3, generator=g, dtype=torch.float64)
-    hyps = hyps / hyps.norm(dim=-1, keepdim=True)  # (N, T, K, 3) uniform on the sphere
-    return float(deg(oracle_error(hyps, d, a)))
+    d = np.asarray(fs.directions[rows], dtype=np.float64).reshape(-1, fs.max_sources, 3)
+    a = np.asarray(fs.activity[rows], dtype=bool).reshape(-1, fs.max_sources)
+    return chance_oracle_error(d, a, k, seed)
 
 
 def main(argv: list[str]) -> None:
