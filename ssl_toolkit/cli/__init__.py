@@ -1,4 +1,7 @@
-"""The ``ssl`` command line. Each command module registers itself on :data:`app`."""
+"""The ``ssl`` command line. Each command module registers itself on :data:`app`.
+
+The modules are imported in pipeline order, the order ``ssl --help`` lists them in.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,7 @@ import importlib
 
 from ._common import app
 
-for _mod in ("prep", "train", "evaluate", "export", "toy", "demo"):
-    try:
-        importlib.import_module(f"{__name__}.{_mod}")
-    except ModuleNotFoundError as _e:  # command module not written yet
-        if _e.name != f"{__name__}.{_mod}":
-            raise
+for _module in ("prep", "train", "evaluate", "export", "toy", "demo"):
+    importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["app"]

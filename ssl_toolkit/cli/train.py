@@ -28,6 +28,13 @@ def train_cmd(
     amp: bool = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA."),
     compile_: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
     patience: int = typer.Option(None, "--patience", help="Early-stopping patience (epochs)."),
+    beta: float = typer.Option(
+        None, "--beta", help="Weight of the confidence (or PIT activity) BCE."
+    ),
+    negatives: str = typer.Option(
+        None, "--negatives", help="rMCL confidence negatives: all, or n drawn per frame (rMCL*)."
+    ),
+    output: str = typer.Option(None, "--output", help="Hypothesis heads: unit (3-D) or sph."),
     config: Path = typer.Option(None, "--config", help="TOML file ([train] table or top level)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
     force: bool = typer.Option(False, "--force", help="Replace an existing run."),
@@ -51,6 +58,9 @@ def train_cmd(
         "amp": amp,
         "compile": compile_,
         "patience": patience,
+        "beta": beta,
+        "negatives": negatives,
+        "output": output,
     }
     cfg = resolve(TrainConfig, toml, cli)
     man = train(features, out, cfg, force=force, resume=resume)
