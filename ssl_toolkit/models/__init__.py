@@ -96,11 +96,4 @@ def load_model(directory: str | os.PathLike, stem: str = "model", map_location: 
 
 def _load_builtin() -> None:
     """Import the modules that register the built-in models."""
-    import importlib
-
-    for mod in ("crnn", "ensemble"):
-        try:
-            importlib.import_module(f"{__name__}.{mod}")
-        except ModuleNotFoundError as e:  # a model module not written yet
-            if e.name != f"{__name__}.{mod}":
-                raise
+    from . import crnn, ensemble  # noqa: F401  (registration)
