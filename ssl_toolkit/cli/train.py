@@ -35,7 +35,7 @@ def train_cmd(
         None, "--negatives", help="rMCL confidence negatives: all, or n drawn per frame (rMCL*)."
     ),
     output: str = typer.Option(None, "--output", help="Hypothesis heads: unit (3-D) or sph."),
-    config: Path = typer.Option(None, "--config", help="TOML file ([train] table or top level)."),
+    config: Path = typer.Option(None, "--config", help="TOML file (\\[train] table or top level)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
     force: bool = typer.Option(False, "--force", help="Replace an existing run."),
 ) -> None:
