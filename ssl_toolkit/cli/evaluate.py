@@ -22,7 +22,7 @@ def eval_cmd(
     ),
     batch_size: int = typer.Option(None, "--batch-size", help="Chunks per forward pass."),
     plots: bool = typer.Option(None, "--plots", help="Write PNG plots into OUT/plots."),
-    config: Path = typer.Option(None, "--config", help="TOML file ([eval] table or top level)."),
+    config: Path = typer.Option(None, "--config", help="TOML file (\\[eval] table or top level)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing eval artifact."),
 ) -> None:
     """Score a trained run: metrics.json, metrics.csv, predictions.npz (and plots)."""
