@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -33,7 +35,7 @@ def noise_folder(tmp_path_factory):
     return root
 
 
-def _synth(tmp_path, noise_folder, preset, fmt, n_clips=2):
+def _synth(tmp_path, noise_folder, preset, fmt, n_clips=2, **extra):
     cfg = resolve(
         SynthConfig,
         preset_config(preset),
@@ -48,6 +50,7 @@ def _synth(tmp_path, noise_folder, preset, fmt, n_clips=2):
             "event_seconds": [0.5, 0.9],
             "sources_dir": str(noise_folder),
             "elevation_range_deg": [-60.0, 60.0],
+            **extra,
         },
     )
     man = synthesize(tmp_path / f"{preset}_{fmt}", cfg)
@@ -71,14 +74,23 @@ def _gcc_phat_delay(x: np.ndarray, y: np.ndarray, up: int = 32) -> float:
     return lag / up
 
 
-def test_mic_delays_match_labelled_direction(tmp_path, noise_folder):
-    mic = tetra_positions_m()
+#: A user's array: 5 capsules on a 5 cm circle and one 4 cm above the centre.
+USER_ARRAY = [[0.05 * np.cos(a), 0.05 * np.sin(a), 0.0] for a in np.arange(5) * 2 * np.pi / 5] + [
+    [0.0, 0.0, 0.04]
+]
+
+
+@pytest.mark.parametrize("array", ["tetrahedral", "user"])
+def test_mic_delays_match_labelled_direction(tmp_path, noise_folder, array):
+    extra = {"mic_positions_m": USER_ARRAY} if array == "user" else {}
+    mic = np.asarray(USER_ARRAY) if array == "user" else tetra_positions_m()
     n_checked = 0
-    for audio, ev in _synth(tmp_path, noise_folder, "ansyn", "mic"):
+    for audio, ev in _synth(tmp_path, noise_folder, "ansyn", "mic", **extra):
+        assert audio.shape[0] == len(mic)
         seg = _segment(audio, ev)
         u = sph_to_unit(rad(ev.azi), rad(ev.ele))
-        arrival = -(mic @ u) / SPEED_OF_SOUND_M_S * FS  # plane wave, samples, (4,)
-        for i, j in [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]:
+        arrival = -(mic @ u) / SPEED_OF_SOUND_M_S * FS  # plane wave, samples, (M,)
+        for i, j in itertools.combinations(range(len(mic)), 2):
             expected = arrival[i] - arrival[j]
             assert abs(_gcc_phat_delay(seg[i], seg[j]) - expected) < 0.15, (ev, i, j)
             n_checked += 1

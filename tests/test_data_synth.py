@@ -103,6 +103,10 @@ def test_tut2018_output_layout(tmp_path):
         ({"clip_seconds": -3.0}, "clip_seconds"),
         ({"subsets": ["ov4"]}, "subsets"),
         ({"split_fractions": [0.5, 0.2, 0.2]}, "split_fractions"),
+        ({"format": "foa", "mic_positions_m": [[0.05, 0, 0], [0, 0.05, 0]]}, "mic_positions_m"),
+        ({"format": "mic", "mic_positions_m": [[0.05, 0, 0]]}, "mic_positions_m"),
+        ({"format": "mic", "mic_positions_m": [[1.0, 0, 0], [0, 0.05, 0]]}, "mic_positions_m"),
+        ({"format": "mic", "mic_positions_m": [[0.05, 0], [0, 0.05]]}, "mic_positions_m"),
     ],
 )
 def test_bad_options_are_named(options, named):

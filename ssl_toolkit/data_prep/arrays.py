@@ -45,8 +45,3 @@ def foa_gains(directions: np.ndarray) -> np.ndarray:
     """
     u = np.asarray(directions, dtype=np.float64)
     return np.stack((np.ones(u.shape[:-1]), u[..., 1], u[..., 2], u[..., 0]), axis=-1)
-
-
-def n_channels(fmt: str) -> int:
-    """Number of channels of an output format (4 for both)."""
-    return 4

@@ -63,17 +63,18 @@ def impulse_response(
     mic_positions_m: np.ndarray | None = None,
     tail: tuple[np.random.Generator, float] | None = None,
 ) -> np.ndarray:
-    """The 4-channel impulse response of a set of paths.
+    """The multichannel impulse response of a set of paths.
 
     Args:
         paths: propagation paths (direct first), relative to the array centre.
         fmt: ``foa`` or ``mic``.
         fs: sample rate.
-        mic_positions_m: ``[4, 3]`` capsule positions (``mic`` format).
+        mic_positions_m: ``[M, 3]`` capsule positions (``mic`` format).
         tail: ``(rng, rt60_s)`` to append a late tail where the image sources stop.
 
     Returns:
-        ``[4, L]`` float64; the direct sound reaches the array centre at sample
+        ``[4, L]`` (``foa``) or ``[M, L]`` (``mic``) float64; the direct sound reaches
+        the array centre at sample
         :func:`lead_samples`. Amplitudes are relative to the source at 1 m.
     """
     lead = lead_samples(fs, mic_positions_m if fmt == "mic" else None)
@@ -88,9 +89,9 @@ def impulse_response(
         dist_pm = np.repeat(dist[:, None], 4, axis=1)  # (P, 4)
         gains = foa_gains(pos / dist[:, None])  # (P, 4)
     else:
-        dist_pm = np.linalg.norm(pos[:, None, :] - mic_positions_m[None], axis=-1)  # (P, 4)
+        dist_pm = np.linalg.norm(pos[:, None, :] - mic_positions_m[None], axis=-1)  # (P, M)
         gains = np.ones_like(dist_pm)
-    delays = lead + (dist_pm - dist[0]) / SPEED_OF_SOUND_M_S * fs  # (P, 4)
+    delays = lead + (dist_pm - dist[0]) / SPEED_OF_SOUND_M_S * fs  # (P, M)
     amps = gains * damping[:, None] / np.maximum(dist_pm, 0.1)
     t_last = int(np.ceil(delays.max())) + SINC_HALF + 1
     rt60 = tail[1] if tail else 0.0
@@ -112,7 +113,8 @@ def _add_tail(
         return rir
     fade = np.minimum(1.0, np.arange(n) / max(1, TAIL_FADE_S * fs))
     rir = rir.copy()
-    rir[:, start:] += np.sqrt(power) * late_tail(rng, n, rt60_s, fs, fmt) * fade
+    tail = late_tail(rng, n, rt60_s, fs, fmt, rir.shape[0])
+    rir[:, start:] += np.sqrt(power) * tail * fade
     return rir
 
 

@@ -158,7 +158,12 @@ def image_paths(room: Room, sources_m: np.ndarray, fs: int) -> list[Paths]:
 
 
 def late_tail(
-    rng: np.random.Generator, n_samples: int, rt60_s: float, fs: int, fmt: str
+    rng: np.random.Generator,
+    n_samples: int,
+    rt60_s: float,
+    fs: int,
+    fmt: str,
+    n_channels: int = 4,
 ) -> np.ndarray:
     """Diffuse late reverberation: decaying noise, unit power at its start.
 
@@ -166,11 +171,11 @@ def late_tail(
     (W, Y, Z, X in SN3D); in ``mic`` the capsules get independent noise.
 
     Returns:
-        ``[4, n_samples]`` float32.
+        ``[n_channels, n_samples]`` float32 (4 in ``foa``).
     """
     rate = np.float32(np.log(1000.0) / (rt60_s * fs))  # -60 dB at RT60
     decay = np.exp(-rate * np.arange(n_samples, dtype=np.float32))
-    noise = rng.standard_normal((4, n_samples), dtype=np.float32)
+    noise = rng.standard_normal((n_channels, n_samples), dtype=np.float32)
     if fmt == "foa":
         noise[1:] /= np.sqrt(3.0)
     return noise * decay

@@ -42,6 +42,7 @@ SUBSETS = ("ov1", "ov2", "ov3")
 LAYOUTS = ("toolkit", "tut2018")
 PEAK = 0.9
 MIN_SOURCE_DISTANCE_M = 0.5
+MAX_ARRAY_RADIUS_M = 0.25
 NOISE_BANK_SAMPLES = 3_000_000  # 68 s at 44.1 kHz
 PINK_B = np.array([0.049922035, -0.095993537, 0.050612699, -0.004408786], np.float32)
 PINK_A = np.array([1.0, -2.494956002, 2.017265875, -0.522189400], np.float32)
@@ -73,6 +74,9 @@ class SynthConfig:
         max_order: image-source order cap (resyn); a late tail covers the rest.
         late_tail: add the stochastic late tail (resyn).
         room: shoebox rooms (True for resyn) or free field.
+        mic_positions_m: capsule positions ``[[x, y, z], ...]`` in metres (DCASE frame,
+            array centre at the origin) of your own array for the ``mic`` format; empty:
+            the tetrahedral DCASE array. Any number M >= 2 of omnidirectional capsules.
         sources_dir: user folder of event clips (``<class>/<clip>.wav``); empty = built-in.
         layout: ``toolkit`` (``wav/``, ``labels/``) or ``tut2018`` (original folder names).
         subtype: soundfile subtype of the written wavs.
@@ -100,6 +104,7 @@ class SynthConfig:
     max_order: int = 8
     late_tail: bool = True
     room: bool = False
+    mic_positions_m: tuple[tuple[float, ...], ...] = ()
     sources_dir: str = ""
     layout: str = "toolkit"
     subtype: str = "PCM_16"
@@ -138,8 +143,27 @@ class SynthConfig:
             "grid_deg",
             f"gives {n_dirs} directions, fewer than the {max_sources(self)} simultaneous sources",
         )
+        if self.mic_positions_m:
+            self._validate_array()
         if self.room:
             self._validate_room()
+
+    def _validate_array(self) -> None:
+        _check(self.format == "mic", "mic_positions_m", "needs format 'mic' (FOA has no capsules)")
+        pos = self.mic_positions_m
+        _check(
+            len(pos) >= 2 and all(len(p) == 3 for p in pos),
+            "mic_positions_m",
+            "must list at least 2 capsules as [x, y, z] in metres",
+        )
+        radius = float(np.linalg.norm(np.asarray(pos, dtype=np.float64), axis=1).max())
+        _check(
+            radius <= MAX_ARRAY_RADIUS_M,
+            "mic_positions_m",
+            f"puts a capsule {radius:.2f} m from the array centre (at most "
+            f"{MAX_ARRAY_RADIUS_M} m: sources must stay in the far field)",
+        )
+        _check(len({tuple(p) for p in pos}) == len(pos), "mic_positions_m", "has duplicates")
 
     def _validate_room(self) -> None:
         _check(len(self.room_min_m) == 3, "room_min_m", "needs 3 dimensions")
@@ -186,6 +210,15 @@ def preset_config(name: str) -> dict[str, Any]:
     if name not in PRESETS:
         raise ConfigError(f"option 'preset' must be one of {', '.join(PRESETS)}, got {name!r}")
     return dict(PRESETS[name])
+
+
+def mic_positions(cfg: SynthConfig) -> np.ndarray | None:
+    """Capsule positions ``[M, 3]`` of the ``mic`` format (None for ``foa``)."""
+    if cfg.format != "mic":
+        return None
+    if cfg.mic_positions_m:
+        return np.asarray(cfg.mic_positions_m, dtype=np.float64)
+    return tetra_positions_m()
 
 
 def max_sources(cfg: SynthConfig) -> int:
@@ -273,9 +306,9 @@ def render_clip(
         info = {"room_m": list(room.dims_m), "rt60_s": room.rt60_s, "array_m": list(room.array_m)}
     positions = u * ev["dist"].to_numpy()[:, None]  # (E, 3)
     paths = image_paths(room, positions, fs) if room else [free_field_paths(p) for p in positions]
-    mic = tetra_positions_m() if cfg.format == "mic" else None
+    mic = mic_positions(cfg)
     lead = lead_samples(fs, mic)
-    out = np.zeros((4, n + lead), dtype=np.float32)
+    out = np.zeros((4 if mic is None else len(mic), n + lead), dtype=np.float32)
     for e in range(len(ev)):
         s0 = int(round(ev.at[e, "start_time"] * fs))
         sig = library.draw(
@@ -489,7 +522,7 @@ def _extra(cfg: SynthConfig, classes: list[str], clips: pd.DataFrame) -> dict[st
     extra: dict[str, Any] = {
         "fs": cfg.fs,
         "format": cfg.format,
-        "n_channels": 4,
+        "n_channels": 4 if cfg.format == "foa" else len(mic_positions(cfg)),
         "max_sources": max_sources(cfg),
         "audio_root": ".",
         "classes": classes,
@@ -498,5 +531,5 @@ def _extra(cfg: SynthConfig, classes: list[str], clips: pd.DataFrame) -> dict[st
         "hours": float(clips["duration_s"].sum() / 3600),
     }
     if cfg.format == "mic":
-        extra["mic_positions_m"] = tetra_positions_m().tolist()
+        extra["mic_positions_m"] = mic_positions(cfg).tolist()
     return extra
