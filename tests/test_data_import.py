@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -114,3 +116,22 @@ def test_synth_tut2018_output_imports_back(tmp_path):
         np.testing.assert_allclose(
             la.iloc[:, 1:].to_numpy(float), lb.iloc[:, 1:].to_numpy(float), rtol=1e-5
         )
+
+
+def test_import_of_a_user_array_records_its_geometry(tmp_path):
+    from typer.testing import CliRunner
+
+    from ssl_toolkit.cli import app
+
+    root = _write_dataset(tmp_path / "mine", channels=3)
+    (tmp_path / "array.toml").write_text(
+        "mic_positions_m = [[0.05, 0.0, 0.0], [-0.05, 0.0, 0.0], [0.0, 0.05, 0.0]]\n"
+    )
+    args = ["prep", "import", str(root), str(tmp_path / "s"), "--format", "mic"]
+    res = CliRunner().invoke(app, [*args, "--array", str(tmp_path / "array.toml")])
+    assert res.exit_code == 0, res.output
+    extra = json.loads((tmp_path / "s" / "manifest.json").read_text())["extra"]
+    assert extra["format"] == "mic" and extra["n_channels"] == 3
+    assert extra["mic_positions_m"][1] == [-0.05, 0.0, 0.0]
+    res = CliRunner().invoke(app, [*args[:3], str(tmp_path / "t"), "--format", "mic"])
+    assert res.exit_code == 1 and "has 3 channels, expected 4" in res.output  # tetrahedral: 4

@@ -61,17 +61,26 @@ def import_(
     root: Path = typer.Argument(..., help="Folder of the original dataset (wav_*/ and desc_*/)."),
     out: Path = typer.Argument(..., help="Output scenes directory."),
     layout: str = typer.Option("tut2018", help="Dataset layout; tut2018 (ANSYN/RESYN/REAL)."),
+    format: str = typer.Option("foa", "--format", help="foa (4-channel FOA) or mic (an array)."),
+    array: Path = typer.Option(
+        None, help="TOML file with mic_positions_m = [[x, y, z], ...] (metres) for --format mic."
+    ),
     copy: bool = typer.Option(False, help="Copy the audio into the artifact."),
     force: bool = typer.Option(False, help="Replace an existing output built otherwise."),
 ) -> None:
     """Import ANSYN/RESYN/REAL (TUT2018 layout) as a scenes artifact."""
+    from ..config import ConfigError, load_toml
     from ..console import log
     from ..data_prep.importers import import_tut2018
-    from ..errors import UserError
 
     if layout != "tut2018":
-        raise UserError(f"option --layout: unknown layout {layout!r} (known: tut2018)")
-    man = import_tut2018(root, out, copy=copy, force=force)
+        raise ConfigError(f"option --layout: unknown layout {layout!r} (known: tut2018)")
+    mics = None
+    if array is not None:
+        mics = load_toml(array).get("mic_positions_m")
+        if mics is None:
+            raise ConfigError(f"{array} has no mic_positions_m = [[x, y, z], ...] entry")
+    man = import_tut2018(root, out, copy=copy, force=force, fmt=format, mic_positions_m=mics)
     log(f"scenes: {man.path} ({man.extra['n_clips']} clips)")
 
 

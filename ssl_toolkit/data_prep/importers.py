@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..artifacts import Manifest, build_artifact
@@ -74,21 +75,21 @@ def _split_of(wav: Path, rank: int) -> str:
     raise DataError(f"{wav}: file names must start with train_ or test_ (TUT2018 layout)")
 
 
-def _audio_info(wav: Path) -> tuple[int, float]:
+def _audio_info(wav: Path, n_channels: int) -> tuple[int, float]:
     import soundfile as sf
 
     try:
         info = sf.info(wav)
     except Exception as e:
         raise DataError(f"cannot read audio {wav}: {e}") from e
-    if info.channels != N_CHANNELS:
-        raise DataError(f"{wav} has {info.channels} channels, expected {N_CHANNELS}")
+    if info.channels != n_channels:
+        raise DataError(f"{wav} has {info.channels} channels, expected {n_channels}")
     if info.frames == 0:
         raise DataError(f"audio {wav} is empty")
     return info.samplerate, info.frames / info.samplerate
 
 
-def _scan(root: Path) -> list[dict[str, Any]]:
+def _scan(root: Path, n_channels: int) -> list[dict[str, Any]]:
     """One record per clip, every file checked."""
     records = []
     for subset, fold, wav_dir, desc_dir in find_folders(root):
@@ -96,7 +97,7 @@ def _scan(root: Path) -> list[dict[str, Any]]:
         for wav, csv in _pair_files(wav_dir, desc_dir):
             split = _split_of(wav, n_train)
             n_train += split != "test"
-            fs, duration = _audio_info(wav)
+            fs, duration = _audio_info(wav, n_channels)
             events = read_labels(csv)
             if len(events) and events["end_time"].max() > duration + 0.05:
                 raise DataError(
@@ -128,6 +129,7 @@ def import_tut2018(
     force: bool = False,
     *,
     fmt: str = "foa",
+    mic_positions_m=None,
 ) -> Manifest:
     """Import a dataset in the TUT2018 layout as a scenes artifact.
 
@@ -136,19 +138,24 @@ def import_tut2018(
         out: output scenes directory.
         copy: copy the audio into the artifact (``wav/``); otherwise it is referenced.
         force: rebuild even when ``out`` holds an artifact built otherwise.
-        fmt: ``foa`` (ANSYN/RESYN/REAL FOA) or ``mic``.
+        fmt: ``foa`` (ANSYN/RESYN/REAL FOA, 4 channels) or ``mic`` (recordings of a
+            microphone array: needed by ``ssl baseline``).
+        mic_positions_m: ``[M, 3]`` capsule positions in metres (DCASE frame, array
+            centre at the origin) of a ``mic`` dataset; None: the tetrahedral DCASE array.
 
     Raises:
         DataError: naming the file at fault (missing partner, malformed row,
             wrong channel count, unreadable audio, mixed rates).
     """
     root = Path(root).resolve()
-    records = _scan(root)
+    mics = _array(fmt, mic_positions_m)
+    records = _scan(root, N_CHANNELS if mics is None else len(mics))
     config = {
         "layout": "tut2018",
         "root": str(root),
         "copy": copy,
         "format": fmt,
+        "mic_positions_m": None if mics is None else mics.tolist(),
         "files": sorted(str(r["wav"].relative_to(root)) for r in records),
     }
     with build_artifact(out, "scenes", config, force=force, log=log) as b:
@@ -161,7 +168,7 @@ def import_tut2018(
             {
                 "fs": int(records[0]["fs"]),
                 "format": fmt,
-                "n_channels": N_CHANNELS,
+                "n_channels": N_CHANNELS if mics is None else len(mics),
                 "max_sources": int(
                     max(clips["n_sources_max"].max(), clips["subset"].str[2:].astype(int).max())
                 ),
@@ -174,7 +181,28 @@ def import_tut2018(
                 ),
             }
         )
+        if mics is not None:
+            b.extra["mic_positions_m"] = mics.tolist()
     return b.manifest
+
+
+def _array(fmt: str, mic_positions_m) -> np.ndarray | None:
+    """Capsule positions ``[M, 3]`` of a ``mic`` import (None for ``foa``), checked."""
+    from ..config import ConfigError
+    from .arrays import tetra_positions_m
+
+    if fmt not in ("foa", "mic"):
+        raise ConfigError(f"option --format must be foa or mic, got {fmt!r}")
+    if fmt == "foa":
+        if mic_positions_m is not None:
+            raise ConfigError("option --array needs --format mic (FOA has no capsules)")
+        return None
+    if mic_positions_m is None:
+        return tetra_positions_m()
+    pos = np.asarray(mic_positions_m, dtype=np.float64)
+    if pos.ndim != 2 or pos.shape[1] != 3 or len(pos) < 2:
+        raise ConfigError(f"mic_positions_m must be [M >= 2, 3] metres, got shape {pos.shape}")
+    return pos
 
 
 def _write_clip(r: dict[str, Any], root: Path, out_dir: Path, copy: bool) -> dict[str, Any]:
