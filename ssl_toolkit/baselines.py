@@ -10,6 +10,13 @@ snapshots within ``window_s`` around its centre, with the number of sources know
 (from the labels) or estimated (MDL on the spatial covariance, Wax & Kailath 1985).
 The output is an eval artifact in the same format as ``ssl eval``'s; detected
 sources get confidence 1, unused slots 0.
+
+The features usually come from FOA scenes (what the learned models train on) and the
+scenes scored here are their MIC-format twin (``ssl prep synth`` with the same seed
+and options and ``--format mic``). :func:`check_labels` refuses scenes whose labels,
+turned into frame labels the way ``ssl prep features`` does, differ from the
+features' labels on any scored frame: the baseline would be scored against targets
+that are not in its audio.
 """
 
 from __future__ import annotations
@@ -22,12 +29,24 @@ import pandas as pd
 
 from .artifacts import Manifest, build_artifact, read_manifest, safe_join
 from .config import ConfigError, to_dict
+from .data_prep.labels import frame_labels as clip_frame_labels
+from .data_prep.labels import read_labels
 from .errors import DataError, UserError
 from .evaluation import Frames, frame_labels, score_predictions, segment_frames, write_eval
-from .featureset import SPLITS, open_features
+from .featureset import SPLITS, FeatureSet, open_features
 from .geometry import sph_to_unit
 
-__all__ = ["METHODS", "BaselineConfig", "stft", "estimate_n_sources", "run_baseline"]
+__all__ = [
+    "METHODS",
+    "BaselineConfig",
+    "check_labels",
+    "estimate_n_sources",
+    "run_baseline",
+    "stft",
+]
+
+#: Largest difference (unit-vector components) between two labels of the same direction.
+LABEL_TOLERANCE = 1e-4
 
 #: ``--method`` -> name in ``pyroomacoustics.doa.algorithms``.
 METHODS = {"srp": "SRP", "music": "MUSIC", "normmusic": "NormMUSIC", "tops": "TOPS"}
@@ -129,15 +148,65 @@ def _make_doa(cfg: BaselineConfig, mics_m: np.ndarray, fs: int):
     )  # fmt: skip
 
 
-def _read_audio(scenes: Manifest, clips: pd.DataFrame, clip_id: str, fs: int) -> np.ndarray:
-    import soundfile as sf
-
+def _clip_row(scenes: Manifest, clips: pd.DataFrame, clip_id: str) -> pd.Series:
     row = clips.loc[clips.clip_id == clip_id]
     if row.empty:
         raise DataError(f"clip {clip_id!r} of the features is not in {scenes.path}/clips.csv")
+    return row.iloc[0]
+
+
+def check_labels(
+    scenes: Manifest, clips: pd.DataFrame, feats: FeatureSet, lab: dict[str, np.ndarray]
+) -> None:
+    """Refuse scenes whose labels differ from the features' on a scored frame.
+
+    Each scored clip's label CSV in ``scenes`` is turned into frame labels with
+    :func:`ssl_toolkit.data_prep.labels.frame_labels` (as ``ssl prep features`` does)
+    and compared, slot by slot, with the features' activity and directions.
+
+    Args:
+        scenes: the scenes artifact scored; clips: its ``clips.csv``.
+        feats: the features artifact; lab: its scored frames
+            (:func:`ssl_toolkit.evaluation.frame_labels`).
+
+    Raises:
+        UserError: one line naming the first clip that differs and both artifacts.
+    """
+    params = feats.feature_params
+    hop_s = float(params["hop_length"]) / float(params["fs"])
+    for clip in dict.fromkeys(lab["clip_id"].tolist()):
+        sel = np.flatnonzero(lab["clip_id"] == clip)
+        path = safe_join(scenes.path, _clip_row(scenes, clips, clip)["labels"])
+        events = read_labels(path)  # a missing or malformed file: DataError naming it
+        why = _mismatch(events, lab["frame"][sel], lab["active"][sel], lab["targets"][sel], hop_s)
+        if why:
+            raise UserError(
+                f"clip {clip!r}: the labels of {scenes.path} ({path.name}) {why} those of "
+                f"{feats.manifest.path}; score the MIC twin of the features' scenes "
+                "(same seed and options, --format mic)"
+            )
+
+
+def _mismatch(events, frame, active, targets, hop_s: float) -> str:
+    """Where the frame labels of ``events`` differ from ``active [n, S]`` / ``targets
+    [n, S, 3]`` at clip frames ``frame [n]`` (empty string: nowhere)."""
+    s = active.shape[1]
+    try:
+        act, dirs = clip_frame_labels(events, int(frame.max()) + 1, hop_s, s)
+    except DataError:  # more overlapping events than the features have slots
+        return f"overlap more than {s} events, unlike"
+    off = np.abs(dirs[frame] - targets).max(axis=-1) > LABEL_TOLERANCE  # (n, S)
+    bad = ((act[frame] != active) | (off & active)).any(1)  # (n,) directions where active
+    return f"differ at frame {int(frame[bad.argmax()])} from" if bad.any() else ""
+
+
+def _read_audio(scenes: Manifest, clips: pd.DataFrame, clip_id: str, fs: int) -> np.ndarray:
+    import soundfile as sf
+
+    row = _clip_row(scenes, clips, clip_id)
     ar = str(scenes.extra.get("audio_root", "."))
     root = ar if os.path.isabs(ar) else safe_join(scenes.path, ar)  # absolute: import w/o copy
-    path = safe_join(root, row.iloc[0]["audio"])
+    path = safe_join(root, row["audio"])
     try:
         audio, sr = sf.read(str(path), dtype="float64", always_2d=True)
     except (OSError, RuntimeError) as e:
@@ -186,11 +255,16 @@ def run_baseline(
     """Localize the frames of a features split with a classical method; write an eval artifact.
 
     Args:
-        scenes: a MIC-format scenes artifact (audio and array geometry).
+        scenes: a MIC-format scenes artifact (audio and array geometry) whose labels
+            match the features' on the scored frames (see :func:`check_labels`).
         features: the features artifact whose split, frames and labels are scored.
         out: the eval artifact to write.
         cfg: options (or give them as keyword arguments, see :class:`BaselineConfig`).
         force: replace an existing, different artifact.
+
+    Raises:
+        UserError: scenes not in MIC format, no chunk in the split, or labels that
+            differ from the features' on a scored clip.
     """
     cfg = cfg or BaselineConfig(**options)
     cfg.validate()
@@ -207,6 +281,7 @@ def run_baseline(
     mics = np.asarray(sc.extra["mic_positions_m"], np.float64)  # (M, 3)
     clips = pd.read_csv(sc.file("clips.csv"), dtype={"clip_id": str})
     lab = frame_labels(fs_art, rows)
+    check_labels(sc, clips, fs_art, lab)
     k = fs_art.max_sources
     with build_artifact(out, "eval", to_dict(cfg), [sc, fs_art.manifest], force=force) as b:
         if b.reused:

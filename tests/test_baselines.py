@@ -1,4 +1,9 @@
-"""Classical baselines on MIC audio built in code: white noise with exact fractional delays."""
+"""Classical baselines on MIC audio built in code: white noise with exact fractional delays.
+
+Also: the MIC twin of synthesized FOA scenes (same seed and options, ``format = "mic"``)
+has the same clips and labels, and ``run_baseline`` refuses scenes whose labels differ
+from the features'.
+"""
 
 import json
 
@@ -9,9 +14,12 @@ import soundfile as sf
 
 from ssl_toolkit.artifacts import build_artifact
 from ssl_toolkit.baselines import BaselineConfig, estimate_n_sources, run_baseline, stft
-from ssl_toolkit.config import ConfigError
+from ssl_toolkit.config import ConfigError, resolve
+from ssl_toolkit.data_prep.features import FeatureConfig, compute_features
+from ssl_toolkit.data_prep.synth import SynthConfig, preset_config, synthesize
+from ssl_toolkit.errors import UserError
 from ssl_toolkit.featureset import FeatureWriter
-from ssl_toolkit.geometry import rad, sph_to_unit
+from ssl_toolkit.geometry import deg, rad, sph_to_unit, unit_to_sph
 
 FS, HOP, T, C = 16000, 1600, 10, 343.0  # 0.1 s label frames, 10 frames per chunk
 # DCASE tetrahedral array: radius 4.2 cm at (az, el) = (45, 35), (-45, -35), (135, -35), (-135, 35)
@@ -33,17 +41,26 @@ def far_field(directions, seconds, rng):
     return out + 0.01 * rng.normal(size=out.shape)  # sensor noise, about 23 dB SNR
 
 
-def make_scenes_and_features(tmp, clips, rng):
-    """clips: list of (clip_id, [unit vectors]); one 1 s chunk per clip, all in split test."""
-    with build_artifact(tmp / "scenes", "scenes", {"test": 1}) as b:
+def label_table(dirs):
+    """Each direction sounds from 0.05 s to 0.85 s: label frames 1..8 (hop 0.1 s) of 10."""
+    az, el = unit_to_sph(np.array(dirs))
+    return pd.DataFrame(
+        {"sound_event_recording": "noise", "start_time": 0.05, "end_time": 0.85,
+         "ele": deg(el), "azi": deg(az), "dist": 2.0}
+    )  # fmt: skip
+
+
+def make_scenes(path, clips, rng, labels=None):
+    """A MIC scenes artifact of far-field noise; ``labels``: directions written in the
+    label CSVs (default: those of the audio)."""
+    with build_artifact(path, "scenes", {"test": str(path)}) as b:
         (b.dir / "wav").mkdir()
         (b.dir / "labels").mkdir()
         rows = []
-        for cid, dirs in clips:
+        for i, (cid, dirs) in enumerate(clips):
             sf.write(b.dir / "wav" / f"{cid}.wav", far_field(dirs, 1.0, rng).T, FS)
-            pd.DataFrame(
-                columns=["sound_event_recording", "start_time", "end_time", "ele", "azi", "dist"]
-            ).to_csv(b.dir / "labels" / f"{cid}.csv", index=False)
+            label_dirs = dirs if labels is None else labels[i][1]
+            label_table(label_dirs).to_csv(b.dir / "labels" / f"{cid}.csv", index=False)
             rows.append(
                 {
                     "clip_id": cid,
@@ -67,6 +84,12 @@ def make_scenes_and_features(tmp, clips, rng):
                 "audio_root": ".",
             }
         )
+    return path
+
+
+def make_scenes_and_features(tmp, clips, rng):
+    """clips: list of (clip_id, [unit vectors]); one 1 s chunk per clip, all in split test."""
+    make_scenes(tmp / "scenes", clips, rng)
     with build_artifact(tmp / "features", "features", {"test": 1}) as b:
         w = FeatureWriter(b.dir, len(clips), (1, T, 4), 2)
         for i, (cid, dirs) in enumerate(clips):
@@ -97,14 +120,15 @@ def make_scenes_and_features(tmp, clips, rng):
     return tmp / "scenes", tmp / "features"
 
 
+CLIPS = [
+    ("one", [sph_to_unit(rad(60.0), rad(20.0))]),
+    ("two", [sph_to_unit(rad(-100.0), rad(-10.0)), sph_to_unit(rad(20.0), rad(30.0))]),
+]
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    clips = [
-        ("one", [sph_to_unit(rad(60.0), rad(20.0))]),
-        ("two", [sph_to_unit(rad(-100.0), rad(-10.0)), sph_to_unit(rad(20.0), rad(30.0))]),
-    ]
-    return make_scenes_and_features(tmp_path_factory.mktemp("bl"), clips, rng)
+    return make_scenes_and_features(tmp_path_factory.mktemp("bl"), CLIPS, np.random.default_rng(0))
 
 
 @pytest.mark.parametrize("method", ["srp", "music", "normmusic"])
@@ -141,3 +165,53 @@ def test_baseline_bad_options(tmp_path, data):
         BaselineConfig(method="beamformer").validate()
     with pytest.raises(ConfigError, match="--n-sources"):
         run_baseline(scenes, feats, tmp_path / "x", n_sources="guess")
+
+
+@pytest.mark.parametrize(
+    "labels, why",
+    [
+        ([CLIPS[0], ("two", [CLIPS[1][1][0], sph_to_unit(rad(25.0), rad(30.0))])], "differ at"),
+        ([CLIPS[0], ("two", CLIPS[1][1] + [sph_to_unit(rad(90.0), rad(0.0))])], "overlap more"),
+    ],
+)
+def test_baseline_refuses_scenes_with_other_labels(tmp_path, data, labels, why):
+    _, feats = data
+    scenes = make_scenes(tmp_path / "other", CLIPS, np.random.default_rng(0), labels=labels)
+    with pytest.raises(UserError, match=why) as e:
+        run_baseline(scenes, feats, tmp_path / "x", method="srp", grid_deg=20.0)
+    msg = str(e.value)
+    assert "\n" not in msg and "clip 'two'" in msg and "two.csv" in msg
+    assert str(scenes) in msg and str(feats) in msg and "MIC twin" in msg
+    assert not (tmp_path / "x").exists()  # refused before anything is written
+
+
+def tiny_synth(preset, **options):
+    layers = [preset_config(preset), {"fs": 8000, "n_clips": 3, "clip_seconds": 2.0}, options]
+    return resolve(SynthConfig, *layers)
+
+
+@pytest.mark.parametrize("preset", ["resyn", "ansyn"])
+def test_mic_twin_has_the_same_clips_and_labels(tmp_path, preset):
+    """The event plan (times, directions, rooms) does not depend on the format."""
+    foa = synthesize(tmp_path / "foa", tiny_synth(preset))
+    mic = synthesize(tmp_path / "mic", tiny_synth(preset, format="mic"))
+    assert (foa.extra["format"], mic.extra["format"]) == ("foa", "mic")
+    assert foa.file("clips.csv").read_text() == mic.file("clips.csv").read_text()
+    clips = pd.read_csv(foa.file("clips.csv"))
+    assert len(clips) == 3
+    for rel in clips["labels"]:
+        assert len(pd.read_csv(foa.path / rel)) > 0
+        assert (foa.path / rel).read_bytes() == (mic.path / rel).read_bytes()
+
+
+def test_baseline_on_the_mic_twin_of_foa_features(tmp_path):
+    """FOA features (what the models learn from), the MIC twin's audio; another seed refused."""
+    synthesize(tmp_path / "foa", tiny_synth("ansyn"))
+    synthesize(tmp_path / "mic", tiny_synth("ansyn", format="mic"))
+    synthesize(tmp_path / "other", tiny_synth("ansyn", format="mic", seed=1))
+    feats = compute_features(tmp_path / "foa", tmp_path / "feats", FeatureConfig(type="logmel"))
+    man = run_baseline(tmp_path / "mic", feats.path, tmp_path / "srp", split="train", grid_deg=20)
+    doc = json.loads((man.path / "metrics.json").read_text())
+    assert doc["overall"]["oracle_deg"] < 45  # localizes (chance for 1..3 sources: ~60)
+    with pytest.raises(UserError, match=r"clip 'clip0000_ov1'.*MIC twin"):
+        run_baseline(tmp_path / "other", feats.path, tmp_path / "x", split="train")
