@@ -167,7 +167,7 @@ def speech_like(rng: np.random.Generator, n: int, fs: int) -> np.ndarray:
     return out * (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(3, 5) * t) ** 2)
 
 
-#: The built-in classes (11, as many as in ANSYN/RESYN), name -> generator.
+#: The built-in classes (12; ANSYN/RESYN have 11), name -> generator.
 PROCEDURAL: dict[str, Generator] = {
     "vibrato_tone": vibrato_tone,
     "chirp_up": chirp_up,
