@@ -320,7 +320,8 @@ def _run(tasks: list[dict[str, Any]], jobs: int):
     """Run :func:`_clip_chunks` over the tasks (in worker processes when ``jobs > 1``).
 
     Workers are spawned, not forked: a child forked after torch ran in the
-    parent can deadlock in torch's thread pool.
+    parent can deadlock in torch's thread pool. Each worker gets its share of the
+    CPU's threads (``jobs`` workers with all threads each would oversubscribe it).
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -333,10 +334,20 @@ def _run(tasks: list[dict[str, Any]], jobs: int):
                 bar.advance(task)
             return
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(
+            max_workers=jobs, mp_context=ctx, initializer=_limit_threads, initargs=(threads,)
+        ) as pool:
             for result in pool.map(_clip_chunks, tasks):
                 yield result
                 bar.advance(task)
+
+
+def _limit_threads(n: int) -> None:
+    """Worker initializer: use at most ``n`` torch threads."""
+    import torch
+
+    torch.set_num_threads(n)
 
 
 def _clip_chunks(t: dict[str, Any]) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
