@@ -13,17 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import tempfile
 import time
 from pathlib import Path
 
-
-def cpu_seconds() -> float:
-    """CPU time of this process and its finished workers (user + system)."""
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+from _common import cpu_seconds
 
 
 def main() -> None:

@@ -109,28 +109,20 @@ def _fit_all(fs, rows, run_dir: Path, cfg, cfg_dict, rt: Runtime, resume: bool) 
     """Fit the model (IE: each member) and save the best weights; returns manifest extras."""
     fp = fingerprint(cfg_dict)
     per_rank = cfg.batch_size // rt.world
-    loaders = (
-        *make_loader(
+    loaders = tuple(
+        part
+        for split in ("train", "val")
+        for part in make_loader(
             fs,
-            rows["train"],
+            rows[split],
             per_rank,
-            shuffle=True,
+            shuffle=split == "train",
             seed=cfg.seed,
             rank=rt.rank,
             world=rt.world,
             num_workers=cfg.num_workers,
-        ),
-        *make_loader(
-            fs,
-            rows["val"],
-            per_rank,
-            shuffle=False,
-            seed=cfg.seed,
-            rank=rt.rank,
-            world=rt.world,
-            num_workers=cfg.num_workers,
-        ),
-    )
+        )
+    )  # (train_loader, train_sampler, val_loader, val_sampler)
     if cfg.method == "ie":
         return _fit_ensemble(fs, loaders, run_dir, cfg, fp, rt, resume)
     k = fs.max_sources if cfg.method == "pit" else cfg.K
