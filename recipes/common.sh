@@ -1,19 +1,24 @@
 # Shared option parsing for the recipes: --stage N --stop-stage M --scale small|paper
-# --data-root DIR --workdir DIR. Source it after setting defaults.
+# --data-root DIR --mic-root DIR --workdir DIR --jobs N. Source it after setting defaults.
 stage=${stage:-1}
 stop_stage=${stop_stage:-100}
 scale=${scale:-small}
 data_root=${data_root:-}
+mic_root=${mic_root:-}
+jobs=${jobs:-$(nproc 2>/dev/null || echo 1)}
 while [ $# -gt 0 ]; do
   case "$1" in
     --stage) stage=$2; shift 2 ;;
     --stop-stage) stop_stage=$2; shift 2 ;;
     --scale) scale=$2; shift 2 ;;
     --data-root) data_root=$2; shift 2 ;;
+    --mic-root) mic_root=$2; shift 2 ;;
     --workdir) workdir=$2; shift 2 ;;
+    --jobs) jobs=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
 case "$scale" in small|paper) ;; *) echo "--scale must be small or paper" >&2; exit 2 ;; esac
 run_stage() { [ "$1" -ge "$stage" ] && [ "$1" -le "$stop_stage" ]; }
-announce() { echo "=== Stage $1: $2" >&2; }
+# Announce a stage step, with the seconds since the recipe started (a timing log for free).
+announce() { echo "=== Stage $1: $2 [${SECONDS}s]" >&2; }
