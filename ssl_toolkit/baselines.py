@@ -47,6 +47,7 @@ __all__ = [
 
 #: Largest difference (unit-vector components) between two labels of the same direction.
 LABEL_TOLERANCE = 1e-4
+_TWIN = "score the MIC twin of the features' scenes (same seed and options, --format mic)"
 
 #: ``--method`` -> name in ``pyroomacoustics.doa.algorithms``.
 METHODS = {"srp": "SRP", "music": "MUSIC", "normmusic": "NormMUSIC", "tops": "TOPS"}
@@ -148,10 +149,12 @@ def _make_doa(cfg: BaselineConfig, mics_m: np.ndarray, fs: int):
     )  # fmt: skip
 
 
-def _clip_row(scenes: Manifest, clips: pd.DataFrame, clip_id: str) -> pd.Series:
+def _clip_row(scenes: Manifest, clips: pd.DataFrame, clip_id: str, features: str) -> pd.Series:
     row = clips.loc[clips.clip_id == clip_id]
     if row.empty:
-        raise DataError(f"clip {clip_id!r} of the features is not in {scenes.path}/clips.csv")
+        raise DataError(
+            f"clip {clip_id!r} of {features} is not in {scenes.path}/clips.csv; {_TWIN}"
+        )
     return row.iloc[0]
 
 
@@ -176,14 +179,14 @@ def check_labels(
     hop_s = float(params["hop_length"]) / float(params["fs"])
     for clip in dict.fromkeys(lab["clip_id"].tolist()):
         sel = np.flatnonzero(lab["clip_id"] == clip)
-        path = safe_join(scenes.path, _clip_row(scenes, clips, clip)["labels"])
+        row = _clip_row(scenes, clips, clip, str(feats.manifest.path))
+        path = safe_join(scenes.path, row["labels"])
         events = read_labels(path)  # a missing or malformed file: DataError naming it
         why = _mismatch(events, lab["frame"][sel], lab["active"][sel], lab["targets"][sel], hop_s)
         if why:
             raise UserError(
                 f"clip {clip!r}: the labels of {scenes.path} ({path.name}) {why} those of "
-                f"{feats.manifest.path}; score the MIC twin of the features' scenes "
-                "(same seed and options, --format mic)"
+                f"{feats.manifest.path}; {_TWIN}"
             )
 
 
@@ -203,7 +206,7 @@ def _mismatch(events, frame, active, targets, hop_s: float) -> str:
 def _read_audio(scenes: Manifest, clips: pd.DataFrame, clip_id: str, fs: int) -> np.ndarray:
     import soundfile as sf
 
-    row = _clip_row(scenes, clips, clip_id)
+    row = _clip_row(scenes, clips, clip_id, "the features")
     ar = str(scenes.extra.get("audio_root", "."))
     root = ar if os.path.isabs(ar) else safe_join(scenes.path, ar)  # absolute: import w/o copy
     path = safe_join(root, row["audio"])

@@ -215,3 +215,6 @@ def test_baseline_on_the_mic_twin_of_foa_features(tmp_path):
     assert doc["overall"]["oracle_deg"] < 45  # localizes (chance for 1..3 sources: ~60)
     with pytest.raises(UserError, match=r"clip 'clip0000_ov1'.*MIC twin"):
         run_baseline(tmp_path / "other", feats.path, tmp_path / "x", split="train")
+    synthesize(tmp_path / "fewer", tiny_synth("ansyn", format="mic", n_clips=2))
+    with pytest.raises(UserError, match=r"clip 'clip0002_ov3' of .*feats is not in .*fewer"):
+        run_baseline(tmp_path / "fewer", feats.path, tmp_path / "x", split="train")
