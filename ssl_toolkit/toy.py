@@ -54,7 +54,8 @@ class ToyConfig:
     thread, 5-7 s per K = 20 model, about 55 s for the 20 IE members, a few seconds of EMD;
     mean EMDs over seeds 0-2: rMCL 0.171, rMCL* 0.172, sMCL 0.191, IE 0.645. ``PAPER`` holds
     the authors' sizes (two hidden layers of 256, batch 128, 20 epochs of 100,000 samples:
-    15,625 steps); ``QUICK`` takes a few seconds, for tests.
+    15,625 steps): 11.5 min, rMCL 0.166, rMCL* 0.168, sMCL 0.187, IE 0.654 (seed 0);
+    ``QUICK`` takes a few seconds, for tests.
     """
 
     K: int = 20

@@ -5,7 +5,7 @@
 #   --scale small   (default) about 1.5 min on 2 CPU cores: a 2 x 128 ReLU MLP, 3,000 steps of
 #                   256 samples per method (and per IE member).
 #   --scale paper   the authors' sizes: a 2 x 256 ReLU MLP, 15,625 steps of 128 samples
-#                   (20 epochs of 100,000), about 20 min on 2 CPU cores.
+#                   (20 epochs of 100,000), about 12 min on 2 CPU cores.
 #
 # Writes summary.csv / summary.md (mean EMD per method next to the paper's 0.17 rMCL,
 # 0.19 sMCL, 0.62 IE), emd.csv, emd.png and hypotheses.png into the workdir.

@@ -15,7 +15,7 @@ def toy_cmd(
     out: Path = typer.Argument(..., help="Directory for the toy artifact (tables, plots)."),
     quick: bool = typer.Option(False, "--quick", help="Tiny sizes (seconds; for tests)."),
     paper: bool = typer.Option(
-        False, "--paper", help="The authors' sizes (256-unit MLP, 15,625 steps of 128)."
+        False, "--paper", help="The authors' sizes (256-unit MLP, 15,625 steps of 128; ~12 min)."
     ),
     steps: int = typer.Option(None, help="Training steps per method."),
     seed: int = typer.Option(None, help="Random seed."),
