@@ -7,10 +7,14 @@
 # Usage: recipes/resyn/run.sh [--scale small|paper] [--stage N] [--stop-stage M]
 #          [--workdir DIR] [--jobs N] [--data-root DIR [--mic-root DIR]]
 #
-#   --scale small   (default) about 30 min on 2 CPU cores: 16 kHz, 60 clips of 10 s, log-mel
-#                   features, a small CRNN (small.toml below), 20 epochs, 10-degree baseline grid.
+#   --scale small   (default) about 20 min on 2 CPU cores: 16 kHz, 60 clips of 10 s, log-mel
+#                   features (STFT ones train 3-4x slower on a CPU), a small CRNN (train.toml
+#                   below), 20 epochs, a 10-degree search grid for the baselines.
 #   --scale paper   the paper's sizes: 44.1 kHz, 900 clips of 30 s (300 per overlap subset, as
-#                   one TUT2018 split), STFT magnitude + phase, the default CRNN, 100 epochs.
+#                   one TUT2018 split), STFT magnitude + phase, the default CRNN, 100 epochs
+#                   (early stopping after 10 without progress). About 19 GB of audio (FOA and
+#                   MIC) and 22 GB of features; train on a GPU.
+#   --jobs N        worker processes of synth and features (default: all cores).
 #   --data-root DIR import the original ANSYN/RESYN (TUT2018 layout: wav_ovN_splitK_*/,
 #                   desc_ovN_splitK/) instead of synthesizing. The originals are FOA only, and
 #                   the classical baselines need microphone-array audio: give --mic-root DIR,
@@ -88,9 +92,9 @@ if run_stage 5; then
   done
 fi
 baselines=(srp music)
-if run_stage 6; then
+if run_stage 6 && [ -z "$mic" ]; then echo "Stage 6 skipped: $no_mic" >&2
+elif run_stage 6; then
   for b in "${baselines[@]}"; do announce 6 "baseline $b on the MIC twin -> $w/evals/$b"
-    if [ -z "$mic" ]; then echo "Stage 6 skipped: $no_mic" >&2; break; fi
     ssl baseline "$w/scenes_mic" "$w/evals/$b" --data "$w/features" --method "$b" --split test \
       "${grid[@]}"
   done
@@ -100,6 +104,7 @@ if run_stage 7; then announce 7 "report -> $w/report"
   for m in "${models[@]}" "${baselines[@]}"; do
     [ -f "$w/evals/${m%%:*}/manifest.json" ] && evals+=("$w/evals/${m%%:*}")
   done
+  [ ${#evals[@]} -gt 0 ] || { echo "Stage 7: no eval in $w/evals: run stages 5 and 6" >&2; exit 1; }
   ssl report "${evals[@]}" --out "$w/report" --force
   announce 7 "done: $w/report/report.md"
 fi
