@@ -45,7 +45,9 @@ def eval_cmd(
 @app.command("baseline")
 @user_errors
 def baseline_cmd(
-    scenes: Path = typer.Argument(..., help="Scenes artifact in MIC format (`ssl prep synth`)."),
+    scenes: Path = typer.Argument(
+        ..., help="MIC twin of the features' scenes (`ssl prep synth --format mic`, same seed)."
+    ),
     out: Path = typer.Argument(..., help="Eval artifact to create."),
     data: Path = typer.Option(..., "--data", help="Features artifact giving frames and labels."),
     method: str = typer.Option("srp", "--method", help="srp | music | normmusic | tops"),
@@ -54,7 +56,10 @@ def baseline_cmd(
     grid_deg: float = typer.Option(None, "--grid-deg", help="Search grid step (degrees)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing eval artifact."),
 ) -> None:
-    """Localize with a classical method (pyroomacoustics.doa) on the same frames as `ssl eval`."""
+    """Localize with a classical method (pyroomacoustics.doa) on the same frames as `ssl eval`.
+
+    The scenes must carry the features' labels on every scored clip (it refuses others).
+    """
     from ..baselines import BaselineConfig, run_baseline
     from ..config import resolve
     from ..console import print_metrics
