@@ -63,7 +63,8 @@ def import_(
     layout: str = typer.Option("tut2018", help="Dataset layout; tut2018 (ANSYN/RESYN/REAL)."),
     format: str = typer.Option("foa", "--format", help="foa (4-channel FOA) or mic (an array)."),
     array: Path = typer.Option(
-        None, help="TOML file with mic_positions_m = [[x, y, z], ...] (metres) for --format mic."
+        None,
+        help="TOML file with mic_positions_m = \\[\\[x, y, z], ...] (metres), for --format mic.",
     ),
     copy: bool = typer.Option(False, help="Copy the audio into the artifact."),
     force: bool = typer.Option(False, help="Replace an existing output built otherwise."),
