@@ -43,6 +43,8 @@ LAYOUTS = ("toolkit", "tut2018")
 PEAK = 0.9
 MIN_SOURCE_DISTANCE_M = 0.5
 MAX_ARRAY_RADIUS_M = 0.25
+#: Sub-streams of a clip's random numbers: event signals, late tails, ambient noise.
+EVENT_STREAM, TAIL_STREAM, NOISE_STREAM = 1, 2, 3
 NOISE_BANK_SAMPLES = 3_000_000  # 68 s at 44.1 kHz
 PINK_B = np.array([0.049922035, -0.095993537, 0.050612699, -0.004408786], np.float32)
 PINK_A = np.array([1.0, -2.494956002, 2.017265875, -0.522189400], np.float32)
@@ -290,9 +292,14 @@ def render_clip(
 ) -> tuple[np.ndarray, pd.DataFrame, dict[str, Any]]:
     """Render clip ``index`` of ``subset``; depends only on ``(cfg, index)``.
 
+    The scene (events, directions, room) and each event's signal come from generators
+    seeded by ``(seed, index)`` and ``(seed, index, event)`` alone, so the ``foa`` and
+    ``mic`` renderings of a clip (its MIC twin) hold the same events and signals; only
+    the late tails and the ambient noise, drawn per channel, differ.
+
     Returns:
-        ``audio [4, n]`` float32, its label table (TUT2018 columns), and a dict
-        describing the room (empty in free field).
+        ``audio [M, n]`` float32 (M = 4, or the user array's capsules), its label table
+        (TUT2018 columns), and a dict describing the room (empty in free field).
     """
     rng = np.random.default_rng([cfg.seed, index])
     fs, n = cfg.fs, int(round(cfg.clip_seconds * cfg.fs))
@@ -312,15 +319,19 @@ def render_clip(
     for e in range(len(ev)):
         s0 = int(round(ev.at[e, "start_time"] * fs))
         sig = library.draw(
-            rng, int(ev.at[e, "class_index"]), int(round(ev.at[e, "end_time"] * fs)) - s0
+            np.random.default_rng([cfg.seed, index, EVENT_STREAM, e]),
+            int(ev.at[e, "class_index"]),
+            int(round(ev.at[e, "end_time"] * fs)) - s0,
         )
         ev.at[e, "end_time"] = (s0 + len(sig)) / fs
-        tail = (rng, room.rt60_s) if room and cfg.late_tail else None
+        tail_rng = np.random.default_rng([cfg.seed, index, TAIL_STREAM, e])
+        tail = (tail_rng, room.rt60_s) if room and cfg.late_tail else None
         y = spatialize(sig, impulse_response(paths[e], cfg.format, fs, mic, tail))
         stop = min(out.shape[1], s0 + y.shape[1])
         out[:, s0:stop] += y[:, : stop - s0]
     audio = out[:, lead:]  # direct sound at the array centre at the label onsets
-    audio = _add_noise(rng, audio, cfg.snr_db, cfg.format, cfg.seed)
+    noise_rng = np.random.default_rng([cfg.seed, index, NOISE_STREAM])
+    audio = _add_noise(noise_rng, audio, cfg.snr_db, cfg.format, cfg.seed)
     audio *= np.float32(PEAK / max(np.abs(audio).max(), 1e-12))
     ev["sound_event_recording"] = [library.classes[c] for c in ev["class_index"]]
     return audio.astype(np.float32), ev[LABEL_COLUMNS], info
