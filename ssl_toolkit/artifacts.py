@@ -21,6 +21,7 @@ import contextlib
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import shutil
 import uuid
@@ -267,11 +268,29 @@ def _replace_dir(src: Path, dst: Path) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
+    """Write strict JSON atomically (temporary file, then rename); NaN and inf become null."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    text = json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False)
+    tmp.write_text(text + "\n")
     os.replace(tmp, path)
+
+
+def _finite(o: Any) -> Any:
+    """``o`` with every non-finite float (also in numpy scalars) replaced by None."""
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if isinstance(o, float) or _is_numpy_float(o):
+        return float(o) if math.isfinite(o) else None
+    return o
+
+
+def _is_numpy_float(o: Any) -> bool:
+    import numpy as np
+
+    return isinstance(o, np.floating)
 
 
 def _json_default(o: Any) -> Any:

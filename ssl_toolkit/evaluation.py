@@ -151,12 +151,16 @@ def score_predictions(
 ) -> dict[str, dict[str, float]]:
     """Every metric per subset (``D1``, ``D2``, ``D3``, ``overall``).
 
+    A model without scores (every confidence 1: WTA variants, IE) estimates no source
+    count, so its frame recalls are NaN rather than a misleading 0.
+
     Args:
         fr: the frames; detected: ``[N, K]`` bool; threshold: for the frame recall;
         seg_frames: frames per DCASE segment; kappa: optional ``(mixture, voronoi)``
             vMF concentrations for the density scores.
     """
     seg = metrics.segment_ids(fr.clip_id, fr.frame, seg_frames)
+    scored = not np.all(fr.conf == 1.0)
     out = {}
     for name, m in metrics.subset_masks(fr.active, fr.subset).items():
         if not m.any():
@@ -164,6 +168,8 @@ def score_predictions(
         res = metrics.all_metrics(
             fr.hyps[m], fr.conf[m], fr.targets[m], fr.active[m], detected[m], seg[m], threshold
         )
+        if not scored:
+            res["frame_recall"] = res["frame_recall_sum"] = float("nan")
         if kappa is not None:
             args = (fr.hyps[m], fr.conf[m], fr.targets[m], fr.active[m])
             res["nll_vmf"] = density.mixture_nll(*args, kappa[0])

@@ -168,3 +168,22 @@ def test_config_layers_and_errors(tmp_path):
     (tmp_path / "bad.toml").write_text("epochs = = 3")
     with pytest.raises(ConfigError, match="bad.toml is not valid TOML"):
         load_toml(tmp_path / "bad.toml")
+
+
+def test_write_json_is_strict_json(tmp_path):
+    import numpy as np
+
+    from ssl_toolkit.artifacts import write_json
+
+    write_json(
+        tmp_path / "m.json",
+        {
+            "a": float("nan"),
+            "b": [np.float32(np.inf), np.float64(1.5)],
+            "c": np.int64(3),
+            "d": True,
+        },
+    )
+    text = (tmp_path / "m.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [None, 1.5], "c": 3, "d": True}

@@ -11,8 +11,10 @@ from ssl_toolkit.report import make_report
 from ssl_toolkit.testing import random_directions
 
 
-def fake_eval(path, method, k, seed, spread):
-    """An eval artifact of predictions = targets plus noise (larger spread = worse)."""
+def fake_eval(path, method, k, seed, spread, scored=True):
+    """An eval artifact of predictions = targets plus noise (larger spread = worse).
+
+    ``scored=False``: every confidence 1, as a WTA model without scores."""
     rng = np.random.default_rng(seed)
     n = 60
     targets = random_directions(rng, (n, 3))
@@ -24,6 +26,8 @@ def fake_eval(path, method, k, seed, spread):
     hyps /= np.linalg.norm(hyps, axis=-1, keepdims=True)
     conf = np.zeros((n, k), np.float32)
     conf[:, :3] = active
+    if not scored:
+        conf[:] = 1.0
     fr = Frames(
         hyps,
         conf,
@@ -84,3 +88,21 @@ def test_report_cli(tmp_path):
     res = CliRunner().invoke(app, ["report", str(a), "--out", str(tmp_path / "r")])
     assert res.exit_code == 0, res.output
     assert "rmcl" in res.output and (tmp_path / "r" / "report.md").is_file()
+
+
+def test_unscored_methods_have_no_frame_recall(tmp_path):
+    """All K hypotheses of a WTA model count as detected: no source count, no frame recall
+    (a dash in the report, null in metrics.json), but Hungarian error and F20 are scored."""
+    import json
+
+    a = fake_eval(tmp_path / "wta", "wta", 5, 0, 0.01, scored=False)
+    doc = json.loads((a / "metrics.json").read_text())
+    assert doc["overall"]["frame_recall"] is None and doc["overall"]["frame_recall_sum"] is None
+    assert doc["overall"]["hungarian_deg"] is not None
+    b = fake_eval(tmp_path / "rmcl", "rmcl", 5, 0, 0.01)
+    table = make_report([a, b], tmp_path / "rep").set_index(["method", "subset"])
+    assert np.isnan(table.loc[("wta", "overall"), "frame recall"])
+    assert table.loc[("rmcl", "overall"), "frame recall"] == 1.0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| wta | wta | 5 | overall"))
+    assert row.split("|")[8].strip() == "-"  # the frame recall column
