@@ -135,6 +135,14 @@ class FeatureWriter:
             shape=(n_chunks, t, max_sources, 3),
         )
         self.rows: list[dict[str, Any]] = []
+        self._sums: dict[str, list] = {}  # "train" / "all" -> [sum [C, F], sum of squares, frames]
+
+    def add_stats(self, split: str, sums: tuple[np.ndarray, np.ndarray, int]) -> None:
+        """Accumulate a clip's :func:`frame_sums` for the normalization statistics."""
+        for key in ("all", "train") if split == "train" else ("all",):
+            acc = self._sums.setdefault(key, [0.0, 0.0, 0])
+            for i in range(3):
+                acc[i] = acc[i] + sums[i]
 
     def put(
         self, i: int, features: np.ndarray, activity: np.ndarray, directions: np.ndarray, **row: Any
@@ -144,6 +152,7 @@ class FeatureWriter:
         self.activity[i] = activity
         self.directions[i] = directions
         self.rows.append({"chunk": i, **row})
+        self.add_stats(str(row.get("split")), frame_sums(self.features[i]))
 
     def finish(self) -> pd.DataFrame:
         """Flush arrays, write ``index.csv`` and ``norm.npz``; returns the index."""
@@ -152,29 +161,30 @@ class FeatureWriter:
         index = pd.DataFrame(self.rows).sort_values("chunk").reset_index(drop=True)
         index = index[INDEX_COLUMNS + [c for c in index.columns if c not in INDEX_COLUMNS]]
         index.to_csv(self.dir / "index.csv", index=False)
-        train = np.flatnonzero((index["split"] == "train").to_numpy())
-        if len(train) == 0:
-            train = np.arange(len(index))
-        mean, std = channel_stats(self.features, train)
+        s1, s2, n = self._sums.get("train") or self._sums.get("all") or (0.0, 0.0, 0)
+        mean, std = stats_from_sums(s1, s2, n, self.features.shape[1], self.features.shape[3])
         np.savez(self.dir / "norm.npz", mean=mean, std=std)
         return index
 
 
-def channel_stats(
-    features: np.ndarray, rows: np.ndarray, block: int = 256
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std ``[C, F]`` over chunks ``rows`` and frames, in float64, by blocks."""
-    n, c, t, f = features.shape
-    s1 = np.zeros((c, f))
-    s2 = np.zeros((c, f))
-    count = 0
-    for start in range(0, len(rows), block):
-        x = np.asarray(features[rows[start : start + block]], dtype=np.float64)  # (b, C, T, F)
-        s1 += x.sum(axis=(0, 2))
-        s2 += np.square(x).sum(axis=(0, 2))
-        count += x.shape[0] * t
-    mean = s1 / max(count, 1)
-    var = np.maximum(s2 / max(count, 1) - mean**2, 0.0)
-    std = np.sqrt(var)
+def frame_sums(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Sums over frames of the values and their squares, in float64, and the frame count.
+
+    Args:
+        x: ``[C, T, F]`` features (as stored).
+
+    Returns:
+        ``(sum [C, F], sum of squares [C, F], T)``.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    return x.sum(axis=1, dtype=np.float64), np.square(x).sum(axis=1, dtype=np.float64), x.shape[1]
+
+
+def stats_from_sums(s1, s2, n: int, c: int, f: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std ``[C, F]`` float32 from :func:`frame_sums` totals (std 1 where ~constant)."""
+    if n == 0:
+        return np.zeros((c, f), np.float32), np.ones((c, f), np.float32)
+    mean = np.asarray(s1, np.float64) / n
+    std = np.sqrt(np.maximum(np.asarray(s2, np.float64) / n - mean**2, 0.0))
     std = np.where(std < 1e-5, 1.0, std)
     return mean.astype(np.float32), std.astype(np.float32)

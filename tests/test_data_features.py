@@ -120,6 +120,9 @@ def test_compute_features_artifact(scenes, tmp_path):
     train = fs.rows("train")
     x_train = np.asarray(fs.features[train], dtype=np.float64)
     np.testing.assert_allclose(fs.mean, x_train.mean(axis=(0, 2)), rtol=1e-3, atol=1e-4)
+    std = np.where(x_train.std(axis=(0, 2)) < 1e-5, 1.0, x_train.std(axis=(0, 2)))
+    np.testing.assert_allclose(fs.std, std, rtol=1e-3, atol=1e-4)
+    assert not np.allclose(fs.mean, np.asarray(fs.features, np.float64).mean(axis=(0, 2)))
 
 
 def test_bad_feature_options_are_named():

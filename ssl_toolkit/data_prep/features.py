@@ -33,7 +33,7 @@ from ..artifacts import Manifest, build_artifact, read_manifest, safe_join
 from ..config import ConfigError, to_dict
 from ..console import log, progress
 from ..errors import DataError
-from ..featureset import FeatureWriter
+from ..featureset import FeatureWriter, frame_sums
 from .labels import frame_labels, read_labels
 
 TYPES = ("stft", "logmel")
@@ -302,8 +302,9 @@ def _write(scenes: Manifest, params: dict[str, Any], out_dir: Path, jobs: int) -
         if k > 0
     ]
     err2, val2 = np.zeros(c), np.zeros(c)
-    for rows, e2, v2 in _run(tasks, jobs):
+    for rows, e2, v2, sums in _run(tasks, jobs):
         writer.rows.extend(rows)
+        writer.add_stats(rows[0]["split"], sums)
         err2, val2 = err2 + e2, val2 + v2
     writer.finish()
     rel = np.sqrt(err2 / np.maximum(val2, 1e-30))
@@ -350,11 +351,12 @@ def _limit_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-def _clip_chunks(t: dict[str, Any]) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
+def _clip_chunks(t: dict[str, Any]) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray, tuple]:
     """Features and frame labels of one clip, written into chunks ``first .. first + k``.
 
     Returns:
-        The clip's index rows, and its float16 squared error and squared values per channel.
+        The clip's index rows, its float16 squared error and squared values per channel,
+        and the :func:`~ssl_toolkit.featureset.frame_sums` of its stored features.
     """
     import soundfile as sf
 
@@ -386,7 +388,7 @@ def _clip_chunks(t: dict[str, Any]) -> tuple[list[dict[str, Any]], np.ndarray, n
         }
         for j in range(k)
     ]
-    return rows, e2, v2
+    return rows, e2, v2, frame_sums(x16)
 
 
 def _to_float16(x: np.ndarray) -> np.ndarray:
