@@ -69,7 +69,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=25)
     ap.add_argument("--bins", type=int, default=1024, help="frequency bins F (44.1 kHz: 1024)")
     ap.add_argument("-K", type=int, default=5)
-    ap.add_argument("--small", action="store_true", help="the demo CRNN (with --channels 7 --bins 64)")
+    ap.add_argument(
+        "--small", action="store_true", help="the demo CRNN (with --channels 7 --bins 64)"
+    )
     ap.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
     args = ap.parse_args()

@@ -140,3 +140,19 @@ def test_features_do_not_depend_on_jobs(scenes, tmp_path):
     np.testing.assert_array_equal(a.directions, b.directions)
     pd.testing.assert_frame_equal(a.index, b.index)
     np.testing.assert_array_equal(a.mean, b.mean)
+
+
+def test_pooled_frame_stats_equal_the_whole():
+    """Per-clip stats pooled with Chan's formula give the mean and std of all frames,
+    also far from zero mean (log-mel-like values)."""
+    from ssl_toolkit.featureset import frame_stats, normalization, pool_stats
+
+    rng = np.random.default_rng(0)
+    clips = [(-20 + 3 * rng.standard_normal((2, t, 5))).astype(np.float32) for t in (7, 40, 13)]
+    pooled = None
+    for x in clips:
+        pooled = pool_stats(pooled, frame_stats(x))
+    whole = np.concatenate(clips, axis=1).astype(np.float64)
+    mean, std = normalization(pooled, 2, 5)
+    np.testing.assert_allclose(mean, whole.mean(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(std, whole.std(axis=1), rtol=1e-5)

@@ -19,7 +19,6 @@ stored as float16: the manifest records the resulting error
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 from itertools import combinations
@@ -33,7 +32,7 @@ from ..artifacts import Manifest, build_artifact, read_manifest, safe_join
 from ..config import ConfigError, to_dict
 from ..console import log, progress
 from ..errors import DataError
-from ..featureset import FeatureWriter, frame_sums
+from ..featureset import FeatureWriter, frame_stats, write_rows
 from .labels import frame_labels, read_labels
 
 TYPES = ("stft", "logmel")
@@ -132,10 +131,23 @@ def extract(audio: np.ndarray, fs: int, feature_params: dict[str, Any]) -> np.nd
 
         g = np.gcd(int(fs), int(p["fs"]))
         audio = resample_poly(audio, p["fs"] // g, fs // g, axis=-1).astype(np.float32)
-    spec = _stft(audio, p)  # (M, n_fft//2 + 1, T) complex64 torch tensor
     if p["type"] == "stft":
-        return _magnitude_phase(spec)
+        return _stft_features(audio, p)
+    spec = _stft(audio, p)  # (M, n_fft//2 + 1, T) complex64 torch tensor
     return _logmel(spec.transpose(1, 2).numpy(), p).astype(np.float32)
+
+
+def _stft_features(audio: np.ndarray, p: dict[str, Any]) -> np.ndarray:
+    """Magnitudes then phases ``[2M, T, F]``, computed channel by channel.
+
+    One channel's spectrogram stays in cache while its magnitude and phase are taken:
+    about twice as fast as transforming all channels first.
+    """
+    m = audio.shape[0]
+    out = np.empty((2 * m, n_frames(audio.shape[1], p["hop_length"]), p["n_fft"] // 2), np.float32)
+    for c in range(m):
+        _magnitude_phase(_stft(audio[c : c + 1], p), out=out[c::m])  # (2, T, F) view
+    return out
 
 
 def _stft(audio: np.ndarray, p: dict[str, Any]):
@@ -155,18 +167,19 @@ def _stft(audio: np.ndarray, p: dict[str, Any]):
     )
 
 
-def _magnitude_phase(spec) -> np.ndarray:
+def _magnitude_phase(spec, out: np.ndarray | None = None) -> np.ndarray:
     """Magnitudes then phases of the channels, DC dropped: ``[2M, T, F]`` float32.
 
     numpy's float32 ``arctan2`` is much faster than torch's complex ``angle``;
-    results are written straight into the ``[C, T, F]`` layout.
+    results are written straight into the ``[C, T, F]`` layout (into ``out`` if given).
     """
     import torch
 
     ri = torch.view_as_real(spec).numpy()[:, 1:]  # (M, F, T, 2)
     re, im = ri[..., 0].transpose(0, 2, 1), ri[..., 1].transpose(0, 2, 1)  # (M, T, F) views
     m = re.shape[0]
-    out = np.empty((2 * m, *re.shape[1:]), dtype=np.float32)
+    if out is None:
+        out = np.empty((2 * m, *re.shape[1:]), dtype=np.float32)
     np.multiply(re, re, out=out[:m])
     out[:m] += np.square(im)
     np.sqrt(out[:m], out=out[:m])
@@ -174,16 +187,18 @@ def _magnitude_phase(spec) -> np.ndarray:
     return out
 
 
+#: Mel filterbanks by (fs, n_fft, n_mels); worker processes receive them from the parent.
+_MEL: dict[tuple[int, int, int], np.ndarray] = {}
+
+
 def _mel_basis(p: dict[str, Any]) -> np.ndarray:
     """Mel filterbank ``[n_mels, n_fft // 2 + 1]`` (librosa, Slaney), cached."""
-    return _mel_cached(p["fs"], p["n_fft"], p["n_mels"])
+    key = (int(p["fs"]), int(p["n_fft"]), int(p["n_mels"]))
+    if key not in _MEL:
+        import librosa
 
-
-@functools.lru_cache(maxsize=8)
-def _mel_cached(fs: int, n_fft: int, n_mels: int) -> np.ndarray:
-    import librosa
-
-    return librosa.filters.mel(sr=fs, n_fft=n_fft, n_mels=n_mels).astype(np.float32)
+        _MEL[key] = librosa.filters.mel(sr=key[0], n_fft=key[1], n_mels=key[2]).astype(np.float32)
+    return _MEL[key]
 
 
 def _logmel(spec: np.ndarray, p: dict[str, Any]) -> np.ndarray:
@@ -336,19 +351,23 @@ def _run(tasks: list[dict[str, Any]], jobs: int):
             return
         ctx = multiprocessing.get_context("spawn")
         threads = max(1, (os.cpu_count() or 1) // jobs)
+        if tasks and tasks[0]["params"]["type"] == "logmel":
+            _mel_basis(tasks[0]["params"])  # made once here, shipped to the workers
         with ProcessPoolExecutor(
-            max_workers=jobs, mp_context=ctx, initializer=_limit_threads, initargs=(threads,)
+            max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads, _MEL)
         ) as pool:
             for result in pool.map(_clip_chunks, tasks):
                 yield result
                 bar.advance(task)
 
 
-def _limit_threads(n: int) -> None:
-    """Worker initializer: use at most ``n`` torch threads."""
+def _init_worker(threads: int, mel: dict) -> None:
+    """Worker initializer: at most ``threads`` torch threads; the parent's mel filterbanks
+    (so workers need not import librosa)."""
     import torch
 
-    torch.set_num_threads(n)
+    torch.set_num_threads(threads)
+    _MEL.update(mel)
 
 
 def _clip_chunks(t: dict[str, Any]) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray, tuple]:
@@ -356,7 +375,7 @@ def _clip_chunks(t: dict[str, Any]) -> tuple[list[dict[str, Any]], np.ndarray, n
 
     Returns:
         The clip's index rows, its float16 squared error and squared values per channel,
-        and the :func:`~ssl_toolkit.featureset.frame_sums` of its stored features.
+        and the :func:`~ssl_toolkit.featureset.frame_stats` of its features.
     """
     import soundfile as sf
 
@@ -370,13 +389,9 @@ def _clip_chunks(t: dict[str, Any]) -> tuple[list[dict[str, Any]], np.ndarray, n
     act, dirs = frame_labels(events, k * chunk, p["hop_length"] / p["fs"], t["max_sources"])
     c, _, f = x16.shape
     out = Path(t["out_dir"])
-    feats = np.load(out / "features.npy", mmap_mode="r+", allow_pickle=False)
-    feats[i0 : i0 + k] = x16.reshape(c, k, chunk, f).transpose(1, 0, 2, 3)  # (k, C, chunk, F)
+    write_rows(out / "features.npy", i0, x16.reshape(c, k, chunk, f).transpose(1, 0, 2, 3))
     for name, arr in (("activity.npy", act), ("directions.npy", dirs)):  # (T, S[, 3])
-        m = np.load(out / name, mmap_mode="r+", allow_pickle=False)
-        m[i0 : i0 + k] = arr.reshape(k, chunk, *arr.shape[1:])
-        m.flush()
-    feats.flush()
+        write_rows(out / name, i0, arr.reshape(k, chunk, *arr.shape[1:]))
     rows = [
         {
             "chunk": i0 + j,
@@ -388,7 +403,7 @@ def _clip_chunks(t: dict[str, Any]) -> tuple[list[dict[str, Any]], np.ndarray, n
         }
         for j in range(k)
     ]
-    return rows, e2, v2, frame_sums(x16)
+    return rows, e2, v2, frame_stats(x)
 
 
 def _to_float16(x: np.ndarray) -> np.ndarray:
@@ -398,7 +413,9 @@ def _to_float16(x: np.ndarray) -> np.ndarray:
     return torch.from_numpy(x).half().numpy()
 
 
-def _float16_error(x: np.ndarray, x16: np.ndarray, every: int = 5) -> tuple[np.ndarray, np.ndarray]:
+def _float16_error(
+    x: np.ndarray, x16: np.ndarray, every: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
     """Squared float16 error and squared value per channel, on every ``every``-th frame."""
     a = x[:, ::every].astype(np.float64)
     return np.square(x16[:, ::every] - a).sum(axis=(1, 2)), np.square(a).sum(axis=(1, 2))
