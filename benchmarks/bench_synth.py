@@ -5,13 +5,16 @@ Usage::
     .venv/bin/python benchmarks/bench_synth.py --clips 8 --clip-seconds 30 --jobs 1 2
 
 Targets on a 2-core machine (44.1 kHz, 30 s clips): resyn >= 20x real time
-with 2 workers, ansyn >= 100x. Process start-up of the workers is included.
+with 2 workers, ansyn >= 100x. Process start-up of the workers is included; each row
+is the median of ``--repeats`` runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +30,7 @@ def main() -> None:
     ap.add_argument("--presets", nargs="+", default=["ansyn", "resyn"])
     ap.add_argument("--formats", nargs="+", default=["foa", "mic"])
     ap.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--repeats", type=int, default=3, help="runs per row (median)")
     args = ap.parse_args()
 
     from rich.table import Table
@@ -56,9 +60,14 @@ def main() -> None:
                     },
                 )
                 for jobs in args.jobs:
-                    t0, c0 = time.perf_counter(), cpu_seconds()
-                    synthesize(Path(tmp) / f"{preset}_{fmt}_{jobs}", cfg, jobs=jobs)
-                    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+                    walls, cpus = [], []
+                    for r in range(args.repeats):
+                        t0, c0 = time.perf_counter(), cpu_seconds()
+                        man = synthesize(Path(tmp) / f"{preset}_{fmt}_{jobs}_{r}", cfg, jobs=jobs)
+                        walls.append(time.perf_counter() - t0)
+                        cpus.append(cpu_seconds() - c0)
+                        shutil.rmtree(man.path)
+                    wall, cpu = statistics.median(walls), statistics.median(cpus)
                     audio = args.clips * args.clip_seconds
                     table.add_row(
                         preset,
