@@ -182,8 +182,9 @@ def test_write_json_is_strict_json(tmp_path):
             "b": [np.float32(np.inf), np.float64(1.5)],
             "c": np.int64(3),
             "d": True,
+            "e": np.array([1.0, np.nan]),
         },
     )
     text = (tmp_path / "m.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
-    assert json.loads(text) == {"a": None, "b": [None, 1.5], "c": 3, "d": True}
+    assert json.loads(text) == {"a": None, "b": [None, 1.5], "c": 3, "d": True, "e": [1.0, None]}
