@@ -145,14 +145,13 @@ TABLE = {
 def print_demo(res: DemoResult) -> None:
     """The results table, and what to run next."""
     from .console import out, print_metrics
+    from .evaluation import summary
 
-    rows = {
-        s: {title: v[key] for key, title in TABLE.items() if key in v}
-        for s, v in res.metrics.items()
-        if s in ("D1", "D2", "D3", "overall") and isinstance(v, dict)
-    }
     thr = res.metrics.get("threshold", 0.5)
-    print_metrics(rows, title=f"rMCL (K={res.metrics['K']}) on the test split, threshold {thr:.2f}")
+    print_metrics(
+        summary(res.metrics, TABLE),
+        title=f"rMCL (K={res.metrics['K']}) on the test split, threshold {thr:.2f}",
+    )
     out.print(
         "oracle: mean distance of each source to its closest hypothesis; chance: the same for "
         "K random directions; EMD: transport between confidence-weighted hypotheses and sources; "

@@ -331,10 +331,12 @@ SUMMARY = {
 }
 
 
-def summary(doc: dict[str, Any]) -> dict[str, Any]:
-    """``metrics.json`` content narrowed to the :data:`SUMMARY` columns, short titles."""
+def summary(doc: dict[str, Any], columns: dict[str, str] | None = None) -> dict[str, Any]:
+    """``metrics.json`` content narrowed to ``columns`` (key -> short title; default
+    :data:`SUMMARY`), one entry per subset."""
+    columns = SUMMARY if columns is None else columns
     return {
-        s: {title: v[k] for k, title in SUMMARY.items() if k in v}
+        s: {title: v[k] for k, title in columns.items() if k in v}
         for s, v in doc.items()
         if s in ("D1", "D2", "D3", "overall") and isinstance(v, dict)
     }
