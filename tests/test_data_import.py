@@ -135,3 +135,13 @@ def test_import_of_a_user_array_records_its_geometry(tmp_path):
     assert extra["mic_positions_m"][1] == [-0.05, 0.0, 0.0]
     res = CliRunner().invoke(app, [*args[:3], str(tmp_path / "t"), "--format", "mic"])
     assert res.exit_code == 1 and "has 3 channels, expected 4" in res.output  # tetrahedral: 4
+
+
+def test_import_checks_the_array_like_synth(tmp_path):
+    from ssl_toolkit.config import ConfigError
+
+    root = _write_dataset(tmp_path / "mine", channels=3)
+    far = [[0.05, 0.0, 0.0], [-0.05, 0.0, 0.0], [0.0, 0.5, 0.0]]
+    with pytest.raises(ConfigError, match="mic_positions_m.*0.50 m"):
+        import_tut2018(root, tmp_path / "s", fmt="mic", mic_positions_m=far)
+    assert not (tmp_path / "s").exists()

@@ -19,6 +19,7 @@ from ..geometry import rad, sph_to_unit
 FORMATS = ("foa", "mic")
 SPEED_OF_SOUND_M_S = 343.0
 TETRA_RADIUS_M = 0.042
+MAX_ARRAY_RADIUS_M = 0.25
 TETRA_AZIMUTH_DEG = (45.0, -45.0, 135.0, -135.0)
 TETRA_ELEVATION_DEG = (35.0, -35.0, -35.0, 35.0)
 
@@ -32,6 +33,34 @@ def tetra_positions_m(radius_m: float = TETRA_RADIUS_M) -> np.ndarray:
     az = rad(np.asarray(TETRA_AZIMUTH_DEG, dtype=np.float64))
     el = rad(np.asarray(TETRA_ELEVATION_DEG, dtype=np.float64))
     return radius_m * sph_to_unit(az, el)
+
+
+def array_positions(mic_positions_m=None) -> np.ndarray:
+    """Checked capsule positions ``[M, 3]`` of a user array; None or empty: the tetrahedral one.
+
+    Raises:
+        ConfigError: naming ``mic_positions_m`` when there are fewer than 2 capsules, a
+            position is not [x, y, z], a capsule is further than ``MAX_ARRAY_RADIUS_M``
+            from the centre (sources must stay in the far field), or two coincide.
+    """
+    from ..config import ConfigError
+
+    if mic_positions_m is None or len(mic_positions_m) == 0:
+        return tetra_positions_m()
+    if len(mic_positions_m) < 2 or any(len(p) != 3 for p in mic_positions_m):
+        raise ConfigError(
+            "option 'mic_positions_m' must list at least 2 capsules as [x, y, z] in metres"
+        )
+    pos = np.asarray(mic_positions_m, dtype=np.float64)
+    radius = float(np.linalg.norm(pos, axis=1).max())
+    if radius > MAX_ARRAY_RADIUS_M:
+        raise ConfigError(
+            f"option 'mic_positions_m' puts a capsule {radius:.2f} m from the array centre "
+            f"(at most {MAX_ARRAY_RADIUS_M} m: sources must stay in the far field)"
+        )
+    if len(np.unique(pos, axis=0)) < len(pos):
+        raise ConfigError("option 'mic_positions_m' has duplicates")
+    return pos
 
 
 def foa_gains(directions: np.ndarray) -> np.ndarray:

@@ -189,7 +189,7 @@ def import_tut2018(
 def _array(fmt: str, mic_positions_m) -> np.ndarray | None:
     """Capsule positions ``[M, 3]`` of a ``mic`` import (None for ``foa``), checked."""
     from ..config import ConfigError
-    from .arrays import tetra_positions_m
+    from .arrays import array_positions
 
     if fmt not in ("foa", "mic"):
         raise ConfigError(f"option --format must be foa or mic, got {fmt!r}")
@@ -197,12 +197,7 @@ def _array(fmt: str, mic_positions_m) -> np.ndarray | None:
         if mic_positions_m is not None:
             raise ConfigError("option --array needs --format mic (FOA has no capsules)")
         return None
-    if mic_positions_m is None:
-        return tetra_positions_m()
-    pos = np.asarray(mic_positions_m, dtype=np.float64)
-    if pos.ndim != 2 or pos.shape[1] != 3 or len(pos) < 2:
-        raise ConfigError(f"mic_positions_m must be [M >= 2, 3] metres, got shape {pos.shape}")
-    return pos
+    return array_positions(mic_positions_m)
 
 
 def _write_clip(r: dict[str, Any], root: Path, out_dir: Path, copy: bool) -> dict[str, Any]:

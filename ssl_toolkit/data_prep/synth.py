@@ -32,7 +32,7 @@ from ..artifacts import Manifest, build_artifact
 from ..config import ConfigError, to_dict
 from ..console import log, progress
 from ..geometry import deg, rad, sph_to_unit
-from .arrays import FORMATS, tetra_positions_m
+from .arrays import FORMATS, array_positions
 from .labels import LABEL_COLUMNS, max_overlap, write_labels
 from .render import impulse_response, lead_samples, spatialize
 from .rooms import free_field_paths, image_paths, max_distance_m, min_rt60_s, sample_room
@@ -42,7 +42,6 @@ SUBSETS = ("ov1", "ov2", "ov3")
 LAYOUTS = ("toolkit", "tut2018")
 PEAK = 0.9
 MIN_SOURCE_DISTANCE_M = 0.5
-MAX_ARRAY_RADIUS_M = 0.25
 #: Sub-streams of a clip's random numbers: event signals, late tails, ambient noise.
 EVENT_STREAM, TAIL_STREAM, NOISE_STREAM = 1, 2, 3
 NOISE_BANK_SAMPLES = 3_000_000  # 68 s at 44.1 kHz
@@ -152,20 +151,7 @@ class SynthConfig:
 
     def _validate_array(self) -> None:
         _check(self.format == "mic", "mic_positions_m", "needs format 'mic' (FOA has no capsules)")
-        pos = self.mic_positions_m
-        _check(
-            len(pos) >= 2 and all(len(p) == 3 for p in pos),
-            "mic_positions_m",
-            "must list at least 2 capsules as [x, y, z] in metres",
-        )
-        radius = float(np.linalg.norm(np.asarray(pos, dtype=np.float64), axis=1).max())
-        _check(
-            radius <= MAX_ARRAY_RADIUS_M,
-            "mic_positions_m",
-            f"puts a capsule {radius:.2f} m from the array centre (at most "
-            f"{MAX_ARRAY_RADIUS_M} m: sources must stay in the far field)",
-        )
-        _check(len({tuple(p) for p in pos}) == len(pos), "mic_positions_m", "has duplicates")
+        array_positions(self.mic_positions_m)
 
     def _validate_room(self) -> None:
         _check(len(self.room_min_m) == 3, "room_min_m", "needs 3 dimensions")
@@ -216,11 +202,7 @@ def preset_config(name: str) -> dict[str, Any]:
 
 def mic_positions(cfg: SynthConfig) -> np.ndarray | None:
     """Capsule positions ``[M, 3]`` of the ``mic`` format (None for ``foa``)."""
-    if cfg.format != "mic":
-        return None
-    if cfg.mic_positions_m:
-        return np.asarray(cfg.mic_positions_m, dtype=np.float64)
-    return tetra_positions_m()
+    return array_positions(cfg.mic_positions_m) if cfg.format == "mic" else None
 
 
 def max_sources(cfg: SynthConfig) -> int:
