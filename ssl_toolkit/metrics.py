@@ -41,6 +41,8 @@ __all__ = [
 _DEG = 180.0 / math.pi
 _BIG = 1e3  # cost of an impossible pair in the brute-force matcher (distances are <= pi)
 _CHUNK = 2048  # frames per block in the batched solvers (bounds memory)
+_EPS = float(np.finfo(np.float64).eps)  # the ``eps`` of the DCASE SELD code
+_SELD_KEYS = ("ER20", "F20", "LE_CD_deg", "LR_CD", "SELD")
 
 
 def _pairwise(targets: np.ndarray, hyps: np.ndarray) -> np.ndarray:
@@ -50,13 +52,22 @@ def _pairwise(targets: np.ndarray, hyps: np.ndarray) -> np.ndarray:
     return great_circle(t[:, :, None, :], h[:, None, :, :])
 
 
-def oracle_error(hyps, targets, active) -> float:
+def _valid(hyps, valid) -> np.ndarray:
+    """``valid [N, K]`` as bool; None means every slot holds an estimate."""
+    shape = np.shape(hyps)[:2]
+    return np.ones(shape, bool) if valid is None else np.asarray(valid, dtype=bool)
+
+
+def oracle_error(hyps, targets, active, valid=None) -> float:
     """Mean distance from each active target to its closest hypothesis, in degrees.
 
     Args:
         hyps: ``[N, K, 3]`` unit vectors.
         targets: ``[N, S, 3]`` unit vectors.
         active: ``[N, S]`` bool.
+        valid: ``[N, K]`` bool, the slots holding an estimate (default all). Invalid
+            slots are ignored; a target whose frame has no valid slot is a miss and
+            counts 180 degrees.
 
     Returns:
         The mean over all active (frame, target) pairs; NaN when none is active.
@@ -64,7 +75,8 @@ def oracle_error(hyps, targets, active) -> float:
     active = np.asarray(active, dtype=bool)
     if not active.any():
         return float("nan")
-    d = _pairwise(targets, hyps).min(axis=2)  # (N, S)
+    d = _pairwise(targets, hyps)  # (N, S, K)
+    d = np.where(_valid(hyps, valid)[:, None, :], d, np.pi).min(axis=2)  # (N, S)
     return float(d[active].mean() * _DEG)
 
 
@@ -83,11 +95,16 @@ def chance_oracle_error(targets, active, k: int, seed: int = 0) -> float:
     return oracle_error(hyps, targets, active)
 
 
-def _weights(confidences: np.ndarray) -> np.ndarray:
-    """Confidences normalized per frame ``[N, K]``; a frame of zeros gets uniform weights."""
-    c = np.clip(np.asarray(confidences, dtype=np.float64), 0.0, None)
+def _weights(confidences: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Confidences of the valid slots normalized per frame ``[N, K]``.
+
+    A frame whose valid confidences are all zero gets uniform weights on its valid
+    slots; a frame without a valid slot gets all zeros.
+    """
+    v = np.asarray(valid, dtype=bool)
+    c = np.where(v, np.clip(np.asarray(confidences, dtype=np.float64), 0.0, None), 0.0)
     s = c.sum(axis=1, keepdims=True)
-    uniform = np.full_like(c, 1.0 / c.shape[1])
+    uniform = v / np.maximum(v.sum(axis=1, keepdims=True), 1)
     return np.where(s > 0, c / np.where(s > 0, s, 1.0), uniform)
 
 
@@ -157,7 +174,7 @@ def _emd_pot(cost: np.ndarray, p: np.ndarray) -> np.ndarray:
     return out
 
 
-def emd_per_frame(hyps, confidences, targets, active) -> np.ndarray:
+def emd_per_frame(hyps, confidences, targets, active, valid=None) -> np.ndarray:
     """Earth mover's distance per frame, in degrees (NaN where no target is active).
 
     The hypotheses carry their normalized confidences, the active targets equal
@@ -168,6 +185,8 @@ def emd_per_frame(hyps, confidences, targets, active) -> np.ndarray:
 
     Args:
         hyps: ``[N, K, 3]``; confidences: ``[N, K]``; targets: ``[N, S, 3]``; active: ``[N, S]``.
+        valid: ``[N, K]`` bool (default all): invalid slots carry no mass; a frame
+            without a valid slot transports nothing and counts 180 degrees (a miss).
 
     Returns:
         ``[N]`` float64.
@@ -175,7 +194,8 @@ def emd_per_frame(hyps, confidences, targets, active) -> np.ndarray:
     active = np.asarray(active, dtype=bool)
     n_act = active.sum(axis=1)
     out = np.full(len(active), np.nan)
-    p_all = _weights(confidences)
+    v = _valid(hyps, valid)
+    p_all = _weights(confidences, v)
     for s in np.unique(n_act[n_act > 0]):
         rows = np.flatnonzero(n_act == s)
         for start in range(0, len(rows), _CHUNK):
@@ -191,12 +211,13 @@ def emd_per_frame(hyps, confidences, targets, active) -> np.ndarray:
             else:
                 val = _emd_pot(cost, p)
             out[r] = val * _DEG
+    out[(n_act > 0) & ~v.any(axis=1)] = 180.0
     return out
 
 
-def emd(hyps, confidences, targets, active) -> float:
+def emd(hyps, confidences, targets, active, valid=None) -> float:
     """Mean over frames with an active target of :func:`emd_per_frame`, in degrees."""
-    e = emd_per_frame(hyps, confidences, targets, active)
+    e = emd_per_frame(hyps, confidences, targets, active, valid)
     e = e[~np.isnan(e)]
     return float(e.mean()) if len(e) else float("nan")
 
@@ -287,7 +308,7 @@ def hungarian_error(pred, pred_active, targets, active) -> float:
     return float(per_frame.mean() * _DEG)
 
 
-def frame_recall(confidences, active, threshold: float = 0.5) -> dict[str, float]:
+def frame_recall(confidences, active, threshold: float = 0.5, valid=None) -> dict[str, float]:
     """Share of frames whose estimated source count equals the true count.
 
     Two estimates of the count, as in the rMCL reference code: the number of
@@ -295,12 +316,13 @@ def frame_recall(confidences, active, threshold: float = 0.5) -> dict[str, float
     ``round(sum of confidences)`` (``frame_recall_sum``).
 
     Args:
-        confidences: ``[N, K]``; active: ``[N, S]`` bool; threshold: detection threshold.
+        confidences: ``[N, K]``; active: ``[N, S]`` bool; threshold: detection threshold;
+        valid: ``[N, K]`` bool, the slots that count (default all).
 
     Returns:
         ``{"frame_recall": float, "frame_recall_sum": float}`` (NaN for N = 0).
     """
-    c = np.asarray(confidences, dtype=np.float64)
+    c = np.where(_valid(confidences, valid), np.asarray(confidences, dtype=np.float64), 0.0)
     true = np.asarray(active, dtype=bool).sum(axis=1)
     if len(true) == 0:
         return {"frame_recall": float("nan"), "frame_recall_sum": float("nan")}
@@ -324,6 +346,33 @@ def segment_ids(clip_id, frame, frames_per_segment: int) -> np.ndarray:
     return inv.ravel()
 
 
+def _segment_max(values: np.ndarray, seg: np.ndarray, n_seg: int) -> np.ndarray:
+    """Maximum ``[n_seg]`` of ``values [N]`` (>= 0) over each segment's frames (0 if none)."""
+    out = np.zeros(n_seg, np.int64)
+    np.maximum.at(out, seg, values)
+    return out
+
+
+def _seld_classes(ta, pa, target_class, pred_class, n_classes):
+    """``(tc [N, S], pc [N, K], n_classes)`` validated; ``tc = pc = None`` if class-agnostic."""
+    if (target_class is None) != (pred_class is None):
+        raise ValueError("give both target_class and pred_class, or neither")
+    if target_class is None:
+        return None, None, 1 if n_classes is None else int(n_classes)
+    tc, pc = np.asarray(target_class), np.asarray(pred_class)
+    for name, c, act in (("target_class", tc, ta), ("pred_class", pc, pa)):
+        if c.shape != act.shape:
+            raise ValueError(f"{name} has shape {c.shape}, expected {act.shape}")
+    present = np.concatenate((tc[ta], pc[pa])).astype(np.int64)
+    if len(present) and present.min() < 0:
+        raise ValueError("active slots need classes >= 0")
+    if n_classes is None:
+        n_classes = int(present.max(initial=0)) + 1
+    elif len(present) and present.max() >= n_classes:
+        raise ValueError(f"a class is >= n_classes = {n_classes}")
+    return tc.astype(np.int64), pc.astype(np.int64), int(n_classes)
+
+
 def dcase_seld(
     pred,
     pred_active,
@@ -331,72 +380,162 @@ def dcase_seld(
     active,
     segment,
     threshold_deg: float = 20.0,
+    *,
+    target_class=None,
+    pred_class=None,
+    n_classes: int | None = None,
+    average: str = "macro",
 ) -> dict[str, float]:
-    """Class-agnostic location-aware detection metrics of the DCASE 2021-2023 SELD baselines.
+    """Location-aware detection metrics of the DCASE 2023 SELD baseline, vectorized.
 
-    Frames are grouped into segments (1 s in DCASE; ``segment`` gives each frame's
-    segment). Target slots are the reference tracks. In each frame the detected
-    sources are matched to the active targets (Hungarian); per segment and track,
-    the matched distances are averaged: a track whose mean distance is within
-    ``threshold_deg`` is a true positive, otherwise a (spatial) false positive.
-    The difference between the segment's maximal predicted and reference counts
-    adds false positives or negatives; in a segment without any matched frame, the
-    references are false negatives and the predictions false positives (the DCASE
-    code counts the predictions as false negatives there, which we do not copy). Then, as in the
-    baselines: ``ER = (S + D + I) / N_ref``, ``F = TP / (TP + (FP + FN) / 2)``,
-    ``LE_CD`` the mean distance of matched tracks, ``LR_CD`` the share of reference
-    tracks that were matched, ``SELD = mean(ER, 1 - F, LE_CD / 180, 1 - LR_CD)``.
+    Computes what ``SELDMetrics.update_seld_scores`` + ``compute_seld_scores`` of the
+    official DCASE 2023 task 3 baseline compute (``SELD_evaluation_metrics.py`` in
+    github.com/sharathadavanne/seld-dcase2023, segments built by ``segment_labels``
+    of ``cls_feature_class.py``), on frame-wise arrays instead of its dictionaries.
+    ``tests/dcase_reference.py`` holds a loop-by-loop transcription of that code and
+    the tests check equality to 1e-9.
+
+    Per segment (``segment`` gives each frame's; 1 s in DCASE, see
+    :func:`segment_ids`) and class c: ``nb_gt`` / ``nb_pred``, the maximal number of
+    references / detected sources of class c in one frame of the segment. If both
+    are present, in each frame holding both the detected sources are matched to
+    the references (Hungarian on great-circle distances); a matched pair belongs to
+    the track numbered by the reference's POSITION in that frame's list of class-c
+    references (here: its rank among the frame's active slots of class c, in slot
+    order), not to the slot itself. Each track with a match counts once: its mean
+    distance is added to the localization error (``DE_TP`` += 1), and it is a true
+    positive if the mean is <= ``threshold_deg``, else a spatial false positive
+    (``FP_spatial``). Then ``nb_pred - nb_gt`` extra predictions are false
+    positives, ``nb_gt - nb_pred`` missing ones false negatives. If the two are
+    present but never in the same frame, ``nb_pred`` (sic, not ``nb_gt``) false
+    negatives are counted, as the official code does. A class only in the
+    references gives ``nb_gt`` false negatives, only in the predictions ``nb_pred``
+    false positives. Per segment, ``loc_FP`` (spatial and extra false positives over
+    all classes) and ``loc_FN`` give ``S += min``, ``D``/``I`` the excess. Finally,
+    with ``eps`` the float64 machine epsilon as in the official code::
+
+        ER = (S + D + I) / (N_ref + eps)
+        F = TP / (eps + TP + FP_spatial + (FP + FN) / 2)   # FP excludes FP_spatial
+        LE = total_DE / (DE_TP + eps)   (180 where DE_TP = 0)
+        LR = DE_TP / (eps + DE_TP + DE_FN)
+        SELD = mean(ER, 1 - F, LE / 180, 1 - LR)
+
+    per class then averaged over the ``n_classes`` classes (``average="macro"``, the
+    official default; a class that never occurs counts with F = 0, LE = 180,
+    LR = 0, as there), or on the counts summed over classes (``"micro"``).
+
+    Deviations from the official code, kept on purpose:
+
+    - no reference at all (``N_ref = 0``): ``ER`` (hence ``SELD``) is NaN, where the
+      official divides by ``eps``; no frame at all: every value is NaN;
+    - the distance is ``arccos(clip(t . p, -1, 1))`` of the given unit vectors; the
+      official first divides each vector by ``sqrt(|v|^2 + 1e-10)``, which shifts an
+      angle theta by about ``1e-10 / tan(theta)`` rad (up to 8e-4 degrees for
+      coincident directions, below 1e-6 degrees beyond 1 degree): it only matters for
+      a mean distance within that much of ``threshold_deg``;
+    - the per-frame matching is :func:`hungarian_match`: the same optimum as the
+      official's ``scipy.optimize.linear_sum_assignment``, but when several
+      matchings tie exactly (e.g. duplicated predictions) it may pick another one,
+      which can change the track means.
+
+    Not a deviation of the metric but of the official driver (``ComputeSELDResults``):
+    it builds a file's segments up to its last reference frame (``max`` of the frame
+    indices, passed as a frame count), so predictions after it are never scored;
+    here every given frame is.
 
     Args:
         pred: ``[N, K, 3]``; pred_active: ``[N, K]`` bool; targets: ``[N, S, 3]``;
         active: ``[N, S]`` bool; segment: ``[N]`` int segment index of each frame.
-        threshold_deg: the spatial threshold of a true positive.
+        threshold_deg: the spatial threshold of a true positive (20 in DCASE).
+        target_class: ``[N, S]`` int class of each target slot; pred_class:
+            ``[N, K]`` int class of each prediction. Both or neither; neither (the
+            default): one class, class-agnostic.
+        n_classes: number of classes (default: the largest active class + 1; 1 when
+            class-agnostic).
+        average: ``"macro"`` (default) or ``"micro"``.
 
     Returns:
         ``{"ER20", "F20", "LE_CD_deg", "LR_CD", "SELD"}`` (fractions; LE_CD_deg in degrees).
     """
+    if average not in ("macro", "micro"):
+        raise ValueError(f"average must be 'macro' or 'micro', not {average!r}")
     ta = np.asarray(active, dtype=bool)
     pa = np.asarray(pred_active, dtype=bool)
+    tc, pc, n_classes = _seld_classes(ta, pa, target_class, pred_class, n_classes)
     _, seg = np.unique(np.asarray(segment), return_inverse=True)
     seg = seg.ravel()
     n_seg, s = int(seg.max(initial=-1)) + 1, ta.shape[1]
     if n_seg == 0:
-        return {k: float("nan") for k in ("ER20", "F20", "LE_CD_deg", "LR_CD", "SELD")}
-    _, dist = hungarian_match(pred, pa, targets, ta)
-    matched = ~np.isnan(dist)  # (N, S)
-    nb_gt = np.zeros(n_seg, np.int64)
-    nb_pred = np.zeros(n_seg, np.int64)
-    np.maximum.at(nb_gt, seg, ta.sum(1))
-    np.maximum.at(nb_pred, seg, pa.sum(1))
-    cell = seg[:, None] * s + np.arange(s)[None, :]  # (N, S) track id within the segment
-    tot = np.bincount(cell[matched], weights=dist[matched], minlength=n_seg * s)
-    cnt = np.bincount(cell[matched], minlength=n_seg * s)
-    tracks = cnt.reshape(n_seg, s) > 0
-    mean_deg = (tot / np.maximum(cnt, 1)).reshape(n_seg, s) * _DEG
-    n_tracks = tracks.sum(1)
-    tp = (tracks & (mean_deg <= threshold_deg)).sum(1)
-    fp_spatial = n_tracks - tp
-    any_match = n_tracks > 0
-    extra_fp = np.where(any_match, np.maximum(nb_pred - nb_gt, 0), 0)
-    extra_fn = np.where(any_match, np.maximum(nb_gt - nb_pred, 0), 0)
-    no_match_fn = np.where(any_match, 0, nb_gt)  # references never matched in the segment
-    no_match_fp = np.where(any_match, 0, nb_pred)  # predictions never matched in the segment
-    seg_fp = fp_spatial + extra_fp + no_match_fp
-    seg_fn = extra_fn + no_match_fn
-    n_ref = nb_gt.sum()
-    subs = np.minimum(seg_fp, seg_fn).sum()
-    dele = np.maximum(0, seg_fn - seg_fp).sum()
-    ins = np.maximum(0, seg_fp - seg_fn).sum()
-    tp_all, fp_all, fn_all = tp.sum(), seg_fp.sum(), seg_fn.sum()
-    de_tp = n_tracks.sum()
-    de_fn = (extra_fn + no_match_fn).sum()
-    er = (subs + dele + ins) / n_ref if n_ref else float("nan")
-    denom = tp_all + 0.5 * (fp_all + fn_all)
-    f = tp_all / denom if denom else float("nan")
-    le = float((mean_deg[tracks]).mean()) if de_tp else float("nan")
-    lr = de_tp / (de_tp + de_fn) if (de_tp + de_fn) else float("nan")
-    seld = float(np.mean([er, 1 - f, (le if de_tp else 180.0) / 180.0, 1 - lr]))
-    return {"ER20": float(er), "F20": float(f), "LE_CD_deg": le, "LR_CD": float(lr), "SELD": seld}
+        return {k: float("nan") for k in _SELD_KEYS}
+    pred, targets = np.asarray(pred), np.asarray(targets)
+
+    # Per class: official counters; per segment: loc_FP, loc_FN summed over classes.
+    tp, fp, fp_sp, fn = (np.zeros(n_classes) for _ in range(4))
+    n_ref, total_de, de_tp, de_fn = (np.zeros(n_classes) for _ in range(4))
+    loc_fp = np.zeros(n_seg, np.int64)
+    loc_fn = np.zeros(n_seg, np.int64)
+    for c in range(n_classes):
+        if tc is not None:
+            ta_c, pa_c = ta & (tc == c), pa & (pc == c)
+        else:  # class-agnostic: everything is class 0
+            ta_c, pa_c = (ta, pa) if c == 0 else (np.zeros_like(ta), np.zeros_like(pa))
+        nb_gt = _segment_max(ta_c.sum(1), seg, n_seg)  # 0: class absent (None there)
+        nb_pred = _segment_max(pa_c.sum(1), seg, n_seg)
+        n_ref[c] = nb_gt.sum()
+        # frames holding both; the track of a reference is its rank among them
+        rows = ta_c.any(1) & pa_c.any(1)
+        rows = slice(None) if rows.all() else np.flatnonzero(rows)  # no copy if every frame
+        _, dist = hungarian_match(pred[rows], pa_c[rows], targets[rows], ta_c[rows])
+        matched = ~np.isnan(dist)  # (n, S)
+        rank = np.cumsum(ta_c[rows], axis=1) - 1  # position in the frame's class-c list
+        cell = (seg[rows][:, None] * s + rank)[matched]  # (segment, track)
+        cnt = np.bincount(cell, minlength=n_seg * s).reshape(n_seg, s)
+        tot = np.bincount(cell, weights=dist[matched], minlength=n_seg * s).reshape(n_seg, s)
+        tracks = cnt > 0
+        mean_deg = tot[tracks] / cnt[tracks] * _DEG  # one per (segment, track) matched
+        n_tracks = tracks.sum(1)  # per segment
+        good = np.zeros((n_seg, s), bool)
+        good[tracks] = mean_deg <= threshold_deg
+        n_good = good.sum(1)
+
+        both = (nb_gt > 0) & (nb_pred > 0)
+        linked = n_tracks > 0  # implies both
+        unlinked = both & ~linked  # official: nb_pred (sic) false negatives
+        over = np.where(linked, np.maximum(nb_pred - nb_gt, 0), 0)
+        under = np.where(linked, np.maximum(nb_gt - nb_pred, 0), 0)
+        gt_only = np.where(nb_pred == 0, nb_gt, 0)
+        pred_only = np.where(nb_gt == 0, nb_pred, 0)
+        seg_fn = np.where(unlinked, nb_pred, 0) + under + gt_only
+        seg_fp = over + pred_only
+
+        tp[c] = n_good.sum()
+        fp_sp[c] = (n_tracks - n_good).sum()
+        fp[c] = seg_fp.sum()
+        fn[c] = seg_fn.sum()
+        total_de[c] = mean_deg.sum()
+        de_tp[c] = n_tracks.sum()
+        de_fn[c] = fn[c]  # the official raises DE_FN exactly where it raises FN
+        loc_fp += seg_fp + (n_tracks - n_good)
+        loc_fn += seg_fn
+
+    # S += min(loc_FP, loc_FN), D and I += the excess: S + D + I = max per segment
+    n_err = np.maximum(loc_fp, loc_fn).sum()
+    er = float(n_err / (n_ref.sum() + _EPS)) if n_ref.sum() else float("nan")
+    if average == "micro":
+        tp, fp, fp_sp, fn, total_de, de_tp, de_fn = (
+            np.atleast_1d(x.sum()) for x in (tp, fp, fp_sp, fn, total_de, de_tp, de_fn)
+        )
+    f = tp / (_EPS + tp + fp_sp + 0.5 * (fp + fn))
+    le = np.where(de_tp > 0, total_de / (de_tp + _EPS), 180.0)
+    lr = de_tp / (_EPS + de_tp + de_fn)
+    seld = (er + (1 - f) + le / 180.0 + (1 - lr)) / 4.0
+    return {
+        "ER20": er,
+        "F20": float(f.mean()),
+        "LE_CD_deg": float(le.mean()),
+        "LR_CD": float(lr.mean()),
+        "SELD": float(seld.mean()),
+    }
 
 
 def subset_masks(active, subset=None) -> dict[str, np.ndarray]:
@@ -427,8 +566,13 @@ def all_metrics(
     detected,
     segment,
     threshold: float = 0.5,
+    valid=None,
 ) -> dict[str, float]:
     """Every metric of this module on one set of frames (see each function).
+
+    ``valid [N, K]`` (default all) marks the slots holding an estimate: the others are
+    ignored (``detected`` must already exclude them, as :func:`ssl_toolkit.localize.detect`
+    does).
 
     Returns:
         ``{"frames", "oracle_deg", "emd_deg", "hungarian_deg", "frame_recall",
@@ -436,10 +580,10 @@ def all_metrics(
     """
     res = {
         "frames": int(len(active)),
-        "oracle_deg": oracle_error(hyps, targets, active),
-        "emd_deg": emd(hyps, confidences, targets, active),
+        "oracle_deg": oracle_error(hyps, targets, active, valid),
+        "emd_deg": emd(hyps, confidences, targets, active, valid),
         "hungarian_deg": hungarian_error(hyps, detected, targets, active),
     }
-    res.update(frame_recall(confidences, active, threshold))
+    res.update(frame_recall(confidences, active, threshold, valid))
     res.update(dcase_seld(hyps, detected, targets, active, segment))
     return res

@@ -1,5 +1,6 @@
 """Hand-computed cases for ssl_toolkit.metrics, and exactness against POT / scipy."""
 
+import dcase_reference as R
 import numpy as np
 import pytest
 
@@ -115,24 +116,35 @@ def test_frame_recall_both_counts():
     assert r["frame_recall"] == pytest.approx(0.75)
 
 
+# --- DCASE SELD: hand-computed cases, then equality with the official algorithm -------------
+# tests/dcase_reference.py transcribes the DCASE 2023 baseline's SELDMetrics loop by loop.
+# Notation: TP, FP (extra predictions), FP_sp (matched tracks farther than 20 deg on
+# average: counted at full weight, not in FP), FN; F = TP / (TP + FP_sp + (FP + FN) / 2),
+# ER = (S + D + I) / N_ref, LE = mean over matched tracks of their mean distance,
+# LR = DE_TP / (DE_TP + DE_FN), SELD = mean(ER, 1 - F, LE / 180, 1 - LR); the eps of the
+# official code changes nothing at 1e-9 (pytest.approx).
+
+
 def test_dcase_seld_hand_computed():
     # two segments of 2 frames, one target slot in use, K = 2.
     # segment 0: target at 0 deg in both frames; detected hyp at 10 and 20 -> mean 15 <= 20: TP
-    # segment 1: target at 0 deg; detected hyp at 30 and 50 -> mean 40 > 20: spatial FP;
-    #            plus a second detected hyp in frame 3 -> 1 extra FP (2 predicted vs 1 ref)
+    # segment 1: target at 0 deg; detected hyp at 30 and 50 -> mean 40 > 20: FP_sp = 1;
+    #            plus a second detected hyp in frame 3: nb_pred 2 > nb_gt 1 -> FP = 1
     pred = np.stack([[u(10), u(0)], [u(20), u(0)], [u(30), u(0)], [u(50), u(170)]])
     pa = np.array([[1, 0], [1, 0], [1, 0], [1, 1]], bool)
     targets = np.stack([[u(0), u(0)]] * 4)
     ta = np.array([[1, 0]] * 4, bool)
     seg = np.array([0, 0, 1, 1])
     r = M.dcase_seld(pred, pa, targets, ta, seg)
-    # frame 3: Hungarian keeps the 50 deg hyp (closer than 170)
-    assert r["LE_CD_deg"] == pytest.approx((15 + 40) / 2)
+    # frame 3: Hungarian keeps the 50 deg hyp (closer than 170); LE = (15 + 40) / 2
+    assert r["LE_CD_deg"] == pytest.approx(27.5)
+    # DE_TP = 2 tracks, DE_FN = 0 -> LR = 1
     assert r["LR_CD"] == pytest.approx(1.0)
-    # TP 1, FP 2 (spatial + extra), FN 0 -> F = 1 / (1 + 1) ; ER: seg1 S=0, I=2 -> 2/2
-    assert r["F20"] == pytest.approx(0.5)
+    # TP 1, FP_sp 1, FP 1, FN 0 -> F = 1 / (1 + 1 + 0.5 * (1 + 0)) = 0.4
+    assert r["F20"] == pytest.approx(0.4)
+    # seg 1: loc_FP = 1 + 1, loc_FN = 0 -> I = 2; N_ref = 1 + 1 -> ER = 2 / 2
     assert r["ER20"] == pytest.approx(1.0)
-    assert r["SELD"] == pytest.approx(np.mean([1.0, 0.5, 27.5 / 180, 0.0]))
+    assert r["SELD"] == pytest.approx((1.0 + 0.6 + 27.5 / 180 + 0.0) / 4)
 
 
 def test_dcase_seld_misses_count_as_false_negatives():
@@ -141,9 +153,257 @@ def test_dcase_seld_misses_count_as_false_negatives():
     targets = np.stack([[u(0)], [u(0)]])
     ta = np.ones((2, 1), bool)
     r = M.dcase_seld(pred, pa, targets, ta, np.array([0, 1]))
+    # each segment: reference only -> FN 1, D 1; N_ref 2 -> ER 2 / 2; F = 0 / (0.5 * 2)
     assert r["ER20"] == pytest.approx(1.0)
     assert r["F20"] == pytest.approx(0.0)
+    # no matched track: LR = 0 / (0 + 2), LE = 180 by convention
     assert r["LR_CD"] == pytest.approx(0.0)
+    assert r["LE_CD_deg"] == pytest.approx(180.0)
+    assert r["SELD"] == pytest.approx((1.0 + 1.0 + 1.0 + 1.0) / 4)
+
+
+def test_dcase_seld_track_is_the_position_in_the_frame_list():
+    # one segment of 2 frames, 2 target slots, one prediction per frame.
+    # frame 0: slots 0 (0 deg) and 1 (90 deg) sound; the prediction at 95 matches slot 1,
+    #          which is reference number 1 of the frame: track 1 gets 5 deg
+    # frame 1: only slot 1 (90 deg) sounds, now reference number 0 of the frame; the
+    #          prediction at 130 matches it: track 0 gets 40 deg
+    # official: track 1 mean 5 -> TP, track 0 mean 40 -> FP_sp; nb_gt 2 > nb_pred 1 -> FN 1
+    # (by slot, slot 1 would be ONE track of mean 22.5 -> FP_sp, and F = 0, LR = 1/2)
+    pred = np.stack([[u(95)], [u(130)]])
+    pa = np.ones((2, 1), bool)
+    targets = np.stack([[u(0), u(90)], [u(0), u(90)]])
+    ta = np.array([[1, 1], [0, 1]], bool)
+    r = M.dcase_seld(pred, pa, targets, ta, np.array([0, 0]))
+    # F = 1 / (1 + 1 + 0.5 * (0 + 1)) = 0.4
+    assert r["F20"] == pytest.approx(0.4)
+    # LE = (5 + 40) / 2 tracks; LR = DE_TP 2 / (2 + DE_FN 1)
+    assert r["LE_CD_deg"] == pytest.approx(22.5)
+    assert r["LR_CD"] == pytest.approx(2 / 3)
+    # loc_FP 1 (FP_sp), loc_FN 1 -> S 1; N_ref 2 -> ER 0.5
+    assert r["ER20"] == pytest.approx(0.5)
+    assert r["SELD"] == pytest.approx((0.5 + 0.6 + 22.5 / 180 + 1 / 3) / 4)
+
+
+def test_dcase_seld_present_in_both_but_never_in_the_same_frame():
+    # segment 0 (frames 0-1): two references (0 and 90 deg) in frame 0, nothing predicted;
+    #   one prediction (at 0 deg) in frame 1, no reference. nb_gt 2, nb_pred 1, no shared
+    #   frame: the official counts nb_pred = 1 (sic, not 2) false negative and no FP:
+    #   loc_FN 1 -> D 1; N_ref += 2
+    # segment 1 (frame 2): reference at 0, prediction at 5 -> TP, LE 5; N_ref += 1
+    pred = np.stack([[u(0)], [u(0)], [u(5)]])
+    pa = np.array([[0], [1], [1]], bool)
+    targets = np.stack([[u(0), u(90)], [u(0), u(90)], [u(0), u(90)]])
+    ta = np.array([[1, 1], [0, 0], [1, 0]], bool)
+    r = M.dcase_seld(pred, pa, targets, ta, np.array([0, 0, 1]))
+    # ER = (S 0 + D 1 + I 0) / 3
+    assert r["ER20"] == pytest.approx(1 / 3)
+    # F = TP 1 / (1 + 0 + 0.5 * (FP 0 + FN 1)) = 2/3
+    assert r["F20"] == pytest.approx(2 / 3)
+    # LE = 5 / 1 track; LR = DE_TP 1 / (1 + DE_FN 1)
+    assert r["LE_CD_deg"] == pytest.approx(5.0)
+    assert r["LR_CD"] == pytest.approx(0.5)
+    assert r["SELD"] == pytest.approx((1 / 3 + 1 / 3 + 5 / 180 + 0.5) / 4)
+
+
+def test_dcase_seld_class_aware_macro_and_micro():
+    # one frame, 3 classes. references: class 0 at 0 deg, class 1 at 90 deg;
+    # predictions: class 0 at 10 deg, class 2 at 90 deg (wrong class).
+    # class 0: TP (10 deg); class 1: reference only, FN 1; class 2: prediction only, FP 1
+    # loc_FP 1, loc_FN 1 -> S 1; N_ref 2 -> ER 0.5
+    pred = np.stack([[u(10), u(90)]])
+    pa = np.ones((1, 2), bool)
+    targets = np.stack([[u(0), u(90)]])
+    ta = np.ones((1, 2), bool)
+    cls = dict(target_class=np.array([[0, 1]]), pred_class=np.array([[0, 2]]), n_classes=3)
+    r = M.dcase_seld(pred, pa, targets, ta, np.array([0]), **cls)
+    # macro: F_c = 1, 0 / (0.5 * 1), 0 / (0.5 * 1); LE_c = 10, 180, 180; LR_c = 1, 0 / 1, 0 / eps
+    assert r["ER20"] == pytest.approx(0.5)
+    assert r["F20"] == pytest.approx(1 / 3)
+    assert r["LE_CD_deg"] == pytest.approx((10 + 180 + 180) / 3)
+    assert r["LR_CD"] == pytest.approx(1 / 3)
+    seld_c = [(0.5 + 0 + 10 / 180 + 0) / 4, (0.5 + 1 + 1 + 1) / 4, (0.5 + 1 + 1 + 1) / 4]
+    assert r["SELD"] == pytest.approx(np.mean(seld_c))
+    # micro: TP 1, FP 1, FN 1 -> F = 1 / (1 + 0.5 * 2); LE = 10 / 1; LR = 1 / (1 + 1)
+    r = M.dcase_seld(pred, pa, targets, ta, np.array([0]), **cls, average="micro")
+    assert (r["ER20"], r["F20"], r["LE_CD_deg"], r["LR_CD"]) == pytest.approx((0.5, 0.5, 10, 0.5))
+    assert r["SELD"] == pytest.approx((0.5 + 0.5 + 10 / 180 + 0.5) / 4)
+    # class-agnostic: Hungarian pairs 0<->10 and 90<->90 -> 2 TP, LE = (10 + 0) / 2
+    r = M.dcase_seld(pred, pa, targets, ta, np.array([0]))
+    assert (r["ER20"], r["F20"], r["LE_CD_deg"], r["LR_CD"]) == pytest.approx((0, 1, 5, 1))
+
+
+def test_dcase_seld_rejects_bad_arguments():
+    pred, pa = np.stack([[u(0)]]), np.ones((1, 1), bool)
+    args = (pred, pa, pred, pa, np.array([0]))
+    with pytest.raises(ValueError, match="both"):
+        M.dcase_seld(*args, target_class=np.zeros((1, 1), int))
+    with pytest.raises(ValueError, match="average"):
+        M.dcase_seld(*args, average="weighted")
+    with pytest.raises(ValueError, match="n_classes"):
+        M.dcase_seld(*args, target_class=[[3]], pred_class=[[0]], n_classes=3)
+
+
+def _unit(v):
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def _scene(seed, s, k, n_classes, n_clips=4):
+    """Random clips: S persistent sources (1-2 events each, ~1 deg jitter per frame);
+    hypothesis j follows source j % S with an error scale of its own (2 to 35 deg: some
+    tracks TP, some spatial FP), is detected 85 % of the time the source sounds, plus
+    spurious random detections; predicted classes are right 85 % of the time.
+
+    Returns the arrays of ``dcase_seld`` (keyword ``segment``: 10-frame segments per
+    clip, the last one partial) and the clips in the official frame-wise format.
+    """
+    rng = np.random.default_rng(seed)
+    parts, clips = [], []
+    for c in range(n_clips):
+        f = int(rng.integers(25, 56))
+        ta = np.zeros((f, s), bool)
+        for j in range(s):
+            for _ in range(int(rng.integers(1, 3))):
+                a = int(rng.integers(0, f))
+                ta[a : a + int(rng.integers(2, 25)), j] = True
+        base = random_directions(rng, (1, s)).astype(np.float64)
+        t = _unit(base + 0.02 * rng.standard_normal((f, s, 3)))
+        tc = np.broadcast_to(rng.integers(0, n_classes, s), (f, s))
+        src = np.arange(k) % s
+        scale = rng.choice([0.03, 0.15, 0.3, 0.6], k)[None, :, None]
+        p = _unit(t[:, src] + scale * rng.standard_normal((f, k, 3)))
+        spurious = rng.random((f, k)) < 0.08
+        p[spurious] = random_directions(rng, (int(spurious.sum()),))
+        pa = (ta[:, src] & (rng.random((f, k)) < 0.85)) | spurious
+        pc = np.where(rng.random((f, k)) < 0.85, tc[:, src], rng.integers(0, n_classes, (f, k)))
+        parts.append((np.full(f, c), np.arange(f), p, pa, t, ta, tc, pc))
+        clips.append((R.frame_dict(t, ta, tc), R.frame_dict(p, pa, pc), f))
+    clip, frame, p, pa, t, ta, tc, pc = (np.concatenate(x) for x in zip(*parts, strict=True))
+    arrays = dict(pred=p, pred_active=pa, targets=t, active=ta, target_class=tc, pred_class=pc)
+    arrays["segment"] = M.segment_ids(clip, frame, 10)
+    return arrays, clips
+
+
+def _assert_official(got, want, no_reference=False):
+    for key, value in want.items():
+        if no_reference and key in ("ER20", "SELD"):  # official: (S + D + I) / eps
+            assert np.isnan(got[key]), key
+        else:
+            assert got[key] == pytest.approx(value, abs=1e-9), key
+
+
+def _check(arrays, clips, n_classes=None, average="macro", no_reference=False):
+    """dcase_seld (class-agnostic when n_classes is None) against the transcription."""
+    a = dict(arrays)
+    if n_classes is None:
+        a.pop("target_class"), a.pop("pred_class")
+        clips = R.one_class(clips)
+    else:
+        a.update(n_classes=n_classes, average=average)
+    ev = R.official_metrics(clips, 10, n_classes or 1, average=average)
+    _assert_official(M.dcase_seld(**a), R.scores(ev), no_reference)
+    return ev
+
+
+_SK = [(1, 2), (2, 1), (3, 3), (1, 4), (2, 5), (3, 5)]  # (S, K) per seed
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_dcase_seld_equals_the_official_class_agnostic(seed):
+    ev = _check(*_scene(seed, *_SK[seed], 1))
+    assert ev._Nref.sum() > 0 and ev._DE_TP.sum() > 0
+
+
+@pytest.mark.parametrize("average", ["macro", "micro"])
+@pytest.mark.parametrize("seed", range(6))
+def test_dcase_seld_equals_the_official_class_aware(seed, average):
+    _check(*_scene(100 + seed, *_SK[seed], 3), n_classes=3, average=average)
+
+
+def test_dcase_seld_random_scenes_cover_every_branch():
+    """Over the class-aware seeds: TP and spatial FP tracks, extra predictions and misses,
+    and several references of one class in a frame (track positions that differ from slots)."""
+    tot = {"TP": 0, "FP_spatial": 0, "FP": 0, "FN": 0}
+    shifted = 0
+    for seed in range(6):
+        arrays, clips = _scene(100 + seed, *_SK[seed], 3)
+        ev = R.official_metrics(clips, 10, 3)
+        for name in tot:
+            tot[name] += getattr(ev, f"_{name}").sum()
+        ta, tc = arrays["active"], arrays["target_class"]
+        same = (ta[:, :, None] & ta[:, None, :]) & (tc[:, :, None] == tc[:, None, :])
+        shifted += int((same.sum((1, 2)) > ta.sum(1)).sum())
+    assert all(v > 0 for v in tot.values()), tot
+    assert shifted > 0
+
+
+def _edge_clip():
+    """One clip of 50 frames, 3 classes, S = 2 slots, K = 3, every segment a special case.
+
+    seg 0 (0-9): nothing. seg 1 (10-19): class 0 referenced (10-14), nothing predicted.
+    seg 2 (20-29): class 1 predicted (22-25), no reference. seg 3 (30-39): class 0
+    referenced in 30-32 and predicted in 35-38 (twice in 36): never the same frame.
+    seg 4 (40-49): class 0 TP, class 1 spatial FP, class 2 only predicted (never matched).
+    """
+    n, s, k = 50, 2, 3
+    t = np.broadcast_to(np.stack([u(0), u(90)]), (n, s, 3)).copy()
+    p = np.broadcast_to(np.stack([u(3), u(140), u(200)]), (n, k, 3)).copy()
+    ta, pa = np.zeros((n, s), bool), np.zeros((n, k), bool)
+    tc, pc = np.tile([0, 1], (n, 1)), np.tile([0, 1, 2], (n, 1))
+    ta[10:15, 0] = True
+    pa[22:26, 1] = True
+    ta[30:33, 0] = True
+    pa[35:39, 0] = True
+    pa[36, 1], pc[36, 1] = True, 0
+    ta[40:50] = True
+    pa[40:50, :2] = True
+    pa[45:48, 2] = True
+    arrays = dict(pred=p, pred_active=pa, targets=t, active=ta, target_class=tc, pred_class=pc)
+    arrays["segment"] = np.arange(n) // 10
+    clips = [(R.frame_dict(t, ta, tc), R.frame_dict(p, pa, pc), n)]
+    return arrays, clips
+
+
+@pytest.mark.parametrize("n_classes", [None, 3])
+@pytest.mark.parametrize("average", ["macro", "micro"])
+def test_dcase_seld_equals_the_official_on_edge_cases(n_classes, average):
+    arrays, clips = _edge_clip()
+    ev = _check(arrays, clips, n_classes, average)
+    if n_classes == 3:
+        assert ev._DE_TP[2] == 0 and ev._FP_spatial[1] == 1 and ev._TP[0] == 1  # LE_2 = 180
+    # every prediction off; every reference off
+    off = dict(arrays, pred_active=np.zeros_like(arrays["pred_active"]))
+    clips_off = [(g, {}, m) for g, _, m in clips]
+    _check(off, clips_off, n_classes, average)
+    off = dict(arrays, active=np.zeros_like(arrays["active"]))
+    clips_off = [({}, p, m) for _, p, m in clips]
+    _check(off, clips_off, n_classes, average, no_reference=True)
+
+
+@pytest.mark.parametrize("n_classes", [None, 3])
+def test_dcase_seld_equals_the_official_without_predictions(n_classes):
+    arrays, clips = _scene(7, 3, 5, 3)
+    arrays["pred_active"] = np.zeros_like(arrays["pred_active"])
+    clips = [(g, {}, n) for g, _, n in clips]
+    _check(arrays, clips, n_classes)
+    r = M.dcase_seld(**{k: v for k, v in arrays.items() if not k.endswith("class")})
+    assert (r["F20"], r["LE_CD_deg"], r["LR_CD"]) == (0.0, 180.0, 0.0)
+
+
+def test_dcase_seld_without_frames_is_nan():
+    z = np.zeros((0, 2, 3))
+    r = M.dcase_seld(z, np.zeros((0, 2), bool), z, np.zeros((0, 2), bool), np.zeros(0, int))
+    assert all(np.isnan(v) for v in r.values())
+
+
+def test_dcase_seld_official_normalization_is_negligible():
+    """The official distance divides by sqrt(|v|^2 + 1e-10): angles move by ~1e-10 / tan."""
+    arrays, clips = _scene(3, 3, 5, 1)
+    arrays.pop("target_class"), arrays.pop("pred_class")
+    want = R.scores(R.official_metrics(R.one_class(clips), 10, 1, norm_eps=1e-10))
+    got = M.dcase_seld(**arrays)
+    for key in want:
+        assert got[key] == pytest.approx(want[key], abs=1e-4), key
 
 
 def test_subset_masks_and_segments():
@@ -167,3 +427,23 @@ def test_chance_oracle_matches_the_closed_form(k):
     t /= np.linalg.norm(t, axis=-1, keepdims=True)
     active = np.ones((20000, 2), bool)
     assert M.chance_oracle_error(t, active, k, seed=3) == pytest.approx(want, abs=0.6)
+
+
+def test_invalid_slots_are_ignored_and_empty_frames_are_misses():
+    """A baseline that fills one slot of three: the metrics see that slot only."""
+    targets = np.stack([[u(0)], [u(0)]])  # (2, 1, 3)
+    active = np.ones((2, 1), bool)
+    # slot 0 is the estimate (30 deg off); slots 1, 2 are placeholders at the target itself
+    hyps = np.stack([[u(30), u(0), u(0)], [u(90), u(0), u(0)]])
+    conf = np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    valid = np.array([[True, False, False], [False, False, False]])
+    # frame 0: 30 deg; frame 1: no estimate at all -> a miss, 180 deg
+    assert M.oracle_error(hyps, targets, active, valid) == pytest.approx((30 + 180) / 2)
+    assert M.oracle_error(hyps, targets, active) == pytest.approx(0.0)  # placeholders counted
+    np.testing.assert_allclose(M.emd_per_frame(hyps, conf, targets, active, valid), [30, 180])
+    # zero confidences on the valid slots: uniform weights over the valid ones only
+    both = np.array([[True, True, False], [True, False, False]])
+    zero = np.zeros((2, 3))
+    np.testing.assert_allclose(M.emd_per_frame(hyps, zero, targets, active, both), [15, 90])
+    r = M.frame_recall(np.ones((2, 3)), active, 0.5, valid)
+    assert r["frame_recall"] == pytest.approx(0.5)  # counts 1 and 0 vs true 1 and 1
