@@ -85,7 +85,7 @@ def run_demo(
     from .config import resolve
     from .data_prep.features import FeatureConfig, compute_features
     from .data_prep.synth import SynthConfig, preset_config, synthesize
-    from .evaluation import evaluate_run
+    from .evaluation import EvalConfig, evaluate_run
     from .export import export_run
     from .training import TrainConfig
     from .training import train as train_run
@@ -108,7 +108,7 @@ def run_demo(
     stage("prep synth", synthesize, res.scenes, synth_cfg, jobs=jobs)
     stage("prep features", compute_features, res.scenes, res.features, feat_cfg, jobs=jobs)
     stage("train", train_run, res.features, res.run, train_cfg)
-    stage("eval", evaluate_run, res.run, res.features, res.eval, split="test")
+    stage("eval", evaluate_run, res.run, res.features, res.eval, EvalConfig("test"))
     stage("export", export_run, res.run, res.export, formats=("torchscript",))
     res.metrics = json.loads((res.eval / "metrics.json").read_text())
     add_chance_level(res.metrics, res.eval)

@@ -39,37 +39,63 @@ def sample_vmf(mu: np.ndarray, kappa: float, n: int, rng: np.random.Generator) -
     return w[..., None] * mu[..., None, :] + s[..., None] * v
 
 
-def _weights(conf) -> np.ndarray:
-    c = np.clip(np.asarray(conf, np.float64), 0.0, None) + _EPS
-    return c / c.sum(-1, keepdims=True)
+#: NLL (nats) of a target in a frame without any valid hypothesis: the uniform density.
+UNIFORM_NLL = float(np.log(4 * np.pi))
 
 
-def mixture_nll(hyps, conf, targets, active, kappa: float) -> float:
+def _valid(conf, valid) -> np.ndarray:
+    return np.ones(np.shape(conf), bool) if valid is None else np.asarray(valid, bool)
+
+
+def _weights(conf, valid=None) -> np.ndarray:
+    """Mixture weights ``[N, K]``: floored confidences normalized over the valid slots."""
+    v = _valid(conf, valid)
+    c = np.where(v, np.clip(np.asarray(conf, np.float64), 0.0, None) + _EPS, 0.0)
+    return c / np.maximum(c.sum(-1, keepdims=True), 1e-300)
+
+
+def mixture_nll(hyps, conf, targets, active, kappa: float, valid=None) -> float:
     """Mean NLL of the active targets under the vMF mixture (nats).
 
     Args:
-        hyps: ``[N, K, 3]``; conf: ``[N, K]``; targets: ``[N, S, 3]``; active: ``[N, S]``.
+        hyps: ``[N, K, 3]``; conf: ``[N, K]``; targets: ``[N, S, 3]``; active: ``[N, S]``;
+        valid: ``[N, K]`` bool, the slots that are mixture components (default all).
+            A frame without one scores :data:`UNIFORM_NLL`.
     """
     act = np.asarray(active, bool)
     if not act.any():
         return float("nan")
+    v = _valid(conf, valid)
     dot = np.einsum("nsd,nkd->nsk", np.asarray(targets, np.float64), np.asarray(hyps, np.float64))
-    logp = np.log(_weights(conf))[:, None, :] + vmf_log_norm(kappa) + kappa * (dot - 1.0)
-    mx = logp.max(-1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        logw = np.log(_weights(conf, v))  # -inf on invalid slots
+    logp = logw[:, None, :] + vmf_log_norm(kappa) + kappa * (dot - 1.0)
+    mx = np.where(np.isfinite(logp), logp, -np.inf).max(-1, keepdims=True)
+    mx = np.where(np.isfinite(mx), mx, 0.0)
     lse = (mx + np.log(np.exp(logp - mx).sum(-1, keepdims=True)))[..., 0]  # (N, S)
-    return float(-lse[act].mean())
+    nll = np.where(v.any(1)[:, None], -lse, UNIFORM_NLL)
+    return float(nll[act].mean())
 
 
 def voronoi_nll(
-    hyps, conf, targets, active, kappa: float, n_samples: int = 256, seed: int = 0
+    hyps, conf, targets, active, kappa: float, n_samples: int = 256, seed: int = 0, valid=None
 ) -> float:
-    """Mean NLL of the active targets under the Voronoi-truncated vMF mixture (nats)."""
+    """Mean NLL of the active targets under the Voronoi-truncated vMF mixture (nats).
+
+    The cells are those of the valid hypotheses; a frame without one scores
+    :data:`UNIFORM_NLL`.
+    """
     act = np.asarray(active, bool)
     if not act.any():
         return float("nan")
-    h = np.asarray(hyps, np.float64)
+    v = _valid(conf, valid)
+    h = np.where(v[..., None], np.asarray(hyps, np.float64), np.nan)  # NaN: never the nearest
+    none = act & ~v.any(1)[:, None]
+    act = act & ~none
+    if not act.any():
+        return UNIFORM_NLL
     dot = np.einsum("nsd,nkd->nsk", np.asarray(targets, np.float64), h)  # (N, S, K)
-    cell = dot.argmax(-1)  # (N, S) Voronoi cell of each target
+    cell = np.nan_to_num(dot, nan=-np.inf).argmax(-1)  # (N, S) Voronoi cell of each target
     n_idx, s_idx = np.nonzero(act)
     k_idx = cell[n_idx, s_idx]
     rng = np.random.default_rng(seed)
@@ -78,17 +104,21 @@ def voronoi_nll(
         sl = slice(start, start + 4096)
         mu = h[n_idx[sl], k_idx[sl]]  # (m, 3)
         x = sample_vmf(mu, kappa, n_samples, rng)  # (m, M, 3)
-        near = np.einsum("mjd,mkd->mjk", x, h[n_idx[sl]]).argmax(-1)  # (m, M)
+        near = np.einsum("mjd,mkd->mjk", x, h[n_idx[sl]])  # (m, M, K)
+        near = np.nan_to_num(near, nan=-np.inf).argmax(-1)  # (m, M)
         mass[sl] = (near == k_idx[sl, None]).mean(-1)
     mass = np.maximum(mass, 1.0 / n_samples)
-    w = _weights(conf)[n_idx, k_idx]
+    w = _weights(conf, v)[n_idx, k_idx]
     logp = np.log(w) - np.log(mass) + vmf_log_norm(kappa) + kappa * (dot[n_idx, s_idx, k_idx] - 1)
-    return float(-logp.mean())
+    total = -logp.sum() + UNIFORM_NLL * none.sum()
+    return float(total / (len(logp) + none.sum()))
 
 
-def choose_kappa(hyps, conf, targets, active, grid=None, voronoi: bool = False) -> float:
+def choose_kappa(
+    hyps, conf, targets, active, grid=None, voronoi: bool = False, valid=None
+) -> float:
     """The kappa of ``grid`` minimizing the (mixture or Voronoi) NLL on these frames."""
     grid = np.geomspace(1.0, 3000.0, 15) if grid is None else np.asarray(grid)
     score = voronoi_nll if voronoi else mixture_nll
-    nll = [score(hyps, conf, targets, active, float(k)) for k in grid]
+    nll = [score(hyps, conf, targets, active, float(k), valid=valid) for k in grid]
     return float(grid[int(np.nanargmin(nll))])

@@ -1,12 +1,14 @@
 """``ssl eval``: score a trained run on a split of a features artifact.
 
-The model runs over the split in batches streamed from the memmaps; predictions
-and labels are flattened to frames and scored with every metric of
-:mod:`ssl_toolkit.metrics`, overall and per subset (D1/D2/D3 = clips of maximum
-polyphony 1/2/3). The eval artifact (layout in docs/ARCHITECTURE.md) holds
-``predictions.npz``, ``metrics.json``, ``metrics.csv`` and optionally ``plots/``.
-Classical baselines (:mod:`ssl_toolkit.baselines`) write the same artifact
-through :func:`write_eval`.
+A trained run or an export (TorchScript / ONNX) is opened as a localizer
+(:mod:`ssl_toolkit.localize`) and run over the split in batches streamed from the
+memmaps; its localizations and the labels are flattened to frames and scored with
+every metric of :mod:`ssl_toolkit.metrics`, overall and per subset (D1/D2/D3 =
+clips of maximum polyphony 1/2/3). Detection is :func:`ssl_toolkit.localize.detect`
+and invalid slots are never scored. The eval artifact (layout in
+docs/ARCHITECTURE.md) holds ``predictions.npz``, ``metrics.json``, ``metrics.csv``
+and optionally ``plots/``. Classical baselines (:mod:`ssl_toolkit.baselines`) write
+the same artifact through :func:`write_eval`.
 """
 
 from __future__ import annotations
@@ -82,12 +84,14 @@ class Frames:
     """Predictions and labels flattened to frames (N = chunks x frames per chunk).
 
     Attributes:
-        hyps: ``[N, K, 3]``; conf: ``[N, K]``; targets: ``[N, S, 3]``; active: ``[N, S]``;
-        clip_id: ``[N]`` str; frame: ``[N]`` frame index in its clip; subset: ``[N]`` str.
+        hyps: ``[N, K, 3]``; conf: ``[N, K]``; valid: ``[N, K]`` bool (slots holding an
+        estimate); targets: ``[N, S, 3]``; active: ``[N, S]``; clip_id: ``[N]`` str;
+        frame: ``[N]`` frame index in its clip; subset: ``[N]`` str.
     """
 
     hyps: np.ndarray
     conf: np.ndarray
+    valid: np.ndarray
     targets: np.ndarray
     active: np.ndarray
     clip_id: np.ndarray
@@ -108,33 +112,25 @@ def frame_labels(fs: FeatureSet, rows: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def predict_split(
-    model, fs: FeatureSet, rows: np.ndarray, batch_size: int = 32, device=None
-) -> Frames:
-    """Run ``model`` over chunks ``rows`` in batches (progress bar on stderr).
+def predict_split(localizer, fs: FeatureSet, rows: np.ndarray, batch_size: int = 32) -> Frames:
+    """Run a learned localizer over chunks ``rows`` in batches (progress bar on stderr).
 
     Args:
-        model: maps ``[B, C, T, F]`` to ``(hyps [B, T, K, 3], conf [B, T, K])``, in eval mode.
+        localizer: a :class:`~ssl_toolkit.localize.ModelLocalizer` (run or export).
         fs: the features; rows: chunk indices; batch_size: chunks per forward pass.
-        device: where the model lives (default: CPU).
     """
-    import torch
-
     from .console import progress
+    from .localize import Localization
 
-    hyps, conf = [], []
-    with progress() as p, torch.no_grad():
+    parts = []
+    with progress() as p:
         task = p.add_task("predicting", total=len(rows), info="")
         for start in range(0, len(rows), batch_size):
             r = rows[start : start + batch_size]
-            x = torch.from_numpy(np.asarray(fs.features[r], np.float32))  # (B, C, T, F)
-            h, c = model(x.to(device) if device is not None else x)  # (B, T, K, 3), (B, T, K)
-            hyps.append(h.float().reshape(-1, *h.shape[2:]).cpu().numpy())
-            conf.append(c.float().reshape(-1, c.shape[-1]).cpu().numpy())
+            parts.append(localizer.localize(np.asarray(fs.features[r])))  # B * T frames
             p.advance(task, len(r))
-    h = np.concatenate(hyps).astype(np.float32)
-    h /= np.maximum(np.linalg.norm(h, axis=-1, keepdims=True), 1e-12)
-    return Frames(hyps=h, conf=np.concatenate(conf).astype(np.float32), **frame_labels(fs, rows))
+    loc = Localization.concat(parts, localizer.K)
+    return Frames(hyps=loc.hyps, conf=loc.conf, valid=loc.valid, **frame_labels(fs, rows))
 
 
 def segment_frames(feature_params: dict[str, Any], segment_s: float) -> int:
@@ -147,33 +143,38 @@ def segment_frames(feature_params: dict[str, Any], segment_s: float) -> int:
 
 
 def score_predictions(
-    fr: Frames, detected: np.ndarray, threshold: float, seg_frames: int, kappa=None
+    fr: Frames, threshold: float, seg_frames: int, scored: bool, kappa=None
 ) -> dict[str, dict[str, float]]:
     """Every metric per subset (``D1``, ``D2``, ``D3``, ``overall``).
 
-    A model without scores (every confidence 1: WTA variants, IE) estimates no source
-    count, so its frame recalls are NaN rather than a misleading 0.
+    Detection is :func:`~ssl_toolkit.localize.detect` at ``threshold``; invalid slots
+    are ignored by every metric. A method without scores (WTA variants, IE, a
+    baseline given the true count) estimates no source count, so its frame recalls
+    are NaN rather than a misleading number.
 
     Args:
-        fr: the frames; detected: ``[N, K]`` bool; threshold: for the frame recall;
-        seg_frames: frames per DCASE segment; kappa: optional ``(mixture, voronoi)``
-            vMF concentrations for the density scores.
+        fr: the frames; threshold: detection threshold; seg_frames: frames per DCASE
+            segment; scored: whether the method has confidence scores; kappa: optional
+            ``(mixture, voronoi)`` vMF concentrations for the density scores.
     """
+    from .localize import detect
+
+    detected = detect(fr.conf, fr.valid, threshold)
     seg = metrics.segment_ids(fr.clip_id, fr.frame, seg_frames)
-    scored = not np.all(fr.conf == 1.0)
     out = {}
     for name, m in metrics.subset_masks(fr.active, fr.subset).items():
         if not m.any():
             continue
         res = metrics.all_metrics(
-            fr.hyps[m], fr.conf[m], fr.targets[m], fr.active[m], detected[m], seg[m], threshold
-        )
+            fr.hyps[m], fr.conf[m], fr.targets[m], fr.active[m], detected[m], seg[m], threshold,
+            valid=fr.valid[m],
+        )  # fmt: skip
         if not scored:
             res["frame_recall"] = res["frame_recall_sum"] = float("nan")
         if kappa is not None:
             args = (fr.hyps[m], fr.conf[m], fr.targets[m], fr.active[m])
-            res["nll_vmf"] = density.mixture_nll(*args, kappa[0])
-            res["nll_voronoi"] = density.voronoi_nll(*args, kappa[1])
+            res["nll_vmf"] = density.mixture_nll(*args, kappa[0], valid=fr.valid[m])
+            res["nll_voronoi"] = density.voronoi_nll(*args, kappa[1], valid=fr.valid[m])
         out[name] = res
     return out
 
@@ -181,31 +182,35 @@ def score_predictions(
 def write_eval(
     directory: Path,
     fr: Frames,
-    detected: np.ndarray,
     method: str,
     threshold: float,
     scores: dict[str, dict[str, float]],
+    scored: bool,
     **extra: Any,
 ) -> dict[str, Any]:
     """Write ``predictions.npz``, ``metrics.json`` and ``metrics.csv`` into ``directory``."""
+    from .localize import detect
+
     np.savez_compressed(
         directory / "predictions.npz",
         hyps=fr.hyps,
         conf=fr.conf,
+        valid=fr.valid.astype(bool),
         targets=fr.targets,
         active=fr.active,
         clip_id=fr.clip_id.astype(str),
         frame=fr.frame.astype(np.int64),
-        detected=detected.astype(bool),
+        detected=detect(fr.conf, fr.valid, threshold),
         subset=fr.subset.astype(str),
     )
-    doc = {"method": method, "K": int(fr.hyps.shape[1]), "threshold": float(threshold)}
+    k = int(fr.hyps.shape[1])
+    doc = {"method": method, "K": k, "threshold": float(threshold), "scored": bool(scored)}
     doc.update(scores)
     doc.update(extra)
     write_json(directory / "metrics.json", doc)
-    table = pd.DataFrame([{"subset": k, **v} for k, v in scores.items()])
+    table = pd.DataFrame([{"subset": s, **v} for s, v in scores.items()])
     table.insert(0, "method", method)
-    table.insert(1, "K", int(fr.hyps.shape[1]))
+    table.insert(1, "K", k)
     table.to_csv(directory / "metrics.csv", index=False)
     return doc
 
@@ -228,86 +233,87 @@ def _rows(fs: FeatureSet, split: str, what: str) -> np.ndarray:
     return rows
 
 
-def _calibrate(model, fs, cfg: EvalConfig, seg_frames: int) -> dict[str, Any]:
-    """Kappas and threshold comparison on the val split (empty when there is none)."""
+def _calibrate(loc, fs, cfg: EvalConfig, seg_frames: int) -> dict[str, Any]:
+    """Kappas and (for scored methods) the threshold comparison on the val split.
+
+    Empty when calibration is off or the features have no val chunk.
+    """
     rows = fs.rows("val")
     if not cfg.calibrate or len(rows) == 0:
         return {}
-    val = predict_split(model, fs, rows, cfg.batch_size)
+    val = predict_split(loc, fs, rows, cfg.batch_size)
     args = (val.hyps, val.conf, val.targets, val.active)
-    seg = metrics.segment_ids(val.clip_id, val.frame, seg_frames)
-    return {
-        "kappa_vmf": density.choose_kappa(*args),
-        "kappa_voronoi": density.choose_kappa(*args, voronoi=True),
-        "thresholds_val": thresholds.compare_thresholds(
-            val.conf, val.hyps, val.targets, val.active, seg
-        ),
+    out: dict[str, Any] = {
+        "kappa_vmf": density.choose_kappa(*args, valid=val.valid),
+        "kappa_voronoi": density.choose_kappa(*args, voronoi=True, valid=val.valid),
     }
+    if loc.scored:
+        seg = metrics.segment_ids(val.clip_id, val.frame, seg_frames)
+        out["thresholds_val"] = thresholds.compare_thresholds(
+            val.conf, val.hyps, val.targets, val.active, seg
+        )
+    return out
+
+
+def _threshold(cfg: EvalConfig, loc, cal: dict[str, Any], fs: FeatureSet) -> float:
+    """The detection threshold: given, learned on val, or the model's own."""
+    if cfg.threshold is not None:
+        return cfg.threshold
+    if not cfg.learn_threshold:
+        return loc.threshold
+    if not loc.scored:
+        raise UserError(f"--learn-threshold: method {loc.method!r} has no confidence scores")
+    if "thresholds_val" not in cal:
+        raise UserError(
+            f"--learn-threshold needs a val split in {fs.manifest.path} (and calibrate on)"
+        )
+    return cal["thresholds_val"]["sgl"]["threshold"]
 
 
 def evaluate_run(
-    run: str | os.PathLike,
+    model: str | os.PathLike,
     features: str | os.PathLike,
     out: str | os.PathLike,
-    split: str = "test",
-    threshold: float | None = None,
-    plots: bool = False,
-    force: bool = False,
-    learn_threshold: bool = False,
     cfg: EvalConfig | None = None,
+    force: bool = False,
 ) -> Manifest:
-    """Score a trained run on one split and write an eval artifact.
+    """Score a trained run or an export on one split and write an eval artifact.
 
     Args:
-        run: a run artifact (``ssl train``).
-        features: a features artifact made with the run's feature parameters.
+        model: a run (``ssl train``) or export (``ssl export``) artifact.
+        features: a features artifact made with the model's feature parameters.
         out: the eval artifact to write.
-        split, threshold, plots, learn_threshold: see :class:`EvalConfig`
-            (ignored when ``cfg`` is given).
+        cfg: the options (:class:`EvalConfig`; defaults when None).
         force: replace an existing, different artifact at ``out``.
 
     Returns:
         The eval artifact's manifest.
     """
-    from .models import load_model
+    from .localize import load_localizer
 
-    cfg = cfg or EvalConfig(split, threshold, learn_threshold, plots=plots)
+    cfg = cfg or EvalConfig()
     cfg.validate()
-    run_m = read_manifest(run, "run")
+    loc = load_localizer(model)
+    model_m = read_manifest(loc.source, ("run", "export"))
     fs = open_features(features)
-    model, meta = load_model(run_m.path)
-    _check_compatible(meta.get("feature_params", {}), fs)
+    _check_compatible(loc.feature_params, fs)
     rows = _rows(fs, cfg.split, "--split")
     seg_frames = segment_frames(fs.feature_params, cfg.segment_s)
-    with build_artifact(out, "eval", to_dict(cfg), [run_m, fs.manifest], force=force) as b:
+    with build_artifact(out, "eval", to_dict(cfg), [model_m, fs.manifest], force=force) as b:
         if b.reused:
             return b.manifest
-        cal = _calibrate(model, fs, cfg, seg_frames)
-        thr = cfg.threshold if cfg.threshold is not None else float(meta.get("threshold", 0.5))
-        if cfg.learn_threshold:
-            if not cal:
-                raise UserError(
-                    f"--learn-threshold needs a val split in {fs.manifest.path} (and calibrate on)"
-                )
-            thr = cal["thresholds_val"]["sgl"]["threshold"]
-        fr = predict_split(model, fs, rows, cfg.batch_size)
-        detected = fr.conf >= thr
+        cal = _calibrate(loc, fs, cfg, seg_frames)
+        thr = _threshold(cfg, loc, cal, fs)
+        fr = predict_split(loc, fs, rows, cfg.batch_size)
         kappa = (cal["kappa_vmf"], cal["kappa_voronoi"]) if cal else None
-        scores = score_predictions(fr, detected, thr, seg_frames, kappa)
-        method = str(meta.get("method", meta.get("name", "model")))
-        write_eval(b.dir, fr, detected, method, thr, scores, split=cfg.split, **cal)
+        scores = score_predictions(fr, thr, seg_frames, loc.scored, kappa)
+        write_eval(b.dir, fr, loc.method, thr, scores, loc.scored, split=cfg.split, **cal)
         if cfg.plots:
             from .plots import plot_eval
 
-            plot_eval(b.dir, fr, seg_frames)
-        b.extra.update(
-            {
-                "method": method,
-                "K": int(fr.hyps.shape[1]),
-                "threshold": thr,
-                "frames": int(len(fr.active)),
-            }
-        )
+            plot_eval(b.dir, fr, seg_frames, thr)
+        b.extra.update({"method": loc.method, "K": loc.K, "threshold": thr,
+                        "scored": loc.scored, "frames": int(len(fr.active))})  # fmt: skip
     return b.manifest
 
 

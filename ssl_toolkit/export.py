@@ -28,6 +28,7 @@ import numpy as np
 from .artifacts import ArtifactError, Manifest, build_artifact, read_manifest
 from .console import log
 from .errors import UserError
+from .localize import ONNX_INPUT, ONNX_OUTPUTS, is_scored, onnx_fn
 
 FORMATS = ("torchscript", "onnx")
 FILES = {"torchscript": "model.ts", "onnx": "model.onnx"}
@@ -36,8 +37,7 @@ ONNX_OPSET = 17
 #: Largest absolute difference allowed between an exported model and PyTorch.
 ATOL = 1e-4
 
-INPUT_NAME = "features"
-OUTPUT_NAMES = ("hyps", "conf")
+INPUT_NAME, OUTPUT_NAMES = ONNX_INPUT, ONNX_OUTPUTS
 
 
 def onnx_available() -> str | None:
@@ -116,6 +116,7 @@ def io_description(meta: dict[str, Any], channels: int, bins: int, formats) -> d
         "feature_params": fp,
         "threshold": float(meta.get("threshold", 0.5)),
         "method": meta.get("method"),
+        "scored": is_scored(meta.get("method")),
         "K": k,
         "model": {"name": meta.get("name"), "kwargs": meta.get("kwargs", {})},
         "files": {f: FILES[f] for f in formats},
@@ -187,11 +188,7 @@ def export_onnx(model, example, path: Path, opset: int = ONNX_OPSET) -> None:
 
 def run_onnx(path: str | os.PathLike, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Run an exported ONNX model with onnxruntime on ``x`` ``[B, C, T, F]``."""
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    hyps, conf = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: x.astype(np.float32)})
-    return hyps, conf
+    return onnx_fn(path)(x)
 
 
 def _check_formats(formats) -> tuple[str, ...]:

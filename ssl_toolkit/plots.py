@@ -89,13 +89,21 @@ def plot_frame_map(path, hyps, conf, targets, active, title: str) -> Path:
     return Path(path)
 
 
-def plot_eval(directory, fr, seg_frames: int, max_clips: int = 4, frames_per_clip: int = 2):
+def plot_eval(
+    directory, fr, seg_frames: int, threshold: float = 0.5, max_clips: int = 4,
+    frames_per_clip: int = 2,
+):  # fmt: skip
     """Plots of the first clips of an evaluation into ``directory/plots``.
+
+    Invalid slots (no estimate) are not drawn.
 
     Args:
         fr: :class:`ssl_toolkit.evaluation.Frames`; seg_frames: frames per second
-            (the DCASE segment), to label time.
+            (the DCASE segment), to label time; threshold: detection threshold (unused
+            slots aside, every hypothesis is drawn with its confidence).
     """
+    hyps = np.where(fr.valid[..., None], fr.hyps, np.nan)  # NaN: matplotlib skips the point
+    fr = type(fr)(**{**vars(fr), "hyps": hyps})
     out = Path(directory) / "plots"
     out.mkdir(exist_ok=True)
     hop_s = 1.0 / max(seg_frames, 1)

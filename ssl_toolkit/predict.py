@@ -25,16 +25,16 @@ import csv
 import math
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .artifacts import ArtifactError, read_manifest
+from .artifacts import ArtifactError
 from .errors import DataError, UserError
 from .geometry import unit_to_sph
+from .localize import Localization, ModelLocalizer, load_localizer
 
 HYP_COLUMNS = (
     "frame",
@@ -46,82 +46,6 @@ HYP_COLUMNS = (
     "detected",
 )
 SRC_COLUMNS = ("frame", "time_s", "azimuth_deg", "elevation_deg", "confidence")
-
-
-# --------------------------------------------------------------------------- models
-
-
-@dataclass
-class Predictor:
-    """A loaded model: ``fn(x [B, C, T, F] float32) -> (hyps [B, T, K, 3], conf [B, T, K])``."""
-
-    fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-    feature_params: dict[str, Any]
-    threshold: float
-    method: str | None
-    K: int | None
-    backend: str
-    source: Path
-
-    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.fn(x)
-
-
-def _torch_fn(module) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    import torch
-
-    def fn(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with torch.inference_mode():
-            hyps, conf = module(torch.from_numpy(np.ascontiguousarray(x, np.float32)))
-        return hyps.float().numpy(), conf.float().numpy()
-
-    return fn
-
-
-def load_predictor(path: str | os.PathLike, backend: str = "auto") -> Predictor:
-    """Load a ``run`` (PyTorch) or an ``export`` (TorchScript, else ONNX) artifact.
-
-    Args:
-        path: the artifact directory.
-        backend: ``auto``, ``torch`` (runs only), ``torchscript`` or ``onnx`` (exports only).
-
-    Raises:
-        ArtifactError: not a run or an export, or the backend it lacks.
-    """
-    m = read_manifest(path, ("run", "export"))
-    if m.kind == "run":
-        if backend not in ("auto", "torch"):
-            raise ArtifactError(f"{path} is a run; backend {backend!r} needs an export")
-        from .models import load_model
-
-        model, meta = load_model(m.path)
-        return Predictor(
-            _torch_fn(model),
-            dict(meta.get("feature_params", {})),
-            float(meta.get("threshold", 0.5)),
-            meta.get("method"),
-            meta.get("K"),
-            "torch",
-            m.path,
-        )
-    from .export import read_io, run_onnx
-
-    _, io = read_io(m.path)
-    files = io.get("files", {})
-    if backend == "auto":
-        backend = "torchscript" if "torchscript" in files else "onnx"
-    if backend not in files:
-        raise ArtifactError(f"{path} has no {backend} model (it has: {', '.join(files)})")
-    if backend == "torchscript":
-        import torch
-
-        fn = _torch_fn(torch.jit.load(str(m.file(files["torchscript"])), map_location="cpu"))
-    else:
-        onnx_path = m.file(files["onnx"])
-        fn = lambda x: run_onnx(onnx_path, x)  # noqa: E731
-    return Predictor(
-        fn, io["feature_params"], io["threshold"], io.get("method"), io.get("K"), backend, m.path
-    )
 
 
 # --------------------------------------------------------------------------- audio
@@ -226,53 +150,50 @@ def stream_features(
             return
 
 
-def run_chunks(predictor: Predictor, feats: np.ndarray, chunk: int) -> tuple[np.ndarray, ...]:
-    """Run the model on ``feats [C, L, F]`` cut into chunks of ``chunk`` frames (a batch).
+def run_chunks(localizer: ModelLocalizer, feats: np.ndarray, chunk: int) -> Localization:
+    """Localize ``feats [C, L, F]`` cut into chunks of ``chunk`` frames (a batch).
 
     Returns:
-        ``hyps [L, K, 3]``, ``conf [L, K]``.
+        The localization of the ``L`` frames.
     """
     c, length, f = feats.shape
     n_full = length // chunk
-    parts_h, parts_c = [], []
+    parts = []
     if n_full:
         x = feats[:, : n_full * chunk].reshape(c, n_full, chunk, f).transpose(1, 0, 2, 3)
-        h, p = predictor(x)  # (B, chunk, K, 3), (B, chunk, K)
-        parts_h.append(h.reshape(n_full * chunk, *h.shape[2:]))
-        parts_c.append(p.reshape(n_full * chunk, -1))
+        parts.append(localizer.localize(x))  # (B, C, chunk, F) -> B * chunk frames
     if length % chunk:
-        h, p = predictor(feats[None, :, n_full * chunk :])
-        parts_h.append(h[0])
-        parts_c.append(p[0])
-    return np.concatenate(parts_h), np.concatenate(parts_c)
+        parts.append(localizer.localize(feats[None, :, n_full * chunk :]))
+    return Localization.concat(parts, localizer.K)
 
 
 # --------------------------------------------------------------------------- outputs
 
 
-def _rows(t0: int, hop_s: float, hyps: np.ndarray, conf: np.ndarray, threshold: float):
-    """CSV rows of a block: all hypotheses, and the detected ones."""
-    length, k = conf.shape
-    az, el = unit_to_sph(hyps)  # (L, K) each
+def _rows(t0: int, hop_s: float, loc: Localization, threshold: float):
+    """CSV rows of a block: all valid hypotheses, and the detected ones."""
+    length, k = loc.conf.shape
+    az, el = unit_to_sph(loc.hyps)  # (L, K) each
     az_deg, el_deg = np.degrees(az.astype(np.float64)), np.degrees(el.astype(np.float64))
     frame = np.repeat(np.arange(t0, t0 + length), k)
-    det = (conf >= threshold).ravel()
+    det = loc.detected(threshold).ravel()
+    keep = loc.valid.ravel()
     cols = [
         frame,
         np.round(frame * hop_s, 6),
         np.tile(np.arange(k), length),
         np.round(az_deg.ravel(), 3),
         np.round(el_deg.ravel(), 3),
-        np.round(conf.ravel().astype(np.float64), 5),
+        np.round(loc.conf.ravel().astype(np.float64), 5),
         det.astype(int),
     ]
-    hyp_rows = list(zip(*(c.tolist() for c in cols), strict=True))
-    src_rows = [(r[0], r[1], r[3], r[4], r[5]) for r, d in zip(hyp_rows, det, strict=True) if d]
+    hyp_rows = list(zip(*(c[keep].tolist() for c in cols), strict=True))
+    src_rows = [(r[0], r[1], r[3], r[4], r[5]) for r in hyp_rows if r[6]]
     return hyp_rows, src_rows
 
 
 def predict_file(
-    predictor: Predictor,
+    predictor: ModelLocalizer,
     audio: str | os.PathLike,
     out_dir: Path,
     threshold: float | None = None,
@@ -298,8 +219,8 @@ def predict_file(
             wh.writerow(HYP_COLUMNS)
             ws.writerow(SRC_COLUMNS)
             for t0, feats in stream_features(reader, params, block):
-                hyps, conf = run_chunks(predictor, feats, chunk)
-                hyp_rows, src_rows = _rows(t0, hop / fs, hyps, conf, thr)
+                loc = run_chunks(predictor, feats, chunk)
+                hyp_rows, src_rows = _rows(t0, hop / fs, loc, thr)
                 wh.writerows(hyp_rows)
                 ws.writerows(src_rows)
         os.replace(tmp_h, hyp_path)
@@ -358,7 +279,7 @@ def predict_files(
         plot: also write ``<stem>.png``.
         block_seconds: audio processed per block (bounds memory).
         force: overwrite existing CSVs.
-        backend: see :func:`load_predictor`.
+        backend: see :func:`ssl_toolkit.localize.load_localizer`.
 
     Returns:
         The detected-sources CSV of each file.
@@ -386,7 +307,9 @@ def predict_files(
         taken = [out / f"{s}.csv" for s in stems if (out / f"{s}.csv").exists()]
         if taken:
             raise UserError(f"{taken[0]} exists; pass --force to overwrite")
-    predictor = load_predictor(export_or_run, backend)
+    if threshold is not None and not 0.0 <= threshold <= 1.0:  # NaN fails too
+        raise UserError(f"--threshold must be in [0, 1], got {threshold}")
+    predictor = load_localizer(export_or_run, backend)
     if "fs" not in predictor.feature_params or "hop_length" not in predictor.feature_params:
         raise ArtifactError(f"{export_or_run}: its feature_params lack fs/hop_length")
     return [

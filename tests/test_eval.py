@@ -11,7 +11,7 @@ from ssl_toolkit import metrics
 from ssl_toolkit.artifacts import ArtifactError
 from ssl_toolkit.config import ConfigError
 from ssl_toolkit.errors import UserError
-from ssl_toolkit.evaluation import evaluate_run
+from ssl_toolkit.evaluation import EvalConfig, evaluate_run
 from ssl_toolkit.featureset import open_features
 from ssl_toolkit.models import register, save_model
 
@@ -43,7 +43,7 @@ def make_run(path, feats, **extra):
         model,
         "_eval_test_const",
         {"dirs": DIRS, "conf": CONF},
-        method="const",
+        method=extra.pop("method", "rmcl"),
         K=3,
         threshold=0.5,
         feature_params=params,
@@ -58,7 +58,7 @@ def make_run(path, feats, **extra):
 @pytest.fixture
 def evaluated(tmp_path, tiny_features):
     run = make_run(tmp_path / "run", tiny_features)
-    man = evaluate_run(run, tiny_features.path, tmp_path / "eval", split="test", plots=True)
+    man = evaluate_run(run, tiny_features.path, tmp_path / "eval", EvalConfig("test", plots=True))
     return tmp_path, run, man, tiny_features
 
 
@@ -79,7 +79,7 @@ def test_eval_artifact_matches_metrics_on_the_split(evaluated):
     active = fs.activity[rows].reshape(-1, 3)
     hyps = np.broadcast_to(np.array(DIRS), (len(active), 3, 3))
     doc = json.loads((man.path / "metrics.json").read_text())
-    assert doc["method"] == "const" and doc["K"] == 3 and doc["threshold"] == 0.5
+    assert doc["method"] == "rmcl" and doc["scored"] and doc["K"] == 3 and doc["threshold"] == 0.5
     expect = metrics.oracle_error(hyps, targets, active)
     assert doc["overall"]["oracle_deg"] == pytest.approx(expect, rel=1e-5)
     conf = np.broadcast_to(np.array(CONF), (len(active), 3))
@@ -106,18 +106,18 @@ def test_eval_artifact_matches_metrics_on_the_split(evaluated):
 
 def test_eval_reuses_and_refuses_to_overwrite(evaluated):
     tmp, run, man, feats = evaluated
-    again = evaluate_run(run, feats.path, tmp / "eval", split="test", plots=True)
+    again = evaluate_run(run, feats.path, tmp / "eval", EvalConfig("test", plots=True))
     assert again.fingerprint == man.fingerprint
     with pytest.raises(ArtifactError, match="--force"):
-        evaluate_run(run, feats.path, tmp / "eval", split="test", threshold=0.3)
-    m = evaluate_run(run, feats.path, tmp / "eval", split="test", threshold=0.3, force=True)
+        evaluate_run(run, feats.path, tmp / "eval", EvalConfig("test", 0.3))
+    m = evaluate_run(run, feats.path, tmp / "eval", EvalConfig("test", 0.3), force=True)
     assert json.loads((m.path / "metrics.json").read_text())["threshold"] == 0.3
 
 
 def test_eval_bad_options(tmp_path, tiny_features):
     run = make_run(tmp_path / "run", tiny_features)
     with pytest.raises(ConfigError, match="--split"):
-        evaluate_run(run, tiny_features.path, tmp_path / "e1", split="dev")
+        evaluate_run(run, tiny_features.path, tmp_path / "e1", EvalConfig("dev"))
     with pytest.raises(ArtifactError, match="ssl train"):
         evaluate_run(tmp_path, tiny_features.path, tmp_path / "e2")
     bad = make_run(tmp_path / "run2", tiny_features)
@@ -161,3 +161,25 @@ def test_eval_cli_prints_table(tmp_path, tiny_features):
         ],
     )
     assert res.exit_code == 1 and "--threshold" in res.output
+
+
+def test_an_export_scores_like_its_run(evaluated):
+    """One localizer path: `ssl eval` on the TorchScript export of a run gives the run's
+    metrics (and a method without scores gets no frame recall and no thresholds)."""
+    from ssl_toolkit.export import export_run
+
+    tmp, run, man, feats = evaluated
+    shape = list(open_features(feats.path).shape)
+    run = make_run(tmp / "run_shaped", feats, input_shape=shape)
+    exp = export_run(run, tmp / "export")
+    m = evaluate_run(exp.path, feats.path, tmp / "eval_export", EvalConfig("test"))
+    a = json.loads((man.path / "metrics.json").read_text())
+    b = json.loads((m.path / "metrics.json").read_text())
+    for key in ("oracle_deg", "emd_deg", "F20", "frame_recall"):
+        assert b["overall"][key] == pytest.approx(a["overall"][key], rel=1e-6)
+    unscored = make_run(tmp / "wta", feats, method="wta")
+    doc = json.loads(
+        (evaluate_run(unscored, feats.path, tmp / "e_wta").path / "metrics.json").read_text()
+    )
+    assert not doc["scored"] and doc["overall"]["frame_recall"] is None
+    assert "thresholds_val" not in doc and doc["overall"]["F20"] is not None

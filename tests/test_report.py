@@ -31,6 +31,7 @@ def fake_eval(path, method, k, seed, spread, scored=True):
     fr = Frames(
         hyps,
         conf,
+        np.ones(conf.shape, bool),
         targets,
         active,
         np.repeat(["c1", "c2", "c3"], n // 3),
@@ -38,14 +39,14 @@ def fake_eval(path, method, k, seed, spread, scored=True):
         np.repeat(["ov1", "ov2", "ov3"], n // 3),
     )
     with build_artifact(path, "eval", {"method": method}) as b:
-        scores = score_predictions(fr, conf >= 0.5, 0.5, 10)
+        scores = score_predictions(fr, 0.5, 10, scored)
         write_eval(
             b.dir,
             fr,
-            conf >= 0.5,
             method,
             0.5,
             scores,
+            scored,
             thresholds_val={"fixed": {"threshold": 0.5, "F20": 0.4}},
         )
     return path

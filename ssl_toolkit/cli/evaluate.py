@@ -12,7 +12,9 @@ from ._common import app, user_errors
 @app.command("eval")
 @user_errors
 def eval_cmd(
-    run: Path = typer.Argument(..., help="Run artifact (from `ssl train`)."),
+    run: Path = typer.Argument(
+        ..., help="Run (from `ssl train`) or export (from `ssl export`) artifact."
+    ),
     out: Path = typer.Argument(..., help="Eval artifact to create."),
     data: Path = typer.Option(..., "--data", help="Features artifact (from `ssl prep features`)."),
     split: str = typer.Option(None, "--split", help="train | val | test (default test)."),
@@ -25,7 +27,7 @@ def eval_cmd(
     config: Path = typer.Option(None, "--config", help="TOML file (\\[eval] table or top level)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing eval artifact."),
 ) -> None:
-    """Score a trained run: metrics.json, metrics.csv, predictions.npz (and plots)."""
+    """Score a trained run or an export: metrics.json, metrics.csv, predictions.npz (and plots)."""
     from ..config import load_toml, resolve
     from ..console import print_metrics
     from ..evaluation import EvalConfig, evaluate_run, load_metrics, summary

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import ConfigError
+from ..localize import SCORED_METHODS
 from ..losses.annealed import SCHEDULES
 from ..losses.wta import MODES
 
 METHODS = ("rmcl", "wta", "wta-relaxed", "wta-top-n", "amcl", "pit", "ie")
 #: Methods whose models learn confidence scores (the others output conf = 1).
-SCORED = ("rmcl", "amcl", "pit")
+SCORED = SCORED_METHODS
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 

@@ -160,10 +160,12 @@ def _fit_all(fs, rows, run_dir: Path, cfg, cfg_dict, rt: Runtime, resume: bool) 
 def learned_threshold(model, fs: FeatureSet, rows, batch_size: int, device) -> float:
     """The detection threshold learned on chunks ``rows`` (SGL-Thresh, location-aware F)."""
     from ..evaluation import predict_split
+    from ..localize import model_localizer
     from ..thresholds import learn_threshold_sgl
 
     model.eval()
-    fr = predict_split(model, fs, rows, batch_size, device)
+    loc = model_localizer(model, {"K": model.K}, fs.manifest.path, device)
+    fr = predict_split(loc, fs, rows, batch_size)
     return learn_threshold_sgl(fr.conf, fr.hyps, fr.targets, fr.active)
 
 
@@ -195,7 +197,7 @@ def _fit_ensemble(fs, loaders, run_dir: Path, cfg, fp: str, rt: Runtime, resume:
         history += [{"member": n, **r} for r in st.history]
     ensemble.to(rt.device)
     val_job = Job("ie", ensemble, make_loss(cfg), run_dir / "unused", fp)
-    val_loss, val_oracle = validate(ensemble, val_job, loaders[2], rt)
+    val_loss, val_oracle = validate(ensemble, val_job, loaders[2], rt, cfg.seed)
     if rt.main:
         meta = {"method": "ie", "feature_params": fs.feature_params, "threshold": 0.5, "K": cfg.K}
         save_model(run_dir, ensemble, "ensemble", ens_kwargs, **meta)

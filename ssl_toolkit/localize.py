@@ -1,0 +1,229 @@
+"""One localizer interface for every method: learned runs, exports and classical baselines.
+
+Whatever localizes yields, per frame, a :class:`Localization`:
+
+- ``hyps [N, K, 3]`` unit vectors in the DCASE frame,
+- ``conf [N, K]`` confidences in [0, 1],
+- ``valid [N, K]`` bool: the slots that hold a real estimate (a classical method
+  that finds fewer sources than K leaves the rest invalid; learned models fill every slot).
+
+Detection is one function, :func:`detect`; metrics ignore invalid slots. Whether a
+method has scores (its confidences say whether a source is there) is a property of
+the method (:attr:`Localizer.scored`), never inferred from the values.
+
+A :class:`Localizer` is a template (as ``pyroomacoustics.doa.DOA.locate_sources`` is):
+subclasses implement ``_localize``; :meth:`Localizer.localize` checks and normalizes
+what it returns. :class:`ModelLocalizer` runs a trained network (a run's PyTorch
+weights, a TorchScript or an ONNX export) on feature chunks ``[B, C, T, F]``;
+:func:`load_localizer` opens a run or an export artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .artifacts import ArtifactError, read_manifest
+
+__all__ = [
+    "SCORED_METHODS",
+    "Localization",
+    "Localizer",
+    "ModelLocalizer",
+    "detect",
+    "is_scored",
+    "load_localizer",
+]
+
+#: Learned methods whose models learn confidence scores (the others output conf = 1).
+SCORED_METHODS = ("rmcl", "amcl", "pit")
+#: ONNX graph names of the exported model.
+ONNX_INPUT, ONNX_OUTPUTS = "features", ("hyps", "conf")
+
+
+def is_scored(method: str | None) -> bool:
+    """Whether a learned ``method`` has confidence scores."""
+    return method in SCORED_METHODS
+
+
+def detect(conf, valid, threshold: float) -> np.ndarray:
+    """Detected sources ``[N, K]`` bool: valid slots whose confidence reaches ``threshold``."""
+    return (np.asarray(conf) >= threshold) & np.asarray(valid, dtype=bool)
+
+
+@dataclass
+class Localization:
+    """Per-frame output of a localizer (shapes in the module docstring)."""
+
+    hyps: np.ndarray
+    conf: np.ndarray
+    valid: np.ndarray
+
+    def __post_init__(self) -> None:
+        n, k = self.conf.shape
+        if self.hyps.shape != (n, k, 3) or self.valid.shape != (n, k):
+            raise ValueError(
+                f"localization shapes disagree: hyps {self.hyps.shape}, conf "
+                f"{self.conf.shape}, valid {self.valid.shape}"
+            )
+
+    @classmethod
+    def concat(cls, parts: list[Localization], k: int) -> Localization:
+        """Frames of ``parts`` one after the other (``k`` hypotheses when there are none)."""
+        if not parts:
+            return cls(np.zeros((0, k, 3), np.float32), np.zeros((0, k), np.float32),
+                       np.zeros((0, k), bool))  # fmt: skip
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in _FIELDS))
+
+    def detected(self, threshold: float) -> np.ndarray:
+        """:func:`detect` on these frames."""
+        return detect(self.conf, self.valid, threshold)
+
+
+_FIELDS = ("hyps", "conf", "valid")
+
+
+def checked(hyps, conf, valid=None) -> Localization:
+    """A :class:`Localization` from raw outputs: float32, unit vectors, conf in [0, 1].
+
+    Non-finite outputs (a diverged model, NaN audio) make their slots invalid rather
+    than being scored as directions. Leading axes (batch, frames) are flattened.
+
+    Args:
+        hyps: ``[..., K, 3]``; conf: ``[..., K]``; valid: ``[..., K]`` bool or None (all).
+    """
+    h = np.asarray(hyps, np.float32)
+    c = np.asarray(conf, np.float32)
+    k = c.shape[-1]
+    h, c = h.reshape(-1, k, 3), c.reshape(-1, k)
+    v = np.ones(c.shape, bool) if valid is None else np.asarray(valid, bool).reshape(-1, k)
+    norm = np.linalg.norm(h, axis=-1)
+    v = v & np.isfinite(norm) & (norm > 1e-12) & np.isfinite(c)
+    h = np.where(v[..., None], h / np.where(v, norm, 1.0)[..., None], np.float32(0.0))
+    h[~v] = (1.0, 0.0, 0.0)  # a placeholder unit vector, never scored
+    c = np.where(v, np.clip(c, 0.0, 1.0), np.float32(0.0))
+    return Localization(h.astype(np.float32), c.astype(np.float32), v)
+
+
+class Localizer(ABC):
+    """Anything that localizes: ``localize(x) -> Localization``.
+
+    Attributes:
+        method: the method's name (``rmcl``, ``pit``, ``srp``, ...).
+        K: hypotheses (slots) per frame.
+        scored: whether confidences estimate the presence of a source.
+        threshold: the default detection threshold.
+    """
+
+    method: str
+    K: int
+    scored: bool
+    threshold: float
+
+    def localize(self, x: Any) -> Localization:
+        """Localize the frames of input ``x`` (its kind is the subclass's)."""
+        return checked(*self._localize(x))
+
+    @abstractmethod
+    def _localize(self, x: Any) -> tuple[np.ndarray, ...]:
+        """``(hyps, conf)`` or ``(hyps, conf, valid)`` for input ``x``."""
+
+
+class ModelLocalizer(Localizer):
+    """A trained network on feature chunks ``x [B, C, T, F]``: ``B * T`` frames out.
+
+    Args:
+        fn: ``fn(x float32 [B, C, T, F]) -> (hyps [B, T, K, 3], conf [B, T, K])``.
+        feature_params: the features the model was trained on.
+        method, K, threshold: see :class:`Localizer`.
+        backend: ``torch``, ``torchscript`` or ``onnx``.
+        source: the artifact it came from.
+    """
+
+    def __init__(self, fn: Callable, feature_params: dict[str, Any], method: str | None,
+                 K: int, threshold: float, backend: str, source: Path):  # fmt: skip
+        self.fn = fn
+        self.feature_params = dict(feature_params)
+        self.method = str(method or "model")
+        self.K = int(K)
+        self.scored = is_scored(method)
+        self.threshold = float(threshold)
+        self.backend = backend
+        self.source = Path(source)
+
+    def _localize(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.fn(np.ascontiguousarray(x, np.float32))
+
+
+def _torch_fn(module, device=None) -> Callable:
+    import torch
+
+    def fn(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t = torch.from_numpy(x)
+        with torch.inference_mode():
+            hyps, conf = module(t.to(device) if device is not None else t)
+        return hyps.detach().float().cpu().numpy(), conf.detach().float().cpu().numpy()
+
+    return fn
+
+
+def onnx_fn(path: str | os.PathLike) -> Callable:
+    """``fn(x) -> (hyps, conf)`` running an exported ONNX model (one onnxruntime session)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def fn(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        hyps, conf = sess.run(list(ONNX_OUTPUTS), {ONNX_INPUT: x.astype(np.float32)})
+        return hyps, conf
+
+    return fn
+
+
+def model_localizer(model, meta: dict[str, Any], source: Path, device=None) -> ModelLocalizer:
+    """Wrap a loaded PyTorch model and its ``model.json`` description."""
+    return ModelLocalizer(
+        _torch_fn(model, device), meta.get("feature_params", {}), meta.get("method"),
+        int(meta.get("K", 0)), float(meta.get("threshold", 0.5)), "torch", source,
+    )  # fmt: skip
+
+
+def load_localizer(path: str | os.PathLike, backend: str = "auto") -> ModelLocalizer:
+    """Open a ``run`` (PyTorch) or an ``export`` (TorchScript, else ONNX) artifact.
+
+    Args:
+        path: the artifact directory.
+        backend: ``auto``, ``torch`` (runs only), ``torchscript`` or ``onnx`` (exports only).
+
+    Raises:
+        ArtifactError: not a run or an export, or the backend it lacks.
+    """
+    m = read_manifest(path, ("run", "export"))
+    if m.kind == "run":
+        if backend not in ("auto", "torch"):
+            raise ArtifactError(f"{path} is a run; backend {backend!r} needs an export")
+        from .models import load_model
+
+        model, meta = load_model(m.path)
+        return model_localizer(model, meta, m.path)
+    io = json.loads(m.file("io.json").read_text())
+    files = io.get("files", {})
+    if backend == "auto":
+        backend = "torchscript" if "torchscript" in files else "onnx"
+    if backend not in files:
+        raise ArtifactError(f"{path} has no {backend} model (it has: {', '.join(files)})")
+    if backend == "torchscript":
+        import torch
+
+        fn = _torch_fn(torch.jit.load(str(m.file(files["torchscript"])), map_location="cpu"))
+    else:
+        fn = onnx_fn(m.file(files["onnx"]))
+    return ModelLocalizer(fn, io["feature_params"], io.get("method"), int(io.get("K") or 0),
+                          float(io["threshold"]), backend, m.path)  # fmt: skip
