@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ssl_toolkit.artifacts import build_artifact
-from ssl_toolkit.models import REGISTRY, register, save_model
+from ssl_toolkit.models import REGISTRY, build_model, register, save_model
 
 FS, HOP, N_FFT = 16000, 320, 256  # 20 ms frames, F = 128 bins for stft features
 PARAMS = {
@@ -93,7 +93,7 @@ def make_run(path, name="test_tiny_gru", kwargs=None, inputs=(), feature_params=
     """A run artifact holding a freshly initialized registered model."""
     kwargs = kwargs or {}
     torch.manual_seed(0)
-    model = REGISTRY[name](**kwargs)
+    model = build_model(name, **kwargs)
     meta = {"method": "rmcl", "threshold": 0.5, "K": getattr(model, "K", 2)}
     meta.update(extra)
     with build_artifact(path, "run", {"test": name, **kwargs}, list(inputs)) as b:

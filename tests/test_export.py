@@ -91,3 +91,41 @@ def test_refuses_wrong_input_unknown_format_and_overwrite(run, tmp_path, tiny_fe
     export_run(run.path, tmp_path / "exp")  # same config and input: reused
     with pytest.raises(ArtifactError, match="--force"):
         export_run(run.path, tmp_path / "exp", formats=("torchscript", "onnx"))
+
+
+@pytest.mark.parametrize("method", ["rmcl", "amcl", "pit", "wta", "wta-relaxed", "wta-top-n", "ie"])
+def test_every_method_exports_to_onnx_through_the_cli(tmp_path, method):
+    """The real CRNN (with or without a score layer) or IE ensemble of each method:
+    `ssl export --format onnx` succeeds, and ONNX / TorchScript equal PyTorch on a
+    batch and length other than the tracing example."""
+    from typer.testing import CliRunner
+
+    from ssl_toolkit.cli import app
+    from ssl_toolkit.localize import is_scored
+
+    why = onnx_available()
+    if why:
+        pytest.skip(why)
+    crnn = {"n_channels": 8, "n_bins": 16, "K": 2, "channels": [4], "pools": [4],
+            "gru_layers": 1, "gru_units": 8, "confidence": is_scored(method)}  # fmt: skip
+    if method == "ie":
+        name, kwargs = "ensemble", {"members": 2, "member_kwargs": crnn}
+    else:
+        name, kwargs = "crnn", crnn
+    run, _ = make_run(tmp_path / "run", name, kwargs, method=method, K=2)
+    res = CliRunner().invoke(
+        app, ["export", str(run.path), str(tmp_path / "exp"), "-f", "torchscript", "-f", "onnx"]
+    )
+    assert res.exit_code == 0, res.output
+    m = read_manifest(tmp_path / "exp", "export")
+    x = np.random.default_rng(2).normal(size=(3, 8, 33, 16)).astype(np.float32)
+    want = _torch_out(run.path, x)
+    ts = torch.jit.load(str(m.file("model.ts")))
+    with torch.no_grad():
+        ts_out = [t.numpy() for t in ts(torch.from_numpy(x))]
+    for o, t, w in zip(run_onnx(m.file("model.onnx"), x), ts_out, want, strict=True):
+        assert o.shape == w.shape
+        np.testing.assert_allclose(o, w, atol=1e-4)
+        np.testing.assert_allclose(t, w, atol=1e-4)
+    io = json.loads(m.file("io.json").read_text())
+    assert io["method"] == method and io["scored"] == is_scored(method)

@@ -92,12 +92,13 @@ def test_training_lowers_the_loss(tiny_features, tmp_path):
 def test_run_threshold_is_sgl_on_the_val_predictions(tiny_features, tmp_path):
     from ssl_toolkit.evaluation import predict_split
     from ssl_toolkit.featureset import open_features
+    from ssl_toolkit.localize import model_localizer
     from ssl_toolkit.thresholds import learn_threshold_sgl
 
     man = train(tiny_features.path, tmp_path / "run", cfg(K=3, epochs=4, batch_size=6, lr=3e-3))
     model, meta = load_model(man.path)
     fs = open_features(tiny_features.path)
-    fr = predict_split(model, fs, fs.rows("val"))
+    fr = predict_split(model_localizer(model, meta, man.path), fs, fs.rows("val"))
     want = learn_threshold_sgl(fr.conf, fr.hyps, fr.targets, fr.active)
     assert meta["threshold"] == pytest.approx(want, abs=1e-6)
     assert man.extra["threshold"] == meta["threshold"]
@@ -287,3 +288,52 @@ def test_random_directions_oracle_is_90_degrees_for_one_hypothesis(tmp_path):
     # the angle between a fixed direction and a uniform one has mean 90 deg (std 39 deg)
     assert random_oracle_deg(feats.path, 1) == pytest.approx(90.0, abs=5.0)
     assert random_oracle_deg(feats.path, 5) < random_oracle_deg(feats.path, 2) < 80.0
+
+
+def test_ddp_trains_every_method(tmp_path):
+    """Two gloo processes, every method (unscored ones have no parameter without a
+    gradient, which DDP would refuse); each run is complete and loads."""
+    feats = make_features_artifact(tmp_path / "f", n_chunks=40, bins=32)
+    script = ROOT / "tests" / "scripts" / "ddp_every_method.py"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+           "2", str(script), str(feats.path), str(tmp_path / "runs")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for method in METHODS:
+        man = json.loads((tmp_path / "runs" / method / "manifest.json").read_text())
+        assert man["extra"]["world_size"] == 2 and man["extra"]["method"] == method
+        model, meta = load_model(tmp_path / "runs" / method)
+        x = torch.zeros(1, *open_features_shape(feats))
+        hyps, conf = model(x)
+        assert torch.isfinite(hyps).all() and torch.isfinite(conf).all()
+
+
+def open_features_shape(feats):
+    from ssl_toolkit.featureset import open_features
+
+    return open_features(feats.path).shape
+
+
+def test_rmcl_star_validation_loss_is_deterministic(tiny_features):
+    """rMCL* draws negatives; its validation loss must not follow the global RNG."""
+    from ssl_toolkit.featureset import open_features
+    from ssl_toolkit.models import build_model
+    from ssl_toolkit.training.engine import Job, validate
+    from ssl_toolkit.training.objectives import make_loss
+    from ssl_toolkit.training.run import model_kwargs
+    from ssl_toolkit.training.runtime import Runtime
+
+    c = cfg(K=4, negatives="1", seed=3)
+    fs = open_features(tiny_features.path)
+    torch.manual_seed(0)
+    model = build_model("crnn", **model_kwargs(c, fs, 4))
+    loader = make_loader(fs, fs.rows("val"), 4, shuffle=False, seed=0)[0]
+    job = Job("v", model, make_loss(c), Path("unused"), "fp")
+    rt = Runtime(torch.device("cpu"), 0, 1, None)
+    torch.manual_seed(1)
+    first = validate(model, job, loader, rt, c.seed)
+    torch.rand(1000)  # move the global RNG
+    assert validate(model, job, loader, rt, c.seed) == first
+    # and the loss does draw negatives: another seed gives another loss
+    assert validate(model, job, loader, rt, c.seed + 1)[0] != first[0]

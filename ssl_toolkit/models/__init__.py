@@ -89,6 +89,9 @@ def load_model(directory: str | os.PathLike, stem: str = "model", map_location: 
     meta = read_model_meta(directory, stem)
     model = build_model(meta["name"], **meta["kwargs"])
     state = load_file(str(safe_join(directory, f"{stem}.safetensors")), device=map_location)
+    own = model.state_dict()
+    # runs of toolkit 0.1 kept an unused score layer in models without scores
+    state = {k: v for k, v in state.items() if k in own or ".scores." not in f".{k}"}
     model.load_state_dict(state)
     model.eval()
     return model, meta

@@ -91,8 +91,9 @@ class CRNN(nn.Module):
         gru_units: GRU units per direction.
         dropout: after each conv block and between GRU layers.
         output: ``unit`` (normalized 3-D, default) or ``sph`` (azimuth/elevation).
-        confidence: False for methods without scores (plain WTA variants): ``conf``
-            is then 1 for every hypothesis.
+        confidence: False for methods without scores (plain WTA variants): the model
+            has no score layer (no parameter without a gradient, as DDP requires) and
+            ``conf`` is 1 for every hypothesis.
     """
 
     def __init__(
@@ -131,7 +132,7 @@ class CRNN(nn.Module):
             dropout=dropout if gru_layers > 1 else 0.0,
         )
         self.directions = DirectionHead(2 * gru_units, K, output)
-        self.scores = nn.Linear(2 * gru_units, K)
+        self.scores = nn.Linear(2 * gru_units, K) if confidence else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Hypotheses and confidences of each frame.
@@ -146,8 +147,8 @@ class CRNN(nn.Module):
         z = z.transpose(1, 2).flatten(2)  # (B, T, channels * F')
         h, _ = self.gru(z)  # (B, T, 2 * units)
         hyps = self.directions(h)  # (B, T, K, 3)
-        if self.confidence:
+        if self.scores is not None:
             conf = torch.sigmoid(self.scores(h).float())  # (B, T, K)
-        else:
-            conf = torch.ones_like(hyps[..., 0])
+        else:  # computed from the data, so traced graphs keep dynamic batch and time axes
+            conf = hyps[..., 0] * 0.0 + 1.0
         return hyps, conf

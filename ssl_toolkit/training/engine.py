@@ -141,9 +141,15 @@ def train_epoch(
 
 
 @torch.no_grad()
-def validate(net, job: Job, loader, rt: Runtime) -> tuple[float, float]:
-    """Validation loss and oracle error (degrees), averaged over all processes."""
+def validate(net, job: Job, loader, rt: Runtime, seed: int = 0) -> tuple[float, float]:
+    """Validation loss and oracle error (degrees), averaged over all processes.
+
+    Random terms of the loss (rMCL*'s drawn negatives) come from a generator seeded
+    with ``seed`` and the rank, anew at each call: the same weights give the same
+    loss, so early stopping and the best checkpoint do not follow noise.
+    """
     net.eval()
+    gen = torch.Generator(device=rt.device).manual_seed(int(seed) * 1009 + rt.rank)
     sums = [0.0, 0.0, 0.0, 0.0]  # loss * chunks, chunks, oracle * active, active
     for batch in loader:
         x, d, a = _batch_to(batch, rt.device)
@@ -151,7 +157,7 @@ def validate(net, job: Job, loader, rt: Runtime) -> tuple[float, float]:
             hyps, conf = net(x)
         hyps, conf = hyps.float(), conf.float()
         n_act = float(a.sum())
-        sums[0] += job.loss(hyps, conf, d, a, None).item() * len(x)
+        sums[0] += job.loss(hyps, conf, d, a, None, generator=gen).item() * len(x)
         sums[1] += len(x)
         sums[2] += oracle_error(hyps, d, a).item() * n_act
         sums[3] += n_act
@@ -229,7 +235,7 @@ def _one_epoch(net, job, loaders, optim, st: FitState, total, cfg, rt, bar) -> N
         net, job, train_loader, opt, sched, scaler, st, total, cfg, rt, bar
     )
     seconds = time.perf_counter() - t0
-    val_loss, val_oracle = validate(net, job, val_loader, rt)
+    val_loss, val_oracle = validate(net, job, val_loader, rt, cfg.seed)
     improved = val_loss < st.best_val
     if improved:
         st.best_val, st.best_epoch, st.bad_epochs = val_loss, st.epoch, 0

@@ -11,13 +11,14 @@ _WTA_MODES = {"wta": "wta", "wta-relaxed": "relaxed", "wta-top-n": "top-n", "ie"
 
 
 def make_loss(cfg: TrainConfig):
-    """``loss(hyps, conf, directions, activity, progress)`` for ``cfg.method``.
+    """``loss(hyps, conf, directions, activity, progress, generator=None)`` for ``cfg.method``.
 
-    ``progress`` is the fraction of training done (None during validation).
+    ``progress`` is the fraction of training done (None during validation);
+    ``generator`` is the random source of rMCL*'s drawn negatives (None: the global one).
     """
     negatives = cfg.negatives if cfg.negatives == "all" else int(cfg.negatives)
     if cfg.method == "pit":
-        return lambda h, c, d, a, _p: pit_loss(h, c, d, a, beta=cfg.beta)
+        return lambda h, c, d, a, _p, generator=None: pit_loss(h, c, d, a, beta=cfg.beta)
     if cfg.method == "rmcl":
         loss = partial(
             rmcl_loss,
@@ -27,15 +28,15 @@ def make_loss(cfg: TrainConfig):
             beta=cfg.beta,
             negatives=negatives,
         )
-        return lambda h, c, d, a, _p: loss(h, c, d, a)
+        return lambda h, c, d, a, _p, generator=None: loss(h, c, d, a, generator=generator)
     if cfg.method == "amcl":
         return partial(_amcl, cfg=cfg, negatives=negatives)
     mode = _WTA_MODES[cfg.method]
     loss = partial(rmcl_loss, mode=mode, epsilon=cfg.epsilon, top_n=cfg.top_n, beta=0.0)
-    return lambda h, c, d, a, _p: loss(h, c, d, a)
+    return lambda h, c, d, a, _p, generator=None: loss(h, c, d, a)
 
 
-def _amcl(h, c, d, a, progress, *, cfg: TrainConfig, negatives):
+def _amcl(h, c, d, a, progress, generator=None, *, cfg: TrainConfig, negatives):
     t = 0.0
     if progress is not None:
         t = temperature_at(
@@ -45,4 +46,7 @@ def _amcl(h, c, d, a, progress, *, cfg: TrainConfig, negatives):
             t_min=cfg.temperature_min,
             wta_fraction=cfg.wta_fraction,
         )
-    return rmcl_loss(h, c, d, a, mode="amcl", temperature=t, beta=cfg.beta, negatives=negatives)
+    return rmcl_loss(
+        h, c, d, a, mode="amcl", temperature=t, beta=cfg.beta, negatives=negatives,
+        generator=generator,
+    )  # fmt: skip
