@@ -17,7 +17,9 @@ def _subsets(text: str | None) -> list[str] | None:
 @user_errors
 def synth(
     out: Path = typer.Argument(..., help="Output scenes directory."),
-    preset: str = typer.Option("ansyn", help="ansyn (free field) or resyn (shoebox rooms)."),
+    preset: str = typer.Option(
+        None, help="ansyn (free field, default) or resyn (shoebox rooms); beats the TOML's."
+    ),
     format: str = typer.Option(None, "--format", help="foa (ACN/SN3D, default) or mic."),
     clips: int = typer.Option(None, "--clips", help="Number of clips."),
     clip_seconds: float = typer.Option(None, help="Clip length in seconds."),
@@ -33,12 +35,13 @@ def synth(
     force: bool = typer.Option(False, help="Replace an existing output built otherwise."),
 ) -> None:
     """Synthesize ANSYN/RESYN-like scenes with labels correct by construction."""
-    from ..config import load_toml, resolve
+    from ..config import load_toml
     from ..console import log
-    from ..data_prep.synth import SynthConfig, preset_config, synthesize
+    from ..data_prep.synth import synth_config, synthesize
 
     toml = load_toml(config, "synth") if config else {}
     cli = {
+        "preset": preset,
         "format": format,
         "n_clips": clips,
         "clip_seconds": clip_seconds,
@@ -50,7 +53,7 @@ def synth(
         "sources_dir": str(sources_dir) if sources_dir else None,
         "layout": layout,
     }
-    cfg = resolve(SynthConfig, preset_config(toml.get("preset", preset)), toml, cli)
+    cfg = synth_config(toml, cli)
     man = synthesize(out, cfg, jobs=jobs, force=force)
     log(f"scenes: {man.path} ({man.extra['n_clips']} clips, {man.extra['hours'] * 60:.1f} min)")
 
@@ -64,23 +67,21 @@ def import_(
     format: str = typer.Option("foa", "--format", help="foa (4-channel FOA) or mic (an array)."),
     array: Path = typer.Option(
         None,
-        help="TOML file with mic_positions_m = \\[\\[x, y, z], ...] (metres), for --format mic.",
+        help="TOML file with mic_positions_m = \\[\\[x, y, z], ...] (metres; top level, "
+        "\\[array] or \\[synth] table), for --format mic.",
     ),
     copy: bool = typer.Option(False, help="Copy the audio into the artifact."),
     force: bool = typer.Option(False, help="Replace an existing output built otherwise."),
 ) -> None:
     """Import ANSYN/RESYN/REAL (TUT2018 layout) as a scenes artifact."""
-    from ..config import ConfigError, load_toml
+    from ..config import ConfigError
     from ..console import log
+    from ..data_prep.arrays import read_array_toml
     from ..data_prep.importers import import_tut2018
 
     if layout != "tut2018":
         raise ConfigError(f"option --layout: unknown layout {layout!r} (known: tut2018)")
-    mics = None
-    if array is not None:
-        mics = load_toml(array).get("mic_positions_m")
-        if mics is None:
-            raise ConfigError(f"{array} has no mic_positions_m = [[x, y, z], ...] entry")
+    mics = read_array_toml(array) if array is not None else None
     man = import_tut2018(root, out, copy=copy, force=force, fmt=format, mic_positions_m=mics)
     log(f"scenes: {man.path} ({man.extra['n_clips']} clips)")
 

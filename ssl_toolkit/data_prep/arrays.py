@@ -63,6 +63,33 @@ def array_positions(mic_positions_m=None) -> np.ndarray:
     return pos
 
 
+def read_array_toml(path) -> list[list[float]]:
+    """``mic_positions_m`` of an array TOML file: at the top level, or in its ``[array]``
+    or ``[synth]`` table (so the file written for ``ssl prep synth --config`` serves
+    ``ssl prep import --array`` too). Checked by :func:`array_positions`.
+
+    Raises:
+        ConfigError: naming the file when it has no (or two different) entries.
+    """
+    from ..config import ConfigError, load_toml
+
+    data = load_toml(path)
+    found = [
+        t["mic_positions_m"]
+        for t in (data, data.get("array"), data.get("synth"))
+        if isinstance(t, dict) and "mic_positions_m" in t
+    ]
+    if not found:
+        raise ConfigError(
+            f"{path} has no mic_positions_m = [[x, y, z], ...] entry (top level, "
+            "[array] or [synth] table)"
+        )
+    if any(f != found[0] for f in found[1:]):
+        raise ConfigError(f"{path} gives mic_positions_m twice, with different values")
+    array_positions(found[0])
+    return found[0]
+
+
 def foa_gains(directions: np.ndarray) -> np.ndarray:
     """ACN/SN3D first-order gains of plane waves arriving from unit directions.
 

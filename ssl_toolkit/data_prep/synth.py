@@ -193,6 +193,18 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def synth_config(toml: dict[str, Any] | None, cli: dict[str, Any] | None) -> SynthConfig:
+    """Resolve :class:`SynthConfig`: preset < TOML < CLI options (None: not given).
+
+    The preset named on the command line beats the TOML's, which beats ``ansyn``.
+    """
+    from ..config import resolve
+
+    toml, cli = toml or {}, cli or {}
+    name = cli.get("preset") or toml.get("preset") or "ansyn"
+    return resolve(SynthConfig, preset_config(name), toml, cli)
+
+
 def preset_config(name: str) -> dict[str, Any]:
     """The options a preset sets (a layer for :func:`config.resolve`)."""
     if name not in PRESETS:
