@@ -307,7 +307,8 @@ def evaluate_run(
         fr = predict_split(loc, fs, rows, cfg.batch_size)
         kappa = (cal["kappa_vmf"], cal["kappa_voronoi"]) if cal else None
         scores = score_predictions(fr, thr, seg_frames, loc.scored, kappa)
-        write_eval(b.dir, fr, loc.method, thr, scores, loc.scored, split=cfg.split, **cal)
+        write_eval(b.dir, fr, loc.method, thr, scores, loc.scored, split=cfg.split,
+                   label=loc.label, **cal)  # fmt: skip
         if cfg.plots:
             from .plots import plot_eval
 

@@ -28,7 +28,7 @@ import numpy as np
 from .artifacts import ArtifactError, Manifest, build_artifact, read_manifest
 from .console import log
 from .errors import UserError
-from .localize import ONNX_INPUT, ONNX_OUTPUTS, is_scored, onnx_fn
+from .localize import ONNX_INPUT, ONNX_OUTPUTS, is_scored, method_label, onnx_fn
 
 FORMATS = ("torchscript", "onnx")
 FILES = {"torchscript": "model.ts", "onnx": "model.onnx"}
@@ -259,6 +259,7 @@ def export_run(
             onnx_path = b.dir / FILES["onnx"]
             diffs["onnx"] = _check("ONNX", lambda: run_onnx(onnx_path, probe.numpy()), want, atol)
         io = io_description(meta, channels, bins, formats)
+        io["label"] = method_label(io["method"], run_m.config)
         (b.dir / IO_JSON).write_text(json.dumps(io, indent=2) + "\n")
         b.extra.update({"max_abs_diff": diffs, "K": io["K"], "method": io["method"]})
         log(f"exported {', '.join(formats)} to {out}; max |diff| vs PyTorch: {diffs}")

@@ -40,6 +40,7 @@ __all__ = [
     "detect",
     "is_scored",
     "load_localizer",
+    "method_label",
 ]
 
 #: Learned methods whose models learn confidence scores (the others output conf = 1).
@@ -51,6 +52,14 @@ ONNX_INPUT, ONNX_OUTPUTS = "features", ("hyps", "conf")
 def is_scored(method: str | None) -> bool:
     """Whether a learned ``method`` has confidence scores."""
     return method in SCORED_METHODS
+
+
+def method_label(method: str | None, config: dict[str, Any] | None = None) -> str:
+    """The name a method goes by in reports: ``rmcl*`` for rMCL with drawn negatives
+    (and ``amcl*`` likewise), else the method itself."""
+    name = str(method or "model")
+    negatives = str((config or {}).get("negatives", "all"))
+    return f"{name}*" if name in ("rmcl", "amcl") and negatives != "all" else name
 
 
 def detect(conf, valid, threshold: float) -> np.ndarray:
@@ -145,13 +154,16 @@ class ModelLocalizer(Localizer):
         method, K, threshold: see :class:`Localizer`.
         backend: ``torch``, ``torchscript`` or ``onnx``.
         source: the artifact it came from.
+        label: the name in reports (default: the method; ``rmcl*`` for rMCL*).
     """
 
     def __init__(self, fn: Callable, feature_params: dict[str, Any], method: str | None,
-                 K: int, threshold: float, backend: str, source: Path):  # fmt: skip
+                 K: int, threshold: float, backend: str, source: Path,
+                 label: str | None = None):  # fmt: skip
         self.fn = fn
         self.feature_params = dict(feature_params)
         self.method = str(method or "model")
+        self.label = label or self.method
         self.K = int(K)
         self.scored = is_scored(method)
         self.threshold = float(threshold)
@@ -212,7 +224,9 @@ def load_localizer(path: str | os.PathLike, backend: str = "auto") -> ModelLocal
         from .models import load_model
 
         model, meta = load_model(m.path)
-        return model_localizer(model, meta, m.path)
+        loc = model_localizer(model, meta, m.path)
+        loc.label = method_label(loc.method, m.config)
+        return loc
     io = json.loads(m.file("io.json").read_text())
     files = io.get("files", {})
     if backend == "auto":
@@ -226,4 +240,4 @@ def load_localizer(path: str | os.PathLike, backend: str = "auto") -> ModelLocal
     else:
         fn = onnx_fn(m.file(files["onnx"]))
     return ModelLocalizer(fn, io["feature_params"], io.get("method"), int(io.get("K") or 0),
-                          float(io["threshold"]), backend, m.path)  # fmt: skip
+                          float(io["threshold"]), backend, m.path, io.get("label"))  # fmt: skip

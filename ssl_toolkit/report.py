@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from .artifacts import ArtifactError, read_manifest
+from .artifacts import ArtifactError, Manifest, build_artifact, read_manifest
 
-__all__ = ["COLUMNS", "collect", "make_report", "print_report"]
+__all__ = ["COLUMNS", "collect", "make_report", "print_report", "unique_labels"]
 
 #: metrics.json key -> column title, in table order.
 COLUMNS = {
@@ -35,56 +36,133 @@ COLUMNS = {
 SUBSETS = ("D1", "D2", "D3", "overall")
 
 
-def _load(path: str | os.PathLike) -> tuple[str, dict]:
+@dataclass
+class _Eval:
+    """One eval artifact as the report sees it."""
+
+    path: Path
+    doc: dict
+    data: str  # features artifact and split it scored
+    data_key: tuple[str, str]  # (features fingerprint, split)
+    label: str = ""
+
+
+def _load(path: str | os.PathLike) -> tuple[Manifest, _Eval]:
     man = read_manifest(path, "eval")
-    return man.path.name, json.loads(man.file("metrics.json").read_text())
+    try:
+        doc = json.loads(man.file("metrics.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(
+            f"{man.path / 'metrics.json'}: unreadable ({e}); rebuild it with `ssl eval --force`"
+        ) from e
+    if not isinstance(doc, dict) or "method" not in doc or "K" not in doc:
+        raise ArtifactError(
+            f"{man.path / 'metrics.json'}: not an eval's metrics (no method or K); "
+            "rebuild it with `ssl eval --force`"
+        )
+    feats = [r for r in man.inputs if r.get("kind") == "features"]
+    split = str(doc.get("split", man.config.get("split", "?")))
+    data = f"{Path(feats[0]['path']).name}:{split}" if feats else "-"
+    key = (str(feats[0].get("fingerprint")) if feats else "-", split)
+    return man, _Eval(man.path, doc, data, key)
 
 
-def collect(evals: Sequence[str | os.PathLike]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The metric table and the threshold table of several eval artifacts."""
+def unique_labels(paths: Sequence[Path]) -> list[str]:
+    """Each eval's directory name, with parent folders added only where names collide."""
+    parts = [Path(os.path.abspath(p)).parts for p in paths]
+    depth = [1] * len(parts)
+    while True:
+        names = ["/".join(p[-d:]) for p, d in zip(parts, depth, strict=True)]
+        dup = {n for n in names if names.count(n) > 1}
+        grow = [i for i, n in enumerate(names) if n in dup and depth[i] < len(parts[i])]
+        if not grow:
+            return names
+        for i in grow:
+            depth[i] += 1
+
+
+def collect(evals: Sequence[_Eval]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The metric table and the threshold table of several evals."""
     rows, thr = [], []
-    for path in evals:
-        name, doc = _load(path)
+    for ev in evals:
+        doc = ev.doc
+        method = doc.get("label") or doc["method"]
+        head = {"eval": ev.label, "method": method, "K": doc["K"], "data": ev.data}
         for s in SUBSETS:
             if isinstance(doc.get(s), dict):
                 vals = {title: doc[s].get(key) for key, title in COLUMNS.items()}
-                rows.append(
-                    {"eval": name, "method": doc["method"], "K": doc["K"], "subset": s, **vals}
-                )
+                rows.append({**head, "subset": s, **vals})
         for how, v in (doc.get("thresholds_val") or {}).items():
-            thr.append({"eval": name, "method": doc["method"], "choice": how, **v})
+            thr.append({"eval": ev.label, "method": method, "choice": how, **v})
     table = pd.DataFrame(rows).dropna(axis=1, how="all")
     return table, pd.DataFrame(thr)
 
 
+def _check_same_data(evals: Sequence[_Eval]) -> None:
+    keys = {ev.data_key for ev in evals}
+    if len(keys) > 1:
+        seen = {}
+        for ev in evals:
+            seen.setdefault(ev.data_key, ev)
+        which = ", ".join(f"{ev.label} ({ev.data})" for ev in seen.values())
+        raise ArtifactError(
+            f"the evals were scored on different data or splits: {which}; their numbers "
+            "are not comparable (pass --allow-mixed to tabulate them anyway)"
+        )
+
+
 def make_report(
-    evals: Sequence[str | os.PathLike], out: str | os.PathLike, force: bool = False
+    evals: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    force: bool = False,
+    allow_mixed: bool = False,
 ) -> pd.DataFrame:
-    """Write ``report.md`` and ``report.csv`` (and ``thresholds.csv``) into ``out``.
+    """Write the report artifact ``out``: ``report.md``, ``report.csv`` (and
+    ``thresholds.csv``), with a manifest naming the evals it tabulates.
+
+    Rows are labelled by each eval's directory name (parents added where two names
+    collide); the ``data`` column names the features artifact and split scored.
 
     Raises:
-        ArtifactError: when an input is not an eval artifact, or ``out`` already
-            holds a report and ``force`` is False.
+        ArtifactError: when an input is not an eval artifact (or its metrics are
+            damaged), the evals scored different data and ``allow_mixed`` is False, or
+            ``out`` holds something else and ``force`` is False.
     """
     if not evals:
         raise ArtifactError("give at least one eval artifact (from `ssl eval` or `ssl baseline`)")
-    table, thr = collect(evals)
-    out = Path(out)
-    if (out / "report.md").exists() and not force:
-        raise ArtifactError(f"{out} already holds a report; pass --force to replace it")
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "report.csv", index=False)
-    md = ["# Localization results", "", _markdown(table, ".2f"), ""]
-    if len(thr):
-        thr.to_csv(out / "thresholds.csv", index=False)
-        md += [
-            "## Detection thresholds (chosen on val, F20 on val)",
-            "",
-            _markdown(thr, ".3f"),
-            "",
-        ]
-    (out / "report.md").write_text("\n".join(md))
+    loaded = [_load(p) for p in evals]
+    mans, items = [m for m, _ in loaded], [e for _, e in loaded]
+    for ev, label in zip(items, unique_labels([e.path for e in items]), strict=True):
+        ev.label = label
+    if not allow_mixed:
+        _check_same_data(items)
+    table, thr = collect(items)
+    cfg = {"evals": [e.label for e in items], "allow_mixed": allow_mixed}
+    with build_artifact(out, "report", cfg, mans, force=force) as b:
+        if b.reused:
+            return table
+        table.to_csv(b.dir / "report.csv", index=False)
+        md = ["# Localization results", "", _markdown(table, ".2f"), ""]
+        if len(thr):
+            thr.to_csv(b.dir / "thresholds.csv", index=False)
+            md += ["## Detection thresholds (chosen on val, F20 on val)", "",
+                   _markdown(thr, ".3f"), ""]  # fmt: skip
+        md += [_SOURCES, ""]
+        (b.dir / "report.md").write_text("\n".join(md), encoding="utf-8")
+        b.extra.update({"evals": len(items), "rows": len(table)})
     return table
+
+
+#: Where each number's definition comes from (printed under every report).
+_SOURCES = (
+    "Definitions: oracle error, EMD and frame recall as in Letzelter et al., NeurIPS 2023 "
+    "(rMCL) and its code, with great-circle distances; Hungarian error: optimal one-to-one "
+    "matching of detected sources per frame; F20, LE_CD, LR_CD (and ER20, SELD in "
+    "metrics.json) exactly as the DCASE 2023 SELD baseline's SELDMetrics (1 s segments, "
+    "macro average, 20 degrees); NLLs: vMF mixture and Voronoi densities of the hypotheses. "
+    "A dash: not defined for the method (no confidence scores). rmcl*: rMCL with drawn "
+    "negatives."
+)
 
 
 def _cell(v, fmt: str) -> str:
@@ -114,7 +192,7 @@ def print_report(table: pd.DataFrame) -> None:
     from .console import out
 
     t = Table(title="ssl report")
-    cols = ["eval", "method", "K", "subset"] + [c for c in _SHORT if c in table.columns]
+    cols = ["eval", "method", "K", "data", "subset"] + [c for c in _SHORT if c in table.columns]
     for c in cols:
         t.add_column(_SHORT.get(c, c), justify="right" if c in _SHORT or c == "K" else "left")
     for _, r in table.iterrows():

@@ -11,7 +11,7 @@ from ssl_toolkit.report import make_report
 from ssl_toolkit.testing import random_directions
 
 
-def fake_eval(path, method, k, seed, spread, scored=True):
+def fake_eval(path, method, k, seed, spread, scored=True, features=None, **extra):
     """An eval artifact of predictions = targets plus noise (larger spread = worse).
 
     ``scored=False``: every confidence 1, as a WTA model without scores."""
@@ -38,7 +38,8 @@ def fake_eval(path, method, k, seed, spread, scored=True):
         np.tile(np.arange(n // 3), 3),
         np.repeat(["ov1", "ov2", "ov3"], n // 3),
     )
-    with build_artifact(path, "eval", {"method": method}) as b:
+    inputs = [features] if features is not None else []
+    with build_artifact(path, "eval", {"method": method}, inputs) as b:
         scores = score_predictions(fr, 0.5, 10, scored)
         write_eval(
             b.dir,
@@ -48,6 +49,8 @@ def fake_eval(path, method, k, seed, spread, scored=True):
             scores,
             scored,
             thresholds_val={"fixed": {"threshold": 0.5, "F20": 0.4}},
+            split="test",
+            **extra,
         )
     return path
 
@@ -105,5 +108,50 @@ def test_unscored_methods_have_no_frame_recall(tmp_path):
     assert np.isnan(table.loc[("wta", "overall"), "frame recall"])
     assert table.loc[("rmcl", "overall"), "frame recall"] == 1.0
     md = (tmp_path / "rep" / "report.md").read_text()
-    row = next(line for line in md.splitlines() if line.startswith("| wta | wta | 5 | overall"))
-    assert row.split("|")[8].strip() == "-"  # the frame recall column
+    row = next(line for line in md.splitlines() if line.startswith("| wta | wta | 5 | - | overall"))
+    assert row.split("|")[9].strip() == "-"  # the frame recall column
+
+
+def test_report_labels_rows_uniquely_and_names_the_data(tmp_path):
+    """Two evals both called `ev` get `a/ev` and `b/ev`; rMCL* is shown as such; the data
+    column names the features and split; the report is an artifact with a manifest."""
+    import json
+
+    from ssl_toolkit.testing import make_features_artifact
+
+    feats = make_features_artifact(tmp_path / "feats", n_chunks=6, bins=8)
+    a = fake_eval(tmp_path / "a" / "ev", "rmcl", 5, 0, 0.01, features=feats, label="rmcl*")
+    b = fake_eval(tmp_path / "b" / "ev", "pit", 3, 1, 0.1, features=feats)
+    c = fake_eval(tmp_path / "c", "srp", 3, 1, 0.1, features=feats)
+    table = make_report([a, b, c], tmp_path / "rep")
+    ov = table[table.subset == "overall"]
+    assert list(ov["eval"]) == ["a/ev", "b/ev", "c"]
+    assert list(ov["method"]) == ["rmcl*", "pit", "srp"]
+    assert set(ov["data"]) == {"feats:test"}
+    man = json.loads((tmp_path / "rep" / "manifest.json").read_text())
+    assert man["kind"] == "report" and len(man["inputs"]) == 3
+    assert "| a/ev | rmcl* | 5 | feats:test | D1 |" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_report_refuses_to_mix_data_unless_asked(tmp_path):
+    from ssl_toolkit.testing import make_features_artifact
+
+    f1 = make_features_artifact(tmp_path / "f1", n_chunks=6, bins=8, seed=1)
+    f2 = make_features_artifact(tmp_path / "f2", n_chunks=6, bins=8, seed=2)
+    a = fake_eval(tmp_path / "a", "rmcl", 5, 0, 0.01, features=f1)
+    b = fake_eval(tmp_path / "b", "pit", 3, 1, 0.1, features=f2)
+    with pytest.raises(ArtifactError, match=r"different data.*a \(f1:test\).*--allow-mixed"):
+        make_report([a, b], tmp_path / "rep")
+    assert not (tmp_path / "rep").exists()
+    table = make_report([a, b], tmp_path / "rep", allow_mixed=True)
+    assert set(table["data"]) == {"f1:test", "f2:test"}
+
+
+def test_report_names_a_damaged_metrics_file(tmp_path):
+    a = fake_eval(tmp_path / "a", "rmcl", 5, 0, 0.01)
+    (a / "metrics.json").write_text("[1, 2]")
+    with pytest.raises(ArtifactError, match=r"a/metrics.json: not an eval's metrics"):
+        make_report([a], tmp_path / "rep")
+    (a / "metrics.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(ArtifactError, match=r"a/metrics.json: unreadable"):
+        make_report([a], tmp_path / "rep")
