@@ -22,3 +22,18 @@ case "$scale" in small|paper) ;; *) echo "--scale must be small or paper" >&2; e
 run_stage() { [ "$1" -ge "$stage" ] && [ "$1" -le "$stop_stage" ]; }
 # Announce a stage step, with the seconds since the recipe started (a timing log for free).
 announce() { echo "=== Stage $1: $2 [${SECONDS}s]" >&2; }
+
+# `ssl` is the toolkit of the active virtualenv, else of the repository's .venv (made by
+# install.sh), else an `ssl` on PATH: the recipes run as written after the README's install.
+_repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [ -n "${VIRTUAL_ENV:-}" ] && "$VIRTUAL_ENV/bin/python" -c "import ssl_toolkit" 2>/dev/null; then
+  SSL_PYTHON="$VIRTUAL_ENV/bin/python"
+elif [ -x "$_repo/.venv/bin/python" ]; then
+  SSL_PYTHON="$_repo/.venv/bin/python"
+elif command -v ssl >/dev/null 2>&1; then
+  SSL_PYTHON=""
+else
+  echo "recipes: the toolkit is not installed; run \`bash install.sh\` in $_repo first" >&2
+  exit 2
+fi
+ssl() { if [ -n "$SSL_PYTHON" ]; then "$SSL_PYTHON" -m ssl_toolkit "$@"; else command ssl "$@"; fi; }

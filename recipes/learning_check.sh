@@ -36,5 +36,5 @@ if run_stage 4; then announce 4 "train PIT (one slot per source) -> $w/pit"
   ssl train "$w/features" "$w/pit" --method pit --seed 0 --config "$w/train.toml"
 fi
 if run_stage 5; then announce 5 "validation oracle error vs K random directions"
-  python -m ssl_toolkit.training.check "$w/features" "$w/rmcl" "$w/pit"
+  "${SSL_PYTHON:-python3}" -m ssl_toolkit.training.check "$w/features" "$w/rmcl" "$w/pit"
 fi
