@@ -45,3 +45,13 @@ def test_missing_input_is_one_line_naming_the_stage(tmp_path):
         ],
     )
     assert res.exit_code == 1 and "ssl train" in res.output
+
+
+def test_version_and_literal_messages(tmp_path):
+    from ssl_toolkit import __version__
+
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"ssl-toolkit {__version__}"
+    bad = tmp_path / "runs[1]"  # rich markup would eat "[1]"
+    res = runner.invoke(app, ["export", str(bad), str(tmp_path / "exp")])
+    assert res.exit_code == 1 and f"{bad} " in res.output

@@ -32,6 +32,30 @@ prep_app = typer.Typer(
 app.add_typer(prep_app, name="prep")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"ssl-toolkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Multi-source sound source localization with multi-hypothesis networks (rMCL)."""
+
+
+#: What an interrupted command leaves behind (outputs are built atomically).
+INTERRUPTED = (
+    "interrupted: no incomplete artifact was left (outputs are renamed into place only when "
+    "complete); an interrupted `ssl train` keeps its resumable state: rerun it with --resume"
+)
+
+
 def user_errors(fn: F) -> F:
     """Turn UserError (bad input/options) into one red line and exit code 1."""
 
@@ -42,12 +66,14 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except UserError as e:
+            from rich.markup import escape
+
             from ..console import err
 
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            print("interrupted; no partial output was kept", file=sys.stderr)
+            print(INTERRUPTED, file=sys.stderr)
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
