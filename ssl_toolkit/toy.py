@@ -56,6 +56,23 @@ class ToyConfig:
     the authors' sizes (two hidden layers of 256, batch 128, 20 epochs of 100,000 samples:
     15,625 steps): 11.5 min, rMCL 0.166, rMCL* 0.168, sMCL 0.187, IE 0.654 (seed 0);
     ``QUICK`` takes a few seconds, for tests.
+
+    Attributes:
+        K: hypotheses of the multi-hypothesis MLPs (sMCL, rMCL, rMCL*).
+        methods: predictors trained, among smcl, rmcl, rmcl*, ie.
+        steps: optimizer steps per model.
+        batch_size: samples (values of t with their targets) per step.
+        lr: Adam learning rate.
+        hidden: units of each hidden layer.
+        layers: hidden layers of the MLP.
+        negatives: negatives drawn per sample by rMCL*.
+        ie_members: single-hypothesis members of the independent ensemble.
+        ie_target: what an IE member learns: ``closest`` target (the authors' code) or
+            ``random`` one.
+        n_eval_t: values of t where the EMD is measured.
+        n_gt_samples: ground-truth samples per value of t for the EMD.
+        plot_t: values of t drawn in hypotheses.png.
+        seed: seed of data, initialization and drawn negatives.
     """
 
     K: int = 20

@@ -55,3 +55,20 @@ def test_version_and_literal_messages(tmp_path):
     bad = tmp_path / "runs[1]"  # rich markup would eat "[1]"
     res = runner.invoke(app, ["export", str(bad), str(tmp_path / "exp")])
     assert res.exit_code == 1 and f"{bad} " in res.output
+
+
+def test_config_reference_is_generated_from_the_code():
+    """docs/CONFIG.md documents every TOML key of every stage, with its default."""
+    import dataclasses
+    import importlib
+    from pathlib import Path
+
+    from ssl_toolkit.config_reference import SECTIONS, reference
+
+    text = reference()
+    committed = (Path(__file__).resolve().parents[1] / "docs" / "CONFIG.md").read_text()
+    assert committed == text, "docs/CONFIG.md is stale: python -m ssl_toolkit.config_reference"
+    for module, name, _ in SECTIONS.values():
+        for f in dataclasses.fields(getattr(importlib.import_module(module), name)):
+            row = next(line for line in text.splitlines() if line.startswith(f"| `{f.name}` |"))
+            assert not row.endswith("|  |"), f"{name}.{f.name} has no description"
