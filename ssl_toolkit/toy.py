@@ -67,8 +67,8 @@ class ToyConfig:
         layers: hidden layers of the MLP.
         negatives: negatives drawn per sample by rMCL*.
         ie_members: single-hypothesis members of the independent ensemble.
-        ie_target: what an IE member learns: ``closest`` target (the authors' code) or
-            ``random`` one.
+        ie_target: what an IE member learns: the ``closest`` target (the authors' code)
+            or ``all`` (the mean loss over the targets).
         n_eval_t: values of t where the EMD is measured.
         n_gt_samples: ground-truth samples per value of t for the EMD.
         plot_t: values of t drawn in hypotheses.png.
