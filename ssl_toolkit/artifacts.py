@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
+import fcntl
 import hashlib
 import json
 import math
@@ -162,6 +164,94 @@ class Build:
     manifest: Manifest | None = None
 
 
+#: OS errors that end a build with one line instead of a traceback.
+_ENV_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are the same path or one lies inside the other."""
+    return a == b or a in b.parents or b in a.parents
+
+
+def _check_inputs_untouched(final: Path, inputs: list[Manifest], protect) -> None:
+    """Refuse (even with --force) an output that is, contains or lies in an input."""
+    out = final.resolve()
+    for p in [m.path for m in inputs] + [Path(x) for x in protect]:
+        src = Path(p).resolve()
+        if _overlaps(out, src):
+            raise ArtifactError(
+                f"output {final} overlaps the input {p}: a stage never writes over, into or "
+                "around its inputs (even with --force); choose another output path"
+            )
+
+
+@contextlib.contextmanager
+def _writer_lock(final: Path) -> Iterator[None]:
+    """One writer per artifact: an advisory lock on ``.<name>.lock`` beside it.
+
+    The lock dies with its process, so a killed writer never blocks the next one. While
+    holding it, leftovers of earlier writers of the same output (temporary and replaced
+    directories) are removed.
+
+    Raises:
+        ArtifactError: naming the PID of the process that holds the lock.
+    """
+    lock = final.parent / f".{final.name}.lock"
+    fd = _lock_file(lock, final)
+    try:
+        for old in final.parent.glob(f".{final.name}.tmp-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        for old in final.parent.glob(f".{final.name}.old-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()  # under the lock; a waiting process re-checks the inode
+        os.close(fd)
+
+
+def _lock_file(lock: Path, final: Path) -> int:
+    """An open descriptor holding the exclusive lock of ``lock`` (the file that is there)."""
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ArtifactError(
+                f"{final} is being written by another ssl process (PID {holder}); wait for "
+                "it to finish or stop it"
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # not unlinked by the previous holder in the meantime
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            return fd
+        os.close(fd)
+
+
+def _env_error(e: OSError, final: Path) -> ArtifactError | None:
+    """A one-line error for a full disk, read-only or forbidden location (else None)."""
+    why = _ENV_ERRORS.get(e.errno)
+    if why is None:
+        return None
+    where = e.filename or final
+    return ArtifactError(
+        f"cannot write {final}: {why} ({where}); nothing of it was kept and earlier "
+        "artifacts are intact"
+    )
+
+
 def _partial_dir(final: Path, resumable: bool) -> Path:
     if resumable:
         return final.parent / f".{final.name}.partial"
@@ -177,6 +267,8 @@ def build_artifact(
     *,
     force: bool = False,
     resumable: bool = False,
+    fresh: bool = False,
+    protect: tuple = (),
     log: Callable[[str], None] | None = None,
 ) -> Iterator[Build]:
     """Build a stage output atomically, or reuse an up-to-date one.
@@ -190,14 +282,43 @@ def build_artifact(
     The manifest is written last and the directory renamed into place only
     when the block finishes without error. On error the partial directory is
     deleted, unless ``resumable`` (then it is kept as ``.<name>.partial`` for
-    a later run to continue from).
+    a later run to continue from; ``fresh`` discards such a state first).
+
+    Guarantees: an output that is, contains or lies inside an input (or a path of
+    ``protect``, e.g. a dataset being imported) is refused even with ``force``; one
+    process at a time builds a given output (advisory lock, see :func:`_writer_lock`);
+    ``force`` replaces the old output only once the new one is complete; a full disk
+    or a read-only location ends in one line and leaves nothing half-written.
 
     Raises:
         ArtifactError: when ``out`` holds something else (another kind, another
-            config, or files without a manifest) and ``force`` is False.
+            config, or files without a manifest) and ``force`` is False, overlaps an
+            input, is being written by another process, or cannot be written.
     """
     final = Path(out)
     inputs = list(inputs)
+    _check_inputs_untouched(final, inputs, protect)
+    if final.exists() and not final.is_dir():
+        raise ArtifactError(f"{final} is an existing file, not a directory; choose another path")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        lock = _writer_lock(final)
+        lock.__enter__()
+    except OSError as e:
+        raise (_env_error(e, final) or e) from e
+    try:
+        yield from _build(final, kind, config, inputs, force, resumable, fresh, log)
+    except OSError as e:
+        err = _env_error(e, final)
+        if err is None:
+            raise
+        raise err from e
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _build(final, kind, config, inputs, force, resumable, fresh, log) -> Iterator[Build]:
+    """The body of :func:`build_artifact`, under the writer lock."""
     fp = fingerprint(
         {
             "kind": kind,
@@ -232,9 +353,8 @@ def build_artifact(
                 f"{final} exists and is not an artifact of this toolkit; "
                 "refusing to write into it (choose another path or pass --force)"
             )
-    final.parent.mkdir(parents=True, exist_ok=True)
     work = _partial_dir(final, resumable)
-    if not resumable and work.exists():
+    if (fresh or not resumable) and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     build = Build(dir=work, final=final)

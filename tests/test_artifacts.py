@@ -1,11 +1,12 @@
 """The artifact contract: atomic builds, reuse, --force, refusals naming the right stage."""
 
 import json
+import os
 from dataclasses import dataclass
 
 import pytest
 
-from ssl_toolkit.artifacts import ArtifactError, build_artifact, read_manifest, safe_join
+from ssl_toolkit.artifacts import MANIFEST, ArtifactError, build_artifact, read_manifest, safe_join
 from ssl_toolkit.config import ConfigError, load_toml, resolve, to_dict
 
 
@@ -188,3 +189,71 @@ def test_write_json_is_strict_json(tmp_path):
     text = (tmp_path / "m.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"a": None, "b": [None, 1.5], "c": 3, "d": True, "e": [1.0, None]}
+
+
+def test_an_output_never_overlaps_an_input_even_with_force(tmp_path):
+    _build(tmp_path / "scenes", {"x": 1})
+    scenes = read_manifest(tmp_path / "scenes", "features")
+    for bad in (tmp_path / "scenes", tmp_path / "scenes" / "sub", tmp_path):
+        with pytest.raises(ArtifactError, match="overlaps the input"):
+            with build_artifact(bad, "run", {"e": 1}, [scenes], force=True):
+                pass
+    dataset = tmp_path / "dataset"
+    (dataset / "wav_ov1").mkdir(parents=True)
+    with pytest.raises(ArtifactError, match="overlaps the input"):
+        with build_artifact(dataset, "scenes", {}, force=True, protect=(dataset,)):
+            pass
+    assert (dataset / "wav_ov1").is_dir() and (tmp_path / "scenes" / MANIFEST).is_file()
+
+
+def test_one_writer_per_output_and_leftovers_of_dead_writers_removed(tmp_path):
+    out = tmp_path / "feat"
+    stale = tmp_path / ".feat.tmp-999999-deadbeef"  # a killed writer's temporary directory
+    stale.mkdir()
+    (stale / "big.npy").write_bytes(b"\0" * 1000)
+    with build_artifact(out, "features", {"a": 1}) as b:
+        assert not stale.exists()
+        with pytest.raises(ArtifactError, match=f"another ssl process \\(PID {os.getpid()}\\)"):
+            with build_artifact(out, "features", {"a": 2}, force=True):
+                pass
+        (b.dir / "x").write_text("kept")
+    assert (out / "x").read_text() == "kept"  # the first writer finished untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feat"]
+
+
+def test_full_disk_or_read_only_gives_one_line_and_keeps_the_old_output(tmp_path, monkeypatch):
+    import errno
+
+    from ssl_toolkit import artifacts
+
+    out = tmp_path / "feat"
+    _build(out, {"a": 1})
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out))
+
+    monkeypatch.setattr(artifacts, "write_json", full)
+    with pytest.raises(ArtifactError, match="no space left on the device.*earlier artifacts"):
+        with build_artifact(out, "features", {"a": 2}, force=True) as b:
+            (b.dir / "data.txt").write_text("new")
+    assert read_manifest(out, "features").config == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feat"]
+    monkeypatch.undo()
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o555)
+    try:
+        if os.access(tmp_path / "ro", os.W_OK):  # root ignores permissions
+            pytest.skip("running as root: permissions are not enforced")
+        with pytest.raises(ArtifactError, match="permission denied"):
+            with build_artifact(tmp_path / "ro" / "x", "features", {}):
+                pass
+    finally:
+        (tmp_path / "ro").chmod(0o755)
+
+
+def test_an_existing_file_as_output_is_refused(tmp_path):
+    (tmp_path / "f").write_text("mine")
+    with pytest.raises(ArtifactError, match="existing file"):
+        with build_artifact(tmp_path / "f", "features", {}, force=True):
+            pass
+    assert (tmp_path / "f").read_text() == "mine"

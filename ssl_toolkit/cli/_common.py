@@ -56,6 +56,20 @@ INTERRUPTED = (
 )
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM (a job scheduler, ``kill``) cleans up like Ctrl-C: partial outputs are
+    removed, a training keeps its resumable state."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
 def user_errors(fn: F) -> F:
     """Turn UserError (bad input/options) into one red line and exit code 1."""
 
@@ -63,6 +77,7 @@ def user_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from ..errors import UserError
 
+        _sigterm_as_interrupt()
         try:
             return fn(*args, **kwargs)
         except UserError as e:

@@ -285,7 +285,11 @@ def compute_features(
     scenes = read_manifest(scenes_dir, "scenes")
     ex = scenes.extra
     params = feature_params(cfg, ex["fs"], ex["format"], ex.get("n_channels", 4))
-    with build_artifact(out, "features", to_dict(cfg), [scenes], force=force, log=log) as b:
+    root = str(ex.get("audio_root", "."))  # absolute: an imported dataset left in place
+    protect = (root,) if os.path.isabs(root) else ()
+    with build_artifact(
+        out, "features", to_dict(cfg), [scenes], force=force, protect=protect, log=log
+    ) as b:
         if b.reused:
             return b.manifest
         b.extra.update(_write(scenes, params, b.dir, jobs))

@@ -158,7 +158,7 @@ def import_tut2018(
         "mic_positions_m": None if mics is None else mics.tolist(),
         "files": sorted(str(r["wav"].relative_to(root)) for r in records),
     }
-    with build_artifact(out, "scenes", config, force=force, log=log) as b:
+    with build_artifact(out, "scenes", config, force=force, protect=(root,), log=log) as b:
         if b.reused:
             return b.manifest
         rows = [_write_clip(r, root, b.dir, copy) for r in track(records, "import")]
