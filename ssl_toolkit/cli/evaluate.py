@@ -52,34 +52,60 @@ def baseline_cmd(
     ),
     out: Path = typer.Argument(..., help="Eval artifact to create."),
     data: Path = typer.Option(..., "--data", help="Features artifact giving frames and labels."),
-    method: str = typer.Option("srp", "--method", help="srp | music | normmusic | tops"),
-    n_sources: str = typer.Option("known", "--n-sources", help="known | estimate"),
-    split: str = typer.Option("test", "--split", help="train | val | test."),
-    grid_deg: float = typer.Option(None, "--grid-deg", help="Search grid step (degrees)."),
+    method: str = typer.Option(
+        None, "--method", help="srp | music | normmusic | tops (default srp)."
+    ),
+    n_sources: str = typer.Option(
+        None,
+        "--n-sources",
+        help="known: the labels' count per frame (frame recall not reported) | estimate: "
+        "counted from the audio, frames with none found are misses (default known).",
+    ),
+    split: str = typer.Option(None, "--split", help="train | val | test (default test)."),
+    grid_deg: float = typer.Option(
+        None,
+        "--grid-deg",
+        help="Search grid step in degrees, rounded to divide 90 (default 5, TOPS 10); "
+        "peaks are refined below it.",
+    ),
+    config: Path = typer.Option(
+        None,
+        "--config",
+        help="TOML file (\\[baseline] table or top level): any option of BaselineConfig "
+        "(nfft, window_s, freq_min_hz, freq_max_hz, refine_deg, ...).",
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing eval artifact."),
 ) -> None:
     """Localize with a classical method (pyroomacoustics.doa) on the same frames as `ssl eval`.
 
-    The scenes must carry the features' labels on every scored clip (it refuses others).
+    Each frame's spatial spectrum is searched on a grid that holds every multiple of its
+    step (so the 10-degree label grid) and each peak is refined to 0.1 degree: the grid
+    sets no error floor. Found sources get confidence 1, unused slots are invalid. The
+    scenes must carry the features' labels on every scored clip (it refuses others).
     """
     from ..baselines import BaselineConfig, run_baseline
-    from ..config import resolve
+    from ..config import load_toml, resolve
     from ..console import print_metrics
     from ..evaluation import load_metrics, summary
 
     cli = {"method": method, "n_sources": n_sources, "split": split, "grid_deg": grid_deg}
-    man = run_baseline(scenes, data, out, cfg=resolve(BaselineConfig, cli), force=force)
-    print_metrics(summary(load_metrics(man.path)), title=f"ssl baseline ({method}): {man.path}")
+    cfg = resolve(BaselineConfig, load_toml(config, "baseline") if config else None, cli)
+    man = run_baseline(scenes, data, out, cfg, force=force)
+    title = f"ssl baseline ({cfg.method}, {cfg.n_sources} count): {man.path}"
+    print_metrics(summary(load_metrics(man.path)), title=title)
 
 
 @app.command("report")
 @user_errors
 def report_cmd(
     evals: list[Path] = typer.Argument(..., help="Eval artifacts (`ssl eval` / `ssl baseline`)."),
-    out: Path = typer.Option(..., "--out", help="Directory for report.md and report.csv."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing report."),
+    out: Path = typer.Option(..., "--out", help="Report artifact to write (report.md, .csv)."),
+    allow_mixed: bool = typer.Option(
+        False, "--allow-mixed", help="Tabulate evals scored on different data or splits."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing report."),
 ) -> None:
-    """One comparison table across eval artifacts (Markdown and CSV)."""
+    """One comparison table across eval artifacts (Markdown and CSV), rows labelled uniquely."""
     from ..report import make_report, print_report
 
-    print_report(make_report(evals, out, force=force))
+    print_report(make_report(evals, out, force=force, allow_mixed=allow_mixed))
