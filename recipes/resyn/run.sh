@@ -8,10 +8,12 @@
 #          [--workdir DIR] [--jobs N] [--data-root DIR [--mic-root DIR]]
 #
 #   --scale small   (default) about 20 min on 2 CPU cores: 16 kHz, 60 clips of 10 s, log-mel
-#                   features (STFT ones train 3-4x slower on a CPU), a small CRNN (train.toml
-#                   below), 20 epochs, a 10-degree search grid for the baselines.
+#                   features (STFT ones train 3-4x slower on a CPU), a small CRNN
+#                   (recipes/conf/train-small.toml), 20 epochs, a 10-degree search grid for the
+#                   baselines (peaks are refined to 0.1 degree).
 #   --scale paper   the paper's sizes: 44.1 kHz, 900 clips of 30 s (300 per overlap subset, as
 #                   one TUT2018 split), STFT magnitude + phase, the default CRNN, 100 epochs
+#                   (recipes/conf/train-paper.toml)
 #                   (early stopping after 10 without progress). About 19 GB of audio (FOA and
 #                   MIC) and 22 GB of features; train on a GPU.
 #   --jobs N        worker processes of synth and features (default: all cores).
@@ -41,25 +43,13 @@ mkdir -p "$w"
 [ "$scale" = small ] && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 synth=(--preset "$preset" --subsets ov1,ov2,ov3 --seed 0 --jobs "$jobs")
+conf=$(cd "$(dirname "$0")/../conf" && pwd)
 if [ "$scale" = small ]; then
   synth+=(--fs 16000 --clips 60 --clip-seconds 10); feature_type=logmel; grid=(--grid-deg 10)
-  cat > "$w/train.toml" <<'TOML'
-[train]
-channels = [32, 32, 32]
-pools = [4, 4, 2]
-gru_layers = 2
-gru_units = 64
-batch_size = 16
-lr = 3e-3
-epochs = 20
-patience = 20
-TOML
 else
   synth+=(--fs 44100 --clips 900 --clip-seconds 30); feature_type=stft; grid=()
-  printf '[train]\nepochs = 100\n' > "$w/train.toml"  # the default (paper) CRNN
 fi
-# rMCL*: the same, with one negative hypothesis drawn per frame (the option is a string).
-{ cat "$w/train.toml"; echo 'negatives = "1"'; } > "$w/rmclstar.toml"
+train_toml="$conf/train-$scale.toml"  # committed beside the recipes
 mic=yes; [ -n "$data_root" ] && [ -z "$mic_root" ] && mic=
 no_mic="the original data are FOA only; give --mic-root DIR (MIC-format clips) for SRP-PHAT/MUSIC"
 
@@ -75,14 +65,16 @@ fi
 if run_stage 3; then announce 3 "$feature_type features -> $w/features"
   ssl prep features "$w/scenes" "$w/features" --type "$feature_type" --jobs "$jobs"
 fi
-# name:method:K:config
-models=(pit:pit:3:train wta1:wta:1:train wta5:wta:5:train ewta:wta-relaxed:5:train
-        topn:wta-top-n:5:train rmcl3:rmcl:3:train rmcl5:rmcl:5:train rmcl10:rmcl:10:train
-        rmcl20:rmcl:20:train rmclstar:rmcl:5:rmclstar amcl:amcl:5:train ie:ie:5:train)
+# name:method:K:extra options (rMCL*: one negative hypothesis drawn per frame)
+models=(pit:pit:3: wta1:wta:1: wta5:wta:5: ewta:wta-relaxed:5: topn:wta-top-n:5:
+        rmcl3:rmcl:3: rmcl5:rmcl:5: rmcl10:rmcl:10: rmcl20:rmcl:20:
+        "rmclstar:rmcl:5:--negatives 1" amcl:amcl:5: ie:ie:5:)
 if run_stage 4; then
-  for m in "${models[@]}"; do IFS=: read -r name method k config <<< "$m"
+  for m in "${models[@]}"; do IFS=: read -r name method k extra <<< "$m"
     announce 4 "train $name ($method, K = $k) -> $w/runs/$name"
-    ssl train "$w/features" "$w/runs/$name" --method "$method" -K "$k" --config "$w/$config.toml"
+    # shellcheck disable=SC2086  # $extra is a list of options
+    ssl train "$w/features" "$w/runs/$name" --method "$method" -K "$k" --config "$train_toml" \
+      $extra
   done
 fi
 if run_stage 5; then
