@@ -45,8 +45,22 @@ def _main(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    threads: int = typer.Option(
+        None,
+        "--threads",
+        help="CPU threads of torch (default: SSL_THREADS, else OMP_NUM_THREADS, else the "
+        "cores this process may use). Idle threads sleep (OMP_WAIT_POLICY=PASSIVE), so a "
+        "shared machine does not collapse throughput.",
+    ),
 ) -> None:
     """Multi-source sound source localization with multi-hypothesis networks (rMCL)."""
+    if threads is not None:
+        from ..cpu import configure
+
+        try:
+            configure(threads)
+        except Exception as e:  # ConfigError: a one-line message
+            raise typer.BadParameter(str(e), param_hint="--threads") from None
 
 
 #: What an interrupted command leaves behind (outputs are built atomically).

@@ -31,6 +31,7 @@ import pandas as pd
 from ..artifacts import Manifest, build_artifact, read_manifest, safe_join
 from ..config import ConfigError, to_dict
 from ..console import log, progress
+from ..cpu import worker_threads
 from ..errors import DataError
 from ..featureset import FeatureWriter, frame_stats, write_rows
 from .labels import frame_labels, read_labels
@@ -354,7 +355,7 @@ def _run(tasks: list[dict[str, Any]], jobs: int):
                 bar.advance(task)
             return
         ctx = multiprocessing.get_context("spawn")
-        threads = max(1, (os.cpu_count() or 1) // jobs)
+        threads = worker_threads(jobs)  # the workers split this process's cores
         if tasks and tasks[0]["params"]["type"] == "logmel":
             _mel_basis(tasks[0]["params"])  # made once here, shipped to the workers
         with ProcessPoolExecutor(
