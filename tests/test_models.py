@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ssl_toolkit.models import build_model, load_model, save_model
-from ssl_toolkit.models.crnn import pooled_bins
+from ssl_toolkit.models.crnn import default_pools, pooled_bins
 
 SMALL = dict(n_channels=4, n_bins=32, channels=(8, 8), pools=(4, 2), gru_layers=2, gru_units=16)
 
@@ -29,6 +29,23 @@ def test_paper_defaults():
     assert pooled_bins(64, (8, 8, 2)) == 0 and pooled_bins(512, (8, 8, 2)) == 4
     with pytest.raises(ValueError, match="cannot be pooled"):
         build_model("crnn", n_channels=7, n_bins=64, pools=(8, 8, 2))
+
+
+@pytest.mark.parametrize(
+    ("bins", "pools"),
+    [(1025, (8, 8, 2)), (513, (8, 8, 2)), (256, (8, 8, 2)), (128, (8, 4, 2)), (64, (4, 4, 2)),
+     (40, (4, 2, 2)), (16, (2, 2, 2)), (8, (2, 2, 1)), (2, (1, 1, 1))],
+)  # fmt: skip
+def test_default_pools_keep_the_paper_s_where_they_fit_and_leave_two_bins(bins, pools):
+    assert default_pools(bins) == pools
+    assert pooled_bins(bins, pools) >= min(bins, 2)
+    m = build_model("crnn", n_channels=2, n_bins=bins, pools=pools, channels=(4, 4, 4))
+    assert m(torch.randn(1, 2, 3, bins))[0].shape == (1, 3, 5, 3)
+
+
+def test_default_pools_for_other_block_counts():
+    assert default_pools(513, 2) == (8, 8) and default_pools(513, 4) == (8, 8, 2, 1)
+    assert default_pools(64, 1) == (8,) and default_pools(64, 2) == (8, 4)
 
 
 def test_spherical_head_maps_azimuth_elevation_in_dcase_frame():

@@ -4,7 +4,8 @@ Conv blocks (3x3 filters, BatchNorm, ReLU, max-pooling over frequency only) turn
 ``[B, C, T, F]`` features into ``[B, T, channels * F']``; a bidirectional GRU
 and per-frame linear heads give K hypotheses and K confidences per frame.
 Defaults are the paper's: 3 blocks of 64 filters pooled 8, 8, 2 in frequency,
-4 GRU layers of 128 units each way, K = 5.
+4 GRU layers of 128 units each way, K = 5. :func:`default_pools` fits the pooling
+to inputs with fewer bins (64 mel bands: 4, 4, 2, as the DCASE SELD baseline).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,6 +27,34 @@ def pooled_bins(n_bins: int, pools: Sequence[int]) -> int:
     for p in pools:
         n_bins //= p
     return n_bins
+
+
+#: The paper's total frequency pooling (8 * 8 * 2) for its 513 STFT bins, as powers of two.
+PAPER_POOL_LOG2 = 7
+
+
+def default_pools(n_bins: int, n_blocks: int = 3) -> tuple[int, ...]:
+    """Frequency pools of ``n_blocks`` conv blocks that fit ``n_bins`` input bins.
+
+    The rule: the paper's total pooling 128 is given to the blocks in order, at
+    most 8 each (3 blocks: 8, 8, 2); then, while fewer than 2 bins would be left,
+    the largest pool (the later one of equal pools) is halved. With 3 blocks:
+    256 bins or more (the paper's 513) get ``(8, 8, 2)``, 128-255 ``(8, 4, 2)``, 64-127
+    ``(4, 4, 2)``, 32-63 ``(4, 2, 2)``. The pools are powers of two, so their product
+    divides a power-of-two ``n_bins``.
+
+    Args:
+        n_bins: F, frequency bins of the input.
+        n_blocks: number of conv blocks.
+
+    Returns:
+        One pool per block (1 = no pooling).
+    """
+    logs = np.minimum(3, np.maximum(0, PAPER_POOL_LOG2 - 3 * np.arange(n_blocks)))  # (n_blocks,)
+    while logs.sum() > 0 and n_bins >> int(logs.sum()) < 2:
+        i = n_blocks - 1 - int(np.argmax(logs[::-1]))  # the later one of the largest
+        logs[i] -= 1
+    return tuple(int(2**v) for v in logs)
 
 
 class Normalize(nn.Module):
