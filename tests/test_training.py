@@ -2,7 +2,9 @@
 
 import json
 import os
+import re
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -77,6 +79,13 @@ def test_every_method_trains_from_the_cli(tiny_features, tmp_path, method):
     assert hist["step"].max() == 4  # --max-steps caps the run
     man = json.loads((out / "manifest.json").read_text())
     assert man["kind"] == "run" and man["config"]["method"] == method
+    assert hist["epoch"].min() == 1  # epochs are numbered from 1, as on the epoch lines
+    if method == "ie":  # each member's best epoch (no -1)
+        best = [int(g.loc[g["val_loss"].idxmin(), "epoch"]) for _, g in hist.groupby("member")]
+        assert man["extra"]["best_epoch"] == best and "per member" in res.output
+    else:
+        assert man["extra"]["best_epoch"] == hist.loc[hist["val_loss"].idxmin(), "epoch"]
+    assert (out / "curves.png").stat().st_size > 10_000
     if method in ("wta", "wta-relaxed", "wta-top-n", "ie"):
         assert (conf == 1).all()  # no learned scores: equal confidence
 
@@ -86,7 +95,7 @@ def test_training_lowers_the_loss(tiny_features, tmp_path):
     hist = pd.read_csv(tmp_path / "run" / "history.csv")
     assert hist["train_loss"].iloc[-1] < 0.85 * hist["train_loss"].iloc[0]
     assert man.extra["best_val_loss"] == pytest.approx(hist["val_loss"].min())
-    assert man.extra["best_epoch"] == int(hist["val_loss"].idxmin())
+    assert man.extra["best_epoch"] == hist.loc[hist["val_loss"].idxmin(), "epoch"]
 
 
 def test_run_threshold_is_sgl_on_the_val_predictions(tiny_features, tmp_path):
@@ -146,31 +155,20 @@ def _cli(*args):
     return [sys.executable, "-m", "ssl_toolkit", "train", *map(str, args)]
 
 
-def test_kill_mid_run_then_resume_reaches_the_same_weights(tmp_path):
+def test_kill_mid_run_then_resume_with_no_option_reaches_the_same_weights(tmp_path):
+    """A run started with non-default options, killed, then `ssl train FEATS RUN --resume`
+    alone: the stored config is used, and the weights equal an uninterrupted run's."""
+    from ssl_toolkit.cli import app
+
     feats = make_features_artifact(tmp_path / "f", n_chunks=40, bins=32)
-    opts = dict(K=3, epochs=5, batch_size=4, deterministic=True, patience=100)
+    opts = dict(K=3, epochs=5, batch_size=4, lr=2e-3, deterministic=True, patience=100)
     toml = tmp_path / "tiny.toml"
     toml.write_text(TOML)
     out = tmp_path / "run"
     ckpt = tmp_path / ".run.partial" / "checkpoint" / "state.pt"
+    flags = ["-K", 3, "--epochs", 5, "--batch-size", 4, "--lr", 2e-3, "--deterministic"]
     proc = subprocess.Popen(
-        _cli(
-            feats.path,
-            out,
-            "--method",
-            "rmcl",
-            "-K",
-            3,
-            "--epochs",
-            5,
-            "--batch-size",
-            4,
-            "--deterministic",
-            "--patience",
-            100,
-            "--config",
-            toml,
-        ),
+        _cli(feats.path, out, *flags, "--patience", 100, "--config", toml),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -183,17 +181,28 @@ def test_kill_mid_run_then_resume_reaches_the_same_weights(tmp_path):
     assert ckpt.exists() and not out.exists(), "the run was not interrupted mid-way"
     done = torch.load(ckpt, weights_only=True)["state"]["epoch"]
     assert 1 <= done < 5
-    train(feats.path, out, cfg(**opts), resume=True)
+    runner = CliRunner()
+    other = runner.invoke(app, ["train", str(feats.path), str(out), "--resume", "--lr", "0.01"])
+    assert other.exit_code == 1 and "'lr'" in other.output and "0.002" in other.output
+    assert other.output.strip().count("\n") == 0  # one line
+    res = runner.invoke(app, ["train", str(feats.path), str(out), "--resume"])
+    assert res.exit_code == 0, res.output
+    assert f"resuming after epoch {done}" in res.output
     ref = tmp_path / "ref"
     train(feats.path, ref, cfg(**opts))
     a, b = weights(out), weights(ref)
     assert all(torch.equal(a[k], b[k]) for k in a)
     hist = pd.read_csv(out / "history.csv")
-    assert hist["epoch"].tolist() == list(range(5))
+    assert hist["epoch"].tolist() == [1, 2, 3, 4, 5]
     pd.testing.assert_frame_equal(
         hist[["step", "train_loss", "val_loss"]],
         pd.read_csv(ref / "history.csv")[["step", "train_loss", "val_loss"]],
     )
+    # `ssl train RUN --resume`: the features come from the run; a finished run is reused
+    created = json.loads((out / "manifest.json").read_text())["created"]
+    again = runner.invoke(app, ["train", str(out), "--resume"])
+    assert again.exit_code == 0 and "up to date" in again.output, again.output
+    assert json.loads((out / "manifest.json").read_text())["created"] == created
 
 
 def test_resume_with_another_config_is_refused(tiny_features, tmp_path):
@@ -337,3 +346,122 @@ def test_rmcl_star_validation_loss_is_deterministic(tiny_features):
     assert validate(model, job, loader, rt, c.seed) == first
     # and the loss does draw negatives: another seed gives another loss
     assert validate(model, job, loader, rt, c.seed + 1)[0] != first[0]
+
+
+def test_a_run_logged_to_a_file_shows_the_banner_one_line_per_epoch_and_curves(tmp_path):
+    """A batch job: stderr is a file. It gets the device banner first, then one line per
+    epoch whose numbers are history.csv's, and the run directory gets curves.png."""
+    feats = make_features_artifact(tmp_path / "f", n_chunks=20, bins=32)  # 12 train, 4 val
+    toml = tmp_path / "tiny.toml"
+    toml.write_text(TOML)
+    out, log = tmp_path / "run", tmp_path / "train.log"
+    with log.open("w") as f:
+        args = _cli(feats.path, out, "--epochs", 3, "--batch-size", 4, "--config", toml)
+        res = subprocess.run(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=f, timeout=300)
+    text = log.read_text()
+    assert res.returncode == 0, text
+    lines = text.splitlines()
+    for part in ("device cpu", "fp32", "torch threads", "0 data-loader workers",
+                 "DDP world size 1", "12 train / 4 val chunks", "9 steps planned"):  # fmt: skip
+        assert part in lines[0], lines[0]
+    pattern = re.compile(
+        r"epoch (\d+)/3  train loss ([\d.]+)  val loss ([\d.]+)  val oracle ([\d.]+) deg  "
+        r"(\d+) chunks/s  elapsed \d+:\d\d:\d\d  ETA \d+:\d\d:\d\d( {2}\* best)?$"
+    )
+    epochs = [m.groups() for m in map(pattern.search, lines) if m]
+    hist = pd.read_csv(out / "history.csv")
+    assert [int(e[0]) for e in epochs] == hist["epoch"].tolist() == [1, 2, 3]
+    for col, i in (("train_loss", 1), ("val_loss", 2), ("val_oracle_deg", 3)):
+        np.testing.assert_allclose([float(e[i]) for e in epochs], hist[col], atol=1e-2)
+    assert [e[5] is not None for e in epochs] == hist["best"].tolist()
+    best = json.loads((out / "manifest.json").read_text())["extra"]["best_epoch"]
+    assert best == hist.loc[hist["val_loss"].idxmin(), "epoch"]
+    png = (out / "curves.png").read_bytes()
+    width, height = struct.unpack(">II", png[16:24])  # the PNG's IHDR chunk
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000 and width > 600 and height > 300
+
+
+@pytest.mark.parametrize(("bins", "pools"), [(64, [4, 4, 2]), (513, [8, 8, 2])])
+def test_default_pools_fit_logmel_and_stft_features(tmp_path, bins, pools):
+    """64 mel bands and 513 STFT bins both train with the default CRNN (3 conv blocks);
+    the run's resolved config records the pools used."""
+    from ssl_toolkit.cli import app
+
+    feats = make_features_artifact(tmp_path / "f", n_chunks=10, channels=2, bins=bins)
+    toml = tmp_path / "tiny.toml"
+    toml.write_text("[train]\nchannels = [4, 4, 4]\ngru_layers = 1\ngru_units = 8\n")
+    out = tmp_path / "run"
+    args = ["train", str(feats.path), str(out), "--epochs", "1", "--max-steps", "1"]
+    res = CliRunner().invoke(app, [*args, "--batch-size", "3", "--config", str(toml)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "manifest.json").read_text())["config"]["pools"] == pools
+    model, _ = load_model(out)
+    hyps, _ = model(torch.randn(1, 2, 25, bins))
+    assert hyps.shape == (1, 25, 5, 3)
+
+
+@pytest.mark.parametrize("pools", ["8,8,2", "4,4", "4,x"])
+def test_bad_pools_option_is_one_line_naming_it(tmp_path, pools):
+    from ssl_toolkit.cli import app
+
+    feats = make_features_artifact(tmp_path / "f", n_chunks=10, channels=2, bins=64)
+    res = CliRunner().invoke(app, ["train", str(feats.path), str(tmp_path / "r"), "--pools", pools])
+    assert res.exit_code == 1 and "--pools" in res.output, res.output
+    assert res.output.strip().count("\n") == 0
+    assert not (tmp_path / "r").exists()
+
+
+def test_tensorboard_without_the_package_is_one_line_naming_the_install(
+    tiny_features, tmp_path, monkeypatch
+):
+    from ssl_toolkit.cli import app
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train", str(tiny_features.path), str(out), "--tensorboard"])
+    assert res.exit_code == 1 and "pip install tensorboard" in res.output, res.output
+    assert res.output.strip().count("\n") == 0 and not out.exists()
+
+
+class _Writer:
+    """Records what a TensorBoard SummaryWriter is given."""
+
+    def __init__(self):
+        self.scalars, self.closed = [], False
+
+    def add_scalar(self, tag, value, step):
+        self.scalars.append((tag, float(value), step))
+
+    def flush(self):
+        pass
+
+    def close(self):
+        self.closed = True
+
+
+def test_tensorboard_gets_each_members_history(tiny_features, tmp_path, monkeypatch):
+    from ssl_toolkit.training import run
+
+    writer = _Writer()
+    monkeypatch.setattr(run, "require_tensorboard", lambda: None)
+    monkeypatch.setattr(run, "open_tensorboard", lambda d: writer)
+    out = tmp_path / "run"
+    train(tiny_features.path, out, cfg(method="ie", K=2, epochs=2, batch_size=6, tensorboard=True))
+    hist = pd.read_csv(out / "history.csv")
+    got = {(t, s): v for t, v, s in writer.scalars}
+    for r in hist.itertuples():
+        assert got[(f"member{r.member}/loss/val", r.epoch)] == pytest.approx(r.val_loss)
+        assert got[(f"member{r.member}/val/oracle_deg", r.epoch)] == pytest.approx(r.val_oracle_deg)
+    assert writer.closed
+
+
+def test_tensorboard_event_files(tiny_features, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    train(tiny_features.path, out, cfg(epochs=2, batch_size=6, tensorboard=True))
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    val = [e.value for e in acc.Scalars("loss/val")]
+    np.testing.assert_allclose(val, pd.read_csv(out / "history.csv")["val_loss"], rtol=1e-6)

@@ -39,7 +39,14 @@ class TrainConfig:
         compile: ``torch.compile`` the model.
         patience: early stopping after this many epochs without a better val loss.
         grad_clip: max gradient norm (0: off).
-        channels, pools: filters and frequency max-pooling of each conv block.
+        channels: filters of each conv block.
+        pools: frequency max-pooling of each conv block (CLI ``--pools 4,4,2``). None
+            (default): fitted to the features' F bins by
+            :func:`ssl_toolkit.models.crnn.default_pools`: the paper's 128 in total,
+            at most 8 per block in order (3 blocks: 8, 8, 2), the largest pool halved
+            while fewer than 2 bins would be left (F >= 256: 8, 8, 2; 128-255: 8, 4, 2;
+            64-127, e.g. 64 mel bands: 4, 4, 2; 32-63: 4, 2, 2). The run's resolved
+            config records the pools used.
         gru_layers, gru_units: the bidirectional GRU.
         dropout: after conv blocks and between GRU layers.
         output: ``unit`` (normalized 3-D) or ``sph`` (azimuth/elevation) heads.
@@ -53,6 +60,8 @@ class TrainConfig:
         temperature_min: final temperature of the exponential schedule.
         wta_fraction: last fraction of training run as plain WTA (annealed MCL).
         num_workers: data-loading worker processes.
+        tensorboard: also write TensorBoard event files to ``RUN/tensorboard/``
+            (needs ``pip install tensorboard``).
     """
 
     method: str = "rmcl"
@@ -71,7 +80,7 @@ class TrainConfig:
     patience: int = 10
     grad_clip: float = 5.0
     channels: tuple[int, ...] = (64, 64, 64)
-    pools: tuple[int, ...] = (8, 8, 2)
+    pools: tuple[int, ...] | None = None
     gru_layers: int = 4
     gru_units: int = 128
     dropout: float = 0.0
@@ -86,6 +95,7 @@ class TrainConfig:
     temperature_min: float = 1e-3
     wta_fraction: float = 0.1
     num_workers: int = 0
+    tensorboard: bool = False
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first invalid option."""
@@ -101,13 +111,7 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and v < (0 if name == "warmup_steps" else 1):
                 raise ConfigError(f"option {name!r} must be positive, got {v}")
-        if not self.channels or len(self.channels) != len(self.pools):
-            raise ConfigError(
-                f"options 'channels' {list(self.channels)} and 'pools' {list(self.pools)} "
-                "must be non-empty lists of the same length"
-            )
-        if min(self.channels) < 1 or min(self.pools) < 1:
-            raise ConfigError("options 'channels' and 'pools' must hold positive integers")
+        self._validate_blocks()
         if not (self.lr > 0 and self.weight_decay >= 0 and self.grad_clip >= 0):
             raise ConfigError("options 'lr' (> 0), 'weight_decay', 'grad_clip' (>= 0) are invalid")
         if not 0 <= self.epsilon < 1 or not 0 <= self.dropout < 1:
@@ -122,6 +126,17 @@ class TrainConfig:
             )
         if self.patience < 1 or self.num_workers < 0:
             raise ConfigError("option 'patience' must be >= 1 and 'num_workers' >= 0")
+
+    def _validate_blocks(self) -> None:
+        if not self.channels or min(self.channels) < 1:
+            raise ConfigError(f"option 'channels' {list(self.channels)} needs positive integers")
+        if self.pools is None:
+            return
+        if len(self.channels) != len(self.pools) or min(self.pools) < 1:
+            raise ConfigError(
+                f"option 'pools' (--pools) {list(self.pools)} needs one positive integer per conv "
+                f"block of 'channels' {list(self.channels)}; leave it unset to fit the features"
+            )
 
     @property
     def scored(self) -> bool:

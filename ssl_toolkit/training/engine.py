@@ -15,10 +15,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import console
 from ..config import ConfigError
 from ..geometry import deg
 from ..losses import oracle_error
+from .monitor import Monitor, say
 from .runtime import Runtime, rng_state, set_rng_state
 
 #: loss(hyps, conf, directions, activity, progress) -> scalar; progress None = validation.
@@ -30,12 +30,13 @@ class Job:
     """One model to fit (a run has one; an IE run has one per member).
 
     Attributes:
-        label: shown on the progress bar and in ``history.csv`` (``member`` column).
+        label: shown in the epoch lines and on the progress bar.
         model: the bare model (not wrapped), normalization buffers already set.
         loss: the training objective.
         checkpoint: resume-state file of this job.
         fingerprint: of the run's config; a resume with another config is refused.
         on_best: called with the bare model whenever the val loss improves.
+        tag: prefix of its TensorBoard tags (``member0/`` for an IE member).
     """
 
     label: str
@@ -44,20 +45,31 @@ class Job:
     checkpoint: Path
     fingerprint: str
     on_best: Callable[[nn.Module], None] = lambda _m: None
+    tag: str = ""
 
 
 @dataclass
 class FitState:
-    """Everything a resumed job needs besides model/optimizer/scheduler/scaler/RNG."""
+    """Everything a resumed job needs besides model/optimizer/scheduler/scaler/RNG.
+
+    ``epoch`` counts the epochs done; epochs are numbered from 1 (``history.csv``,
+    ``best_epoch``: 0 = none yet).
+    """
 
     epoch: int = 0
     step: int = 0
     best_val: float = math.inf
-    best_epoch: int = -1
+    best_epoch: int = 0
     bad_epochs: int = 0
     done: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
     best_state: dict[str, torch.Tensor] | None = None
+
+
+def planned_steps(cfg, per_epoch: int) -> int:
+    """Optimizer steps of a job: ``epochs * per_epoch``, capped by ``max_steps``."""
+    total = cfg.epochs * per_epoch
+    return min(total, cfg.max_steps) if cfg.max_steps else total
 
 
 def warmup_decay(step: int, warmup: int) -> float:
@@ -109,7 +121,7 @@ def _batch_to(batch, device) -> tuple[torch.Tensor, ...]:
 
 
 def train_epoch(
-    net, job: Job, loader, opt, sched, scaler, st: FitState, total: int, cfg, rt, bar
+    net, job: Job, loader, opt, sched, scaler, st: FitState, total: int, cfg, rt, mon: Monitor
 ) -> tuple[float, int]:
     """One pass over the training loader (stops early at ``total`` steps).
 
@@ -135,8 +147,7 @@ def train_epoch(
         sched.step()
         st.step += 1
         loss_sum, n_batches, n_chunks = loss_sum + loss.item(), n_batches + 1, n_chunks + len(x)
-        if bar is not None:
-            bar[0].update(bar[1], advance=1, info=f"loss {loss.item():.4f}")
+        mon.step(loss.item())
     return loss_sum / max(n_batches, 1), n_chunks
 
 
@@ -165,7 +176,9 @@ def validate(net, job: Job, loader, rt: Runtime, seed: int = 0) -> tuple[float, 
     return s[0] / max(s[1], 1), deg(s[2] / max(s[3], 1))
 
 
-def fit(job: Job, loaders, cfg, rt: Runtime, *, resume: bool, log_rows=None) -> FitState:
+def fit(
+    job: Job, loaders, cfg, rt: Runtime, *, resume: bool, log_rows=None, writer=None
+) -> FitState:
     """Train ``job.model`` and leave its best weights (on val loss) in it.
 
     Args:
@@ -175,6 +188,7 @@ def fit(job: Job, loaders, cfg, rt: Runtime, *, resume: bool, log_rows=None) -> 
         rt: the runtime (device, DDP rank, AMP).
         resume: continue from ``job.checkpoint`` when it exists.
         log_rows: called with the job's history rows after every epoch (rank 0).
+        writer: a TensorBoard ``SummaryWriter`` (rank 0), or None.
 
     Returns:
         The final :class:`FitState` (history, best epoch and loss).
@@ -187,19 +201,16 @@ def fit(job: Job, loaders, cfg, rt: Runtime, *, resume: bool, log_rows=None) -> 
         net = nn.parallel.DistributedDataParallel(model, device_ids=dev_ids)
     if cfg.compile:
         net = torch.compile(net)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total = cfg.epochs * len(train_loader)
-    total = min(total, cfg.max_steps) if cfg.max_steps else total
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, round(0.05 * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(warmup_decay, warmup=warmup))
-    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
+    total = planned_steps(cfg, len(train_loader))
+    opt, sched, scaler = _optimizer(model, cfg, rt, total)
     st = FitState()
     if resume and job.checkpoint.is_file():
         st = _load_checkpoint(job.checkpoint, job, opt, sched, scaler, rt.device)
         if rt.main:
-            console.log(f"{job.label}: resuming after epoch {st.epoch} (step {st.step})")
-    with console.progress() if rt.main else _null_progress() as prog:
-        task = prog.add_task(job.label, total=total, completed=st.step, info="")
+            say(f"{job.label}: resuming after epoch {st.epoch} (step {st.step})")
+    epochs = min(cfg.epochs, -(-total // max(len(train_loader), 1)))
+    mon = Monitor(job.label, total, epochs, st.step, show=rt.main, writer=writer, tag=job.tag)
+    with mon:
         while not st.done and st.epoch < cfg.epochs and st.step < total:
             _one_epoch(
                 net,
@@ -210,7 +221,7 @@ def fit(job: Job, loaders, cfg, rt: Runtime, *, resume: bool, log_rows=None) -> 
                 total,
                 cfg,
                 rt,
-                (prog, task),
+                mon,
             )
             if rt.main:
                 _save_checkpoint(job.checkpoint, st, model, opt, sched, scaler, job.fingerprint)
@@ -225,17 +236,27 @@ def fit(job: Job, loaders, cfg, rt: Runtime, *, resume: bool, log_rows=None) -> 
     return st
 
 
-def _one_epoch(net, job, loaders, optim, st: FitState, total, cfg, rt, bar) -> None:
+def _optimizer(model, cfg, rt: Runtime, total: int) -> tuple:
+    """AdamW, its warm-up/decay schedule over ``total`` steps, and the fp16 loss scaler."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, round(0.05 * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(warmup_decay, warmup=warmup))
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
+    return opt, sched, scaler
+
+
+def _one_epoch(net, job, loaders, optim, st: FitState, total, cfg, rt, mon: Monitor) -> None:
     """Train, validate, keep the best weights, and decide on early stopping."""
     train_loader, train_sampler, val_loader, _ = loaders
     opt, sched, scaler = optim
     train_sampler.set_epoch(st.epoch)
     t0 = time.perf_counter()
     train_loss, n_chunks = train_epoch(
-        net, job, train_loader, opt, sched, scaler, st, total, cfg, rt, bar
+        net, job, train_loader, opt, sched, scaler, st, total, cfg, rt, mon
     )
     seconds = time.perf_counter() - t0
     val_loss, val_oracle = validate(net, job, val_loader, rt, cfg.seed)
+    st.epoch += 1  # numbered from 1
     improved = val_loss < st.best_val
     if improved:
         st.best_val, st.best_epoch, st.bad_epochs = val_loss, st.epoch, 0
@@ -257,25 +278,8 @@ def _one_epoch(net, job, loaders, optim, st: FitState, total, cfg, rt, bar) -> N
             "seconds": seconds,
         }
     )
-    st.epoch += 1
     st.done = st.bad_epochs >= cfg.patience
-    bar[0].update(bar[1], info=f"epoch {st.epoch} val {val_loss:.4f} ({val_oracle:.1f} deg)")
-
-
-class _null_progress:
-    """Stands in for the progress bar on processes other than rank 0."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def add_task(self, *args, **kwargs) -> int:
-        return 0
-
-    def update(self, *args, **kwargs) -> None:
-        pass
+    mon.epoch(st.history[-1])
 
 
 def write_history(path: Path, rows: list[dict[str, Any]]) -> None:

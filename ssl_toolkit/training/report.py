@@ -21,9 +21,16 @@ def print_run(man: Manifest) -> None:
         str(e.get("K")),
         str(e.get("epochs_run")),
         str(e.get("steps")),
-        str(e.get("best_epoch")),
+        _best_epoch(e.get("best_epoch")),
         f"{e.get('best_val_loss', float('nan')):.4f}",
         "-" if oracle is None else f"{oracle:.2f}",
         f"{e.get('threshold', 0.5):.2f}",
     )
     console.out.print(t)
+
+
+def _best_epoch(best) -> str:
+    """``7``, or each IE member's best epoch: ``per member 3, 5, 2``."""
+    if isinstance(best, list):
+        return "per member " + ", ".join(map(str, best))
+    return str(best)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -15,22 +16,40 @@ from ..config import ConfigError, to_dict
 from ..errors import DataError
 from ..featureset import FeatureSet, open_features
 from ..models import build_model, save_model
-from ..models.crnn import pooled_bins
+from ..models.crnn import default_pools, pooled_bins
 from .config import TrainConfig
+from .curves import plot_curves
 from .data import make_loader
-from .engine import Job, fit, validate, write_history
+from .engine import Job, fit, planned_steps, validate, write_history
+from .monitor import banner, open_tensorboard, precision_name, require_tensorboard, say
 from .objectives import make_loss
+from .resume import check_resume, partial_dir, store_config
 from .runtime import Runtime, seed_everything, setup, teardown
+
+
+def fit_to_features(cfg: TrainConfig, fs: FeatureSet) -> TrainConfig:
+    """``cfg`` with its pools chosen for the features' bins when unset (``default_pools``).
+
+    Raises:
+        ConfigError: naming ``--pools`` when given pools leave no frequency bin.
+    """
+    f = int(fs.shape[-1])
+    if cfg.pools is None:
+        return dataclasses.replace(cfg, pools=default_pools(f, len(cfg.channels)))
+    if pooled_bins(f, cfg.pools) < 1:
+        fit = ",".join(map(str, default_pools(f, len(cfg.channels))))
+        raise ConfigError(
+            f"option 'pools' (--pools) {list(cfg.pools)} pools the {f} frequency bins of "
+            f"{fs.manifest.path} down to nothing; use smaller pools (e.g. --pools {fit}) "
+            "or leave them unset to fit the features"
+        )
+    return cfg
 
 
 def model_kwargs(cfg: TrainConfig, fs: FeatureSet, k: int) -> dict[str, Any]:
     """Constructor arguments of the CRNN for ``cfg`` on features ``fs`` with ``k`` outputs."""
+    cfg = fit_to_features(cfg, fs)
     c, _t, f = fs.shape
-    if pooled_bins(f, cfg.pools) < 1:
-        raise ConfigError(
-            f"option 'pools' {list(cfg.pools)} pools the {f} frequency bins of "
-            f"{fs.manifest.path} down to nothing; use smaller pools"
-        )
     return {
         "n_channels": int(c),
         "n_bins": int(f),
@@ -57,10 +76,12 @@ def train(
     Args:
         features: a features artifact (``ssl prep features``).
         out: the run directory to create.
-        cfg: the resolved config.
+        cfg: the resolved config (unset pools are fitted to the features, and the
+            run's manifest records the pools used).
         force: replace an existing run built with another config.
         resume: continue an interrupted run from its checkpoint (a killed process
-            loses at most the epoch it was in).
+            loses at most the epoch it was in); ``cfg`` must equal the config the
+            run was started with (``resume_config`` reads it).
 
     Returns:
         The run's manifest.
@@ -68,8 +89,15 @@ def train(
     Raises:
         DataError: when the features have no train or val chunks.
         ArtifactError: when ``out`` holds another artifact and ``force`` is False.
+        ConfigError: on a resume with another config, or pools too large for the features.
+        UserError: for ``tensorboard`` without the tensorboard package.
     """
+    if cfg.tensorboard:
+        require_tensorboard()
     fs = open_features(features)
+    cfg = fit_to_features(cfg, fs)
+    if resume:
+        check_resume(out, cfg, fs.manifest)
     rows = {s: fs.rows(s) for s in ("train", "val")}
     for split, r in rows.items():
         if len(r) == 0:
@@ -85,13 +113,13 @@ def _train(fs, rows, out: Path, cfg, rt: Runtime, force: bool, resume: bool) -> 
     if cfg.batch_size % rt.world:
         raise DataError(f"--batch-size {cfg.batch_size} is not a multiple of {rt.world} processes")
     cfg_dict = to_dict(cfg)
-    partial_dir = out.parent / f".{out.name}.partial"
-    if rt.main and not resume and partial_dir.exists():
-        shutil.rmtree(partial_dir)
+    work = partial_dir(out)
+    if rt.main and not resume and work.exists():
+        shutil.rmtree(work)
     if not rt.main:
         rt.all_sum([0.0])  # learn from rank 0 whether the run is up to date
         rt.barrier()
-        _fit_all(fs, rows, partial_dir, cfg, cfg_dict, rt, resume)
+        _fit_all(fs, rows, work, cfg, cfg_dict, rt, resume)
         rt.barrier()
         return None  # type: ignore[return-value]
     with build_artifact(
@@ -100,16 +128,41 @@ def _train(fs, rows, out: Path, cfg, rt: Runtime, force: bool, resume: bool) -> 
         reused = rt.all_sum([float(b.reused)])[0] > 0
         rt.barrier()
         if not reused:
+            store_config(b.dir, cfg, fs.manifest)
             b.extra.update(_fit_all(fs, rows, b.dir, cfg, cfg_dict, rt, resume))
             rt.barrier()
     return b.manifest
 
 
 def _fit_all(fs, rows, run_dir: Path, cfg, cfg_dict, rt: Runtime, resume: bool) -> dict:
-    """Fit the model (IE: each member) and save the best weights; returns manifest extras."""
-    fp = fingerprint(cfg_dict)
+    """Fit the model (IE: each member), save the best weights, plot ``curves.png``.
+
+    Returns:
+        The manifest's extras (the run's summary).
+    """
+    loaders = _loaders(fs, rows, cfg, rt)
+    if rt.main:
+        per_epoch = len(loaders[0])
+        n_chunks = (len(rows["train"]), len(rows["val"]))
+        say(banner(rt, cfg, n_chunks, planned_steps(cfg, per_epoch), per_epoch, fs.shape[-1]))
+    writer = open_tensorboard(run_dir) if cfg.tensorboard and rt.main else None
+    fit_one = _fit_ensemble if cfg.method == "ie" else _fit_model
+    try:
+        summary = fit_one(
+            fs, rows, loaders, run_dir, cfg, fingerprint(cfg_dict), rt, resume, writer
+        )
+    finally:
+        if writer is not None:
+            writer.close()
+    if rt.main:
+        plot_curves(run_dir / "history.csv", run_dir / "curves.png", f"{cfg.method} K={cfg.K}")
+    return summary
+
+
+def _loaders(fs, rows, cfg, rt: Runtime) -> tuple:
+    """``(train_loader, train_sampler, val_loader, val_sampler)`` of this process."""
     per_rank = cfg.batch_size // rt.world
-    loaders = tuple(
+    return tuple(
         part
         for split in ("train", "val")
         for part in make_loader(
@@ -122,12 +175,14 @@ def _fit_all(fs, rows, run_dir: Path, cfg, cfg_dict, rt: Runtime, resume: bool) 
             world=rt.world,
             num_workers=cfg.num_workers,
         )
-    )  # (train_loader, train_sampler, val_loader, val_sampler)
-    if cfg.method == "ie":
-        return _fit_ensemble(fs, loaders, run_dir, cfg, fp, rt, resume)
+    )
+
+
+def _fit_model(fs, rows, loaders, run_dir: Path, cfg, fp: str, rt: Runtime, resume, writer):
+    """One CRNN (every method but IE); its threshold is learned on val when it has scores."""
     k = fs.max_sources if cfg.method == "pit" else cfg.K
     if cfg.method == "pit" and k != cfg.K and rt.main:
-        console.log(f"pit: {k} slots (the features' max sources), not K={cfg.K}")
+        say(f"pit: {k} slots (the features' max sources), not K={cfg.K}")
     kwargs = model_kwargs(cfg, fs, k)
     seed_everything(cfg.seed, cfg.deterministic)
     model = build_model("crnn", **kwargs)
@@ -148,9 +203,11 @@ def _fit_all(fs, rows, run_dir: Path, cfg, cfg_dict, rt: Runtime, resume: bool) 
         rt,
         resume=resume,
         log_rows=lambda h: write_history(run_dir / "history.csv", h),
+        writer=writer,
     )
     if rt.main:
         if cfg.scored:
+            per_rank = cfg.batch_size // rt.world
             meta["threshold"] = learned_threshold(model, fs, rows["val"], per_rank, rt.device)
             meta["threshold_source"] = "SGL-Thresh on the val split"
         save_model(run_dir, model, "crnn", kwargs, **meta)
@@ -169,21 +226,21 @@ def learned_threshold(model, fs: FeatureSet, rows, batch_size: int, device) -> f
     return learn_threshold_sgl(fr.conf, fr.hyps, fr.targets, fr.active)
 
 
-def _fit_ensemble(fs, loaders, run_dir: Path, cfg, fp: str, rt: Runtime, resume: bool) -> dict:
+def _fit_ensemble(fs, rows, loaders, run_dir: Path, cfg, fp: str, rt: Runtime, resume, writer):
     """IE: K single-hypothesis members, seeds ``seed + n``, combined with equal confidence."""
     member_kwargs = model_kwargs(cfg, fs, 1)
     ens_kwargs = {"members": cfg.K, "member": "crnn", "member_kwargs": member_kwargs}
     ensemble = build_model("ensemble", **ens_kwargs)
     history: list[dict] = []
+    best_epochs: list[int] = []
     for n, member in enumerate(ensemble.members):
         seed_everything(cfg.seed + n, cfg.deterministic)
         fresh = build_model("crnn", **{**member_kwargs, "confidence": False})
         member.load_state_dict(fresh.state_dict())
         member.norm.set_stats(fs.mean, fs.std)
         done = list(history)
-        job = Job(
-            f"ie member {n}", member, make_loss(cfg), run_dir / "checkpoint" / f"member{n}.pt", fp
-        )
+        ckpt = run_dir / "checkpoint" / f"member{n}.pt"
+        job = Job(f"ie member {n}", member, make_loss(cfg), ckpt, fp, tag=f"member{n}/")
         st = fit(
             job,
             loaders,
@@ -193,8 +250,10 @@ def _fit_ensemble(fs, loaders, run_dir: Path, cfg, fp: str, rt: Runtime, resume:
             log_rows=lambda h, done=done, n=n: write_history(
                 run_dir / "history.csv", done + [{"member": n, **r} for r in h]
             ),
+            writer=writer,
         )
         history += [{"member": n, **r} for r in st.history]
+        best_epochs.append(st.best_epoch)
     ensemble.to(rt.device)
     val_job = Job("ie", ensemble, make_loss(cfg), run_dir / "unused", fp)
     val_loss, val_oracle = validate(ensemble, val_job, loaders[2], rt, cfg.seed)
@@ -202,13 +261,18 @@ def _fit_ensemble(fs, loaders, run_dir: Path, cfg, fp: str, rt: Runtime, resume:
         meta = {"method": "ie", "feature_params": fs.feature_params, "threshold": 0.5, "K": cfg.K}
         save_model(run_dir, ensemble, "ensemble", ens_kwargs, **meta)
         write_history(run_dir / "history.csv", history)
-    return _summary(cfg, cfg.K, history, -1, val_loss, rt, oracle=val_oracle)
+    return _summary(cfg, cfg.K, history, best_epochs, val_loss, rt, oracle=val_oracle)
 
 
 @torch.no_grad()
 def _summary(
     cfg, k, history: list[dict], best_epoch, best_val, rt, oracle=None, threshold=0.5
 ) -> dict:
+    """The run's summary (manifest extras).
+
+    ``best_epoch`` is numbered from 1 as in ``history.csv``; an IE run lists each
+    member's, and its ``best_val_loss`` and ``val_oracle_deg`` are the ensemble's.
+    """
     best = [r for r in history if r.get("best")]
     if oracle is None and best:
         oracle = best[-1]["val_oracle_deg"]
@@ -222,5 +286,7 @@ def _summary(
         "epochs_run": len(history),
         "world_size": rt.world,
         "device": str(rt.device),
+        "precision": precision_name(rt),
+        "torch_threads": torch.get_num_threads(),
         "threshold": threshold,
     }

@@ -1,0 +1,105 @@
+"""``ssl train --resume``: the config a run was started with, stored beside its checkpoint.
+
+A run writes its resolved config (and its features' path) to
+``checkpoint/config.json`` before its first epoch, so an interrupted run
+(``.RUN.partial``) can be continued from it with no option repeated; a finished
+run's config is in its manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..artifacts import MANIFEST, Manifest, read_manifest, write_json
+from ..config import ConfigError, resolve, to_dict
+from ..errors import UserError
+from .config import TrainConfig
+
+STORED = Path("checkpoint") / "config.json"
+
+
+def partial_dir(out: str | Path) -> Path:
+    """Where the run ``out`` is built (and kept when interrupted): ``.OUT.partial``."""
+    out = Path(out)
+    return out.parent / f".{out.name}.partial"
+
+
+def stored_config(out: str | Path) -> dict[str, Any] | None:
+    """What run ``out`` was started with: ``config`` (dict), ``features`` (path, fingerprint).
+
+    Read from the interrupted run ``.OUT.partial`` first, else from the finished
+    run's manifest.
+
+    Returns:
+        ``{"config": ..., "features": {"path": ..., "fingerprint": ...}}``, or None
+        when ``out`` has neither.
+    """
+    path = partial_dir(out) / STORED
+    if path.is_file():
+        return json.loads(path.read_text())
+    if (Path(out) / MANIFEST).is_file():
+        man = read_manifest(out, "run")
+        return {"config": man.config, "features": man.inputs[0]}
+    return None
+
+
+def store_config(run_dir: Path, cfg: TrainConfig, features: Manifest) -> None:
+    """Write ``cfg`` and its features (absolute path, fingerprint) for ``--resume``."""
+    ref = {"path": str(Path(features.path).resolve()), "fingerprint": features.fingerprint}
+    (run_dir / STORED).parent.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / STORED, {"config": to_dict(cfg), "features": ref})
+
+
+def train_config(
+    out: str | Path, features: str | Path | None, resume: bool, *layers: dict[str, Any] | None
+) -> tuple[TrainConfig, Path]:
+    """The config and features of ``ssl train``; with ``resume``, those ``out`` was started with.
+
+    Args:
+        out: the run directory.
+        features: the features artifact; None to take the stored one (``resume`` only).
+        resume: start from the run's stored config (when it has one), then ``layers``.
+        layers: a TOML table, CLI options (None = not given), in increasing priority.
+            With ``resume``, those that differ from the stored config make
+            :func:`check_resume` refuse the run, naming them.
+
+    Raises:
+        UserError: when ``features`` is None and ``out`` has no stored config.
+    """
+    stored = stored_config(out) if resume else None
+    if stored is None:
+        if features is None:
+            raise UserError(f"--resume: {out} has no run to continue; give its features too")
+        return resolve(TrainConfig, *layers), Path(features)
+    cfg = resolve(TrainConfig, stored["config"], *layers)
+    return cfg, Path(features or stored["features"]["path"])
+
+
+def check_resume(out: str | Path, cfg: TrainConfig, features: Manifest) -> None:
+    """Refuse to resume ``out`` with options or features other than it was started with.
+
+    Raises:
+        ConfigError: one line naming each differing option, its stored and given value.
+        UserError: when the features differ.
+    """
+    stored = stored_config(out)
+    if stored is None:
+        return
+    if stored["features"].get("fingerprint") != features.fingerprint:
+        raise UserError(
+            f"--resume: {out} was started on other features ({stored['features']['path']}); "
+            "give those, or start over without --resume"
+        )
+    old, new = stored["config"], to_dict(cfg)
+    changed = [
+        f"option {k!r} is {new.get(k)!r} here but {old.get(k)!r} there"
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+    ]
+    if changed:
+        raise ConfigError(
+            f"--resume: {out} was started with another config ({'; '.join(changed)}); "
+            "drop these options to continue it with its own, or start over without --resume"
+        )
