@@ -312,7 +312,8 @@ def evaluate_run(
         if cfg.plots:
             from .plots import plot_eval
 
-            plot_eval(b.dir, fr, seg_frames, thr)
+            hop_s = float(fs.feature_params["hop_length"]) / float(fs.feature_params["fs"])
+            plot_eval(b.dir, fr, hop_s, thr)
         b.extra.update({"method": loc.method, "K": loc.K, "threshold": thr,
                         "scored": loc.scored, "frames": int(len(fr.active))})  # fmt: skip
     return b.manifest

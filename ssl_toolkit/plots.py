@@ -1,7 +1,11 @@
-"""PNG plots of an evaluation: tracks over time and equirectangular maps.
+"""PNG plots of localizations: tracks over time and equirectangular sky maps.
 
-Matplotlib is imported inside the functions (Agg backend), so importing this
-module costs nothing.
+One visual encoding everywhere (``ssl eval --plots`` and ``ssl predict --plot``):
+hypotheses are dots coloured by confidence (viridis, colour bar 0..1), detected ones are
+ringed in red, reference sources are black crosses; time is in seconds. Sky maps put
+azimuth increasing to the left (as seen from the array, like a sky map; labelled on the
+axis) with room beyond ±180° so targets at the seam are not clipped. Legends sit outside
+the data. Matplotlib is imported inside the functions (Agg backend).
 """
 
 from __future__ import annotations
@@ -12,7 +16,11 @@ import numpy as np
 
 from .geometry import unit_to_sph
 
-__all__ = ["plot_clip_tracks", "plot_frame_map", "plot_eval"]
+__all__ = ["plot_clip_tracks", "plot_frame_map", "plot_eval", "plot_tracks"]
+
+CMAP = "viridis"
+DETECTED = {"facecolors": "none", "edgecolors": "red", "linewidths": 0.7}
+TARGET = {"marker": "x", "c": "black", "linewidths": 0.9}
 
 
 def _plt():
@@ -24,116 +32,112 @@ def _plt():
     return plt
 
 
-def plot_clip_tracks(path, frame, hyps, conf, targets, active, hop_s: float, title: str) -> Path:
-    """Truth vs hypotheses over time for one clip: azimuth and elevation panels.
+def _deg(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    az, el = unit_to_sph(np.asarray(u, np.float64))
+    return np.rad2deg(az), np.rad2deg(el)
 
-    Hypotheses are dots whose opacity is their confidence; targets are black.
+
+def plot_tracks(path, t_s, hyps, conf, detected, title: str, targets=None, active=None) -> Path:
+    """Azimuth and elevation of every hypothesis over time (and of the targets, if given).
 
     Args:
-        frame: ``[n]`` frame indices; hyps: ``[n, K, 3]``; conf: ``[n, K]``;
-        targets: ``[n, S, 3]``; active: ``[n, S]``; hop_s: seconds per frame.
+        path: the PNG to write; t_s: ``[n]`` seconds; hyps: ``[n, K, 3]`` (NaN rows: not
+            drawn); conf: ``[n, K]``; detected: ``[n, K]`` bool; title: the figure title;
+        targets: ``[n, S, 3]`` and active ``[n, S]`` (optional).
     """
     plt = _plt()
-    t_s = np.asarray(frame) * hop_s
-    h_az, h_el = (np.rad2deg(a) for a in unit_to_sph(hyps))  # (n, K)
-    g_az, g_el = (np.rad2deg(a) for a in unit_to_sph(targets))  # (n, S)
-    fig, axes = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
-    k = hyps.shape[1]
-    colors = np.zeros((len(t_s) * k, 4))
-    colors[:, 2] = 0.8
-    colors[:, 3] = np.clip(np.asarray(conf).ravel(), 0.02, 1.0)
-    tt = np.repeat(t_s, k)
-    for ax, h, g, name in (
-        (axes[0], h_az, g_az, "azimuth (deg)"),
-        (axes[1], h_el, g_el, "elevation (deg)"),
-    ):
-        ax.scatter(tt, h.ravel(), s=6, c=colors, label="hypotheses (opacity = confidence)")
-        act = np.asarray(active, bool)
-        ax.scatter(
-            np.broadcast_to(t_s[:, None], act.shape)[act], g[act], s=4, c="k", label="targets"
-        )
+    t_s = np.asarray(t_s, np.float64)
+    h_az, h_el = _deg(hyps)  # (n, K)
+    k = h_az.shape[1]
+    tt, c, det = np.repeat(t_s, k), np.asarray(conf, float).ravel(), np.asarray(detected).ravel()
+    fig, axes = plt.subplots(2, 1, figsize=(10, 5.2), sharex=True)
+    for ax, h, lim, name in ((axes[0], h_az, 180, "azimuth (deg)"),
+                             (axes[1], h_el, 90, "elevation (deg)")):  # fmt: skip
+        sc = ax.scatter(tt, h.ravel(), c=c, s=6, cmap=CMAP, vmin=0, vmax=1, label="hypothesis")
+        ax.scatter(tt[det], h.ravel()[det], s=22, label="detected", **DETECTED)
+        if targets is not None:
+            g = _deg(targets)[0 if lim == 180 else 1]
+            act = np.asarray(active, bool)
+            tg = np.broadcast_to(t_s[:, None], act.shape)[act]
+            ax.scatter(tg, g[act], s=10, label="reference", **TARGET)
+        ax.set_ylim(-lim - 8, lim + 8)  # sources at +-180 / +-90 stay visible
+        ax.set_yticks(np.linspace(-lim, lim, 5))
         ax.set_ylabel(name)
-    axes[0].set_ylim(-180, 180)
-    axes[1].set_ylim(-90, 90)
+        ax.grid(alpha=0.25)
     axes[1].set_xlabel("time (s)")
-    axes[0].legend(loc="upper right", fontsize=7)
-    axes[0].set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    axes[0].legend(loc="lower left", bbox_to_anchor=(0, 1.02), ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(title, x=0.99, ha="right", fontsize=10)
+    fig.colorbar(sc, ax=axes, label="confidence", fraction=0.03, pad=0.01)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
 
 
-def plot_frame_map(path, hyps, conf, targets, active, title: str) -> Path:
-    """Equirectangular map of one frame: hypotheses (size/opacity = confidence), targets."""
+def plot_clip_tracks(path, frame, hyps, conf, targets, active, hop_s: float, title: str,
+                     detected=None) -> Path:  # fmt: skip
+    """:func:`plot_tracks` of one clip's frames (frame indices times ``hop_s`` seconds)."""
+    det = np.zeros(np.shape(conf), bool) if detected is None else detected
+    t_s = np.asarray(frame) * hop_s
+    return plot_tracks(path, t_s, hyps, conf, det, title, targets, active)
+
+
+def plot_frame_map(path, hyps, conf, targets, active, title: str, detected=None) -> Path:
+    """Equirectangular sky map of one frame: hypotheses (colour = confidence), targets."""
     plt = _plt()
-    h_az, h_el = (np.rad2deg(a) for a in unit_to_sph(hyps))  # (K,)
-    g_az, g_el = (np.rad2deg(a) for a in unit_to_sph(targets))  # (S,)
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    c = np.clip(np.asarray(conf, float), 0.02, 1.0)
-    rgba = np.zeros((len(c), 4))
-    rgba[:, 2], rgba[:, 3] = 0.8, c
-    ax.scatter(h_az, h_el, s=20 + 120 * c, c=rgba, label="hypotheses")
+    h_az, h_el = _deg(hyps)  # (K,)
+    g_az, g_el = _deg(targets)  # (S,)
+    c = np.asarray(conf, float)
+    det = np.zeros(c.shape, bool) if detected is None else np.asarray(detected, bool)
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    sc = ax.scatter(h_az, h_el, c=c, s=25 + 100 * c, cmap=CMAP, vmin=0, vmax=1,
+                    label="hypothesis (size, colour: confidence)")  # fmt: skip
+    ax.scatter(h_az[det], h_el[det], s=60 + 100 * c[det], label="detected", **DETECTED)
     act = np.asarray(active, bool)
-    ax.scatter(g_az[act], g_el[act], marker="x", s=80, c="r", label="targets")
-    ax.set_xlim(180, -180)  # azimuth grows to the left (counter-clockwise from the front)
-    ax.set_ylim(-90, 90)
-    ax.set_xlabel("azimuth (deg)")
+    ax.scatter(g_az[act], g_el[act], s=90, label="reference", **TARGET)
+    ax.set_xlim(190, -190)  # azimuth grows to the left, as on a sky map; seam not clipped
+    ax.set_ylim(-95, 95)
+    ax.set_xticks(np.arange(180, -181, -45))
+    ax.set_yticks(np.arange(-90, 91, 30))
+    ax.set_xlabel("azimuth (deg, counter-clockwise from the front: left is positive)")
     ax.set_ylabel("elevation (deg)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.02), ncol=3, fontsize=8, frameon=False)
+    fig.colorbar(sc, ax=ax, label="confidence", fraction=0.04, pad=0.01)
+    fig.suptitle(title, x=0.99, ha="right", fontsize=10)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return Path(path)
 
 
-def plot_eval(
-    directory, fr, seg_frames: int, threshold: float = 0.5, max_clips: int = 4,
-    frames_per_clip: int = 2,
-):  # fmt: skip
+def plot_eval(directory, fr, hop_s: float, threshold: float, max_clips: int = 4,
+              frames_per_clip: int = 2) -> list[Path]:  # fmt: skip
     """Plots of the first clips of an evaluation into ``directory/plots``.
 
-    Invalid slots (no estimate) are not drawn.
+    Invalid slots (no estimate) are not drawn; detected hypotheses (valid, confidence >=
+    ``threshold``) are ringed.
 
     Args:
-        fr: :class:`ssl_toolkit.evaluation.Frames`; seg_frames: frames per second
-            (the DCASE segment), to label time; threshold: detection threshold (unused
-            slots aside, every hypothesis is drawn with its confidence).
+        fr: :class:`ssl_toolkit.evaluation.Frames`; hop_s: seconds per frame.
     """
+    from .localize import detect
+
     hyps = np.where(fr.valid[..., None], fr.hyps, np.nan)  # NaN: matplotlib skips the point
-    fr = type(fr)(**{**vars(fr), "hyps": hyps})
+    det = detect(fr.conf, fr.valid, threshold)
     out = Path(directory) / "plots"
     out.mkdir(exist_ok=True)
-    hop_s = 1.0 / max(seg_frames, 1)
     written = []
     for clip in list(dict.fromkeys(fr.clip_id.tolist()))[:max_clips]:
         m = np.flatnonzero(fr.clip_id == clip)
         m = m[np.argsort(fr.frame[m], kind="stable")]
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in clip)
-        written.append(
-            plot_clip_tracks(
-                out / f"{safe}_tracks.png",
-                fr.frame[m],
-                fr.hyps[m],
-                fr.conf[m],
-                fr.targets[m],
-                fr.active[m],
-                hop_s,
-                clip,
-            )
-        )
+        written.append(plot_clip_tracks(
+            out / f"{safe}_tracks.png", fr.frame[m], hyps[m], fr.conf[m], fr.targets[m],
+            fr.active[m], hop_s, f"{clip}: threshold {threshold:.2f}", det[m],
+        ))  # fmt: skip
         busy = m[np.argsort(-fr.active[m].sum(1), kind="stable")[:frames_per_clip]]
         for i in busy:
-            written.append(
-                plot_frame_map(
-                    out / f"{safe}_frame{fr.frame[i]}.png",
-                    fr.hyps[i],
-                    fr.conf[i],
-                    fr.targets[i],
-                    fr.active[i],
-                    f"{clip} frame {fr.frame[i]}",
-                )
-            )
+            written.append(plot_frame_map(
+                out / f"{safe}_frame{fr.frame[i]}.png", hyps[i], fr.conf[i], fr.targets[i],
+                fr.active[i], f"{clip}, t = {fr.frame[i] * hop_s:.2f} s", det[i],
+            ))  # fmt: skip
     return written

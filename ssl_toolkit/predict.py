@@ -235,28 +235,18 @@ def predict_file(
 
 
 def plot_predictions(hyp_csv: Path, png: Path, threshold: float) -> Path:
-    """Azimuth and elevation of every hypothesis over time, shaded by confidence."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Hypotheses over time from ``<stem>_hypotheses.csv``, in the eval plots' encoding."""
     import pandas as pd
 
+    from .geometry import sph_to_unit
+    from .plots import plot_tracks
+
     df = pd.read_csv(hyp_csv)
-    fig, axes = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
-    for ax, col, lim in zip(axes, ("azimuth_deg", "elevation_deg"), (180, 90), strict=True):
-        sc = ax.scatter(df.time_s, df[col], c=df.confidence, s=4, cmap="viridis", vmin=0, vmax=1)
-        det = df[df.detected == 1]
-        ax.scatter(det.time_s, det[col], s=14, facecolors="none", edgecolors="red", lw=0.6)
-        ax.set_ylim(-lim, lim)
-        ax.set_ylabel(col.replace("_deg", " (deg)"))
-    axes[-1].set_xlabel("time (s)")
+    u = sph_to_unit(np.deg2rad(df.azimuth_deg.to_numpy()), np.deg2rad(df.elevation_deg.to_numpy()))
     name = hyp_csv.stem.removesuffix("_hypotheses")
-    axes[0].set_title(f"{name}: hypotheses (colour: confidence; red: >= {threshold:.2f})")
-    fig.colorbar(sc, ax=axes, label="confidence")
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    return plot_tracks(png, df.time_s.to_numpy(), u[:, None], df.confidence.to_numpy()[:, None],
+                       df.detected.to_numpy()[:, None] == 1,
+                       f"{name}: threshold {threshold:.2f}")  # fmt: skip
 
 
 def predict_files(
