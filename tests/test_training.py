@@ -465,3 +465,20 @@ def test_tensorboard_event_files(tiny_features, tmp_path):
     acc.Reload()
     val = [e.value for e in acc.Scalars("loss/val")]
     np.testing.assert_allclose(val, pd.read_csv(out / "history.csv")["val_loss"], rtol=1e-6)
+
+
+def test_in_a_terminal_the_bar_counts_epochs_as_history_does(tiny_features, tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from ssl_toolkit import console
+
+    screen = io.StringIO()
+    monkeypatch.setattr(console, "err", Console(file=screen, force_terminal=True, width=200))
+    train(tiny_features.path, tmp_path / "run", cfg(epochs=2, batch_size=6))
+    text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", screen.getvalue())  # no colours
+    assert "rmcl: epoch 1/2" in text and "rmcl: epoch 2/2" in text  # the lines
+    bar = [s for s in re.split(r"[\r\n]", text) if s.startswith("rmcl ━")]
+    assert bar and "epoch 2/2" in bar[-1]  # the bar's last state: epoch 2 of 2
+    assert "epoch 0" not in text and "epoch 3" not in text
