@@ -43,7 +43,7 @@ def train_cmd(
         None,
         "--pools",
         help="Frequency max-pooling per conv block, e.g. 4,4,2 "
-        "[default: fitted to the features' bins, 8,8,2 for 256 bins or more]",
+        "\\[default: fitted to the features' bins, 8,8,2 for 256 bins or more]",
         show_default=False,
     ),
     tensorboard: bool = typer.Option(
