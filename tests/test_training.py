@@ -482,3 +482,34 @@ def test_in_a_terminal_the_bar_counts_epochs_as_history_does(tiny_features, tmp_
     bar = [s for s in re.split(r"[\r\n]", text) if s.startswith("rmcl ━")]
     assert bar and "epoch 2/2" in bar[-1]  # the bar's last state: epoch 2 of 2
     assert "epoch 0" not in text and "epoch 3" not in text
+
+
+def test_a_second_writer_of_the_same_run_is_refused_and_loses_nothing(tmp_path):
+    """Two `ssl train` on one output: the second gets one line naming the first's PID and
+    neither deletes the first's resumable state nor replaces its run."""
+    feats = make_features_artifact(tmp_path / "f", n_chunks=40, bins=32)
+    toml = tmp_path / "tiny.toml"
+    toml.write_text(TOML)
+    out = tmp_path / "run"
+    base = [sys.executable, "-m", "ssl_toolkit", "train", str(feats.path), str(out),
+            "--config", str(toml), "--batch-size", "4"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(base + ["--epochs", "200"], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        partial = tmp_path / ".run.partial" / "checkpoint"
+        for _ in range(600):
+            if partial.is_dir() and any(partial.iterdir()):
+                break
+            time.sleep(0.1)
+        assert partial.is_dir(), "the first run never started"
+        second = subprocess.run(base + ["--epochs", "1", "--lr", "1e-2"], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert second.returncode == 1
+        lines = [ln for ln in second.stderr.splitlines() if ln.strip()]
+        assert f"PID {first.pid}" in lines[-1] and "Traceback" not in second.stderr
+        assert partial.is_dir() and first.poll() is None  # the first run goes on
+    finally:
+        first.kill()
+        first.wait()
+    assert not (out / "manifest.json").exists()

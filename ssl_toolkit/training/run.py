@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +113,6 @@ def _train(fs, rows, out: Path, cfg, rt: Runtime, force: bool, resume: bool) -> 
         raise DataError(f"--batch-size {cfg.batch_size} is not a multiple of {rt.world} processes")
     cfg_dict = to_dict(cfg)
     work = partial_dir(out)
-    if rt.main and not resume and work.exists():
-        shutil.rmtree(work)
     if not rt.main:
         rt.all_sum([0.0])  # learn from rank 0 whether the run is up to date
         rt.barrier()
@@ -123,8 +120,9 @@ def _train(fs, rows, out: Path, cfg, rt: Runtime, force: bool, resume: bool) -> 
         rt.barrier()
         return None  # type: ignore[return-value]
     with build_artifact(
-        out, "run", cfg_dict, [fs.manifest], force=force, resumable=True, log=console.log
-    ) as b:
+        out, "run", cfg_dict, [fs.manifest], force=force, resumable=True, fresh=not resume,
+        log=console.log,
+    ) as b:  # fmt: skip  (a fresh run discards an old resumable state, under the lock)
         reused = rt.all_sum([float(b.reused)])[0] > 0
         rt.barrier()
         if not reused:
