@@ -72,3 +72,58 @@ def test_config_reference_is_generated_from_the_code():
         for f in dataclasses.fields(getattr(importlib.import_module(module), name)):
             row = next(line for line in text.splitlines() if line.startswith(f"| `{f.name}` |"))
             assert not row.endswith("|  |"), f"{name}.{f.name} has no description"
+
+
+def _command(path):
+    import typer.main
+
+    cmd = typer.main.get_command(app)
+    for name in path:
+        cmd = cmd.commands[name]
+    return cmd
+
+
+def test_option_names_are_toml_keys_and_help_shows_their_defaults():
+    """Every option of a stage with a config class is named as its TOML key (`--n-clips`
+    is `n_clips`) and its --help default is the dataclass default."""
+    import dataclasses
+
+    from ssl_toolkit.baselines import BaselineConfig
+    from ssl_toolkit.cli._common import shown
+    from ssl_toolkit.data_prep.features import FeatureConfig
+    from ssl_toolkit.data_prep.synth import SynthConfig
+    from ssl_toolkit.evaluation import EvalConfig
+    from ssl_toolkit.training import TrainConfig
+
+    cases = {("prep", "synth"): SynthConfig, ("prep", "features"): FeatureConfig,
+             ("train",): TrainConfig, ("eval",): EvalConfig, ("baseline",): BaselineConfig}  # fmt: skip
+    not_config = {"config", "force", "jobs", "resume", "help", "out", "features", "run",
+                  "data", "scenes"}  # fmt: skip
+    for path, cls in cases.items():
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        for p in _command(path).params:
+            key = p.name.rstrip("_")
+            if key in not_config:
+                continue
+            assert key in defaults, f"ssl {' '.join(path)}: option {p.opts} is not a TOML key"
+            assert isinstance(p.show_default, str), f"{p.opts} shows no default"
+            want = shown(defaults[key])
+            assert p.show_default.startswith(want), f"{p.opts}: {p.show_default} != {want}"
+            long = [o for o in p.opts if o.startswith("--")]
+            assert key == "K" or long[0] == "--" + key.replace("_", "-"), p.opts
+
+
+def test_one_flag_style():
+    """Boolean options are plain flags (--force), never --force/--no-force pairs, except
+    the train switches whose TOML default can be on (--amp/--no-amp)."""
+    import typer.main
+
+    switches = {"deterministic", "amp", "compile_", "tensorboard"}
+    root = typer.main.get_command(app)
+    stack = [root]
+    while stack:
+        cmd = stack.pop()
+        stack += list(getattr(cmd, "commands", {}).values())
+        for p in cmd.params:
+            if getattr(p, "is_flag", False) and p.secondary_opts:
+                assert p.name in switches, f"{cmd.name}: {p.opts} / {p.secondary_opts}"

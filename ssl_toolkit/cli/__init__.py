@@ -8,7 +8,6 @@ imports torch (see :mod:`ssl_toolkit.cpu`).
 from __future__ import annotations
 
 import importlib
-
 import sys
 
 from ..cpu import configure

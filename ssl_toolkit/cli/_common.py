@@ -63,6 +63,19 @@ def _main(
             raise typer.BadParameter(str(e), param_hint="--threads") from None
 
 
+def shown(value: Any) -> str:
+    """A config default as ``--help`` shows it (``show_default=shown(...)``): lists
+    comma-joined, booleans on/off, None as "none". A test checks every option's shown
+    default against its config dataclass, so help and code cannot drift."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None or value == "":
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
 #: What an interrupted command leaves behind (outputs are built atomically).
 INTERRUPTED = (
     "interrupted: no incomplete artifact was left (outputs are renamed into place only when "

@@ -17,14 +17,28 @@ def eval_cmd(
     ),
     out: Path = typer.Argument(..., help="Eval artifact to create."),
     data: Path = typer.Option(..., "--data", help="Features artifact (from `ssl prep features`)."),
-    split: str = typer.Option(None, "--split", help="train | val | test (default test)."),
-    threshold: float = typer.Option(None, "--threshold", help="Detection threshold (0..1)."),
-    learn_threshold: bool = typer.Option(
-        None, "--learn-threshold", help="Learn the threshold on val (SGL-Thresh)."
+    split: str = typer.Option(None, "--split", help="train | val | test.", show_default="test"),
+    threshold: float = typer.Option(
+        None,
+        "--threshold",
+        help="Detection threshold (0..1).",
+        show_default="none: the model's (learned on val at training, else 0.5)",
     ),
-    batch_size: int = typer.Option(None, "--batch-size", help="Chunks per forward pass."),
-    plots: bool = typer.Option(None, "--plots", help="Write PNG plots into OUT/plots."),
-    config: Path = typer.Option(None, "--config", help="TOML file (\\[eval] table or top level)."),
+    learn_threshold: bool = typer.Option(
+        None,
+        "--learn-threshold",
+        help="Learn the threshold on val (SGL-Thresh).",
+        show_default="off",
+    ),
+    batch_size: int = typer.Option(
+        None, "--batch-size", help="Chunks per forward pass.", show_default="32"
+    ),
+    plots: bool = typer.Option(
+        None, "--plots", help="Write PNG plots into OUT/plots.", show_default="off"
+    ),
+    config: Path = typer.Option(
+        None, "--config", help="TOML file (\\[eval] table or top level; docs/CONFIG.md)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing eval artifact."),
 ) -> None:
     """Score a trained run or an export: metrics.json, metrics.csv, predictions.npz (and plots)."""
@@ -53,20 +67,21 @@ def baseline_cmd(
     out: Path = typer.Argument(..., help="Eval artifact to create."),
     data: Path = typer.Option(..., "--data", help="Features artifact giving frames and labels."),
     method: str = typer.Option(
-        None, "--method", help="srp | music | normmusic | tops (default srp)."
+        None, "--method", help="srp | music | normmusic | tops.", show_default="srp"
     ),
     n_sources: str = typer.Option(
         None,
         "--n-sources",
         help="known: the labels' count per frame (frame recall not reported) | estimate: "
-        "counted from the audio, frames with none found are misses (default known).",
+        "counted from the audio, frames with none found are misses.",
+        show_default="known",
     ),
-    split: str = typer.Option(None, "--split", help="train | val | test (default test)."),
+    split: str = typer.Option(None, "--split", help="train | val | test.", show_default="test"),
     grid_deg: float = typer.Option(
         None,
         "--grid-deg",
-        help="Search grid step in degrees, rounded to divide 90 (default 5, TOPS 10); "
-        "peaks are refined below it.",
+        help="Search grid step in degrees, rounded to divide 90; peaks are refined below it.",
+        show_default="none (5, TOPS 10)",
     ),
     config: Path = typer.Option(
         None,

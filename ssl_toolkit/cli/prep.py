@@ -18,21 +18,60 @@ def _subsets(text: str | None) -> list[str] | None:
 def synth(
     out: Path = typer.Argument(..., help="Output scenes directory."),
     preset: str = typer.Option(
-        None, help="ansyn (free field, default) or resyn (shoebox rooms); beats the TOML's."
+        None,
+        "--preset",
+        help="ansyn (free field) or resyn (shoebox rooms); beats the TOML's.",
+        show_default="ansyn",
     ),
-    format: str = typer.Option(None, "--format", help="foa (ACN/SN3D, default) or mic."),
-    clips: int = typer.Option(None, "--clips", help="Number of clips."),
-    clip_seconds: float = typer.Option(None, help="Clip length in seconds."),
-    fs: int = typer.Option(None, help="Sample rate in Hz (default 44100)."),
-    subsets: str = typer.Option(None, help="Comma-separated overlap subsets, e.g. ov1,ov2,ov3."),
-    grid_deg: float = typer.Option(None, help="Direction grid step in degrees; 0: continuous."),
-    snr_db: float = typer.Option(None, help="Event-to-ambient-noise ratio in dB."),
-    sources_dir: Path = typer.Option(None, help="Folder of event clips, one sub-folder per class."),
-    layout: str = typer.Option(None, help="toolkit (wav/, labels/) or tut2018 (original names)."),
-    seed: int = typer.Option(None, help="Master seed (clip i depends on seed and i only)."),
-    jobs: int = typer.Option(1, help="Worker processes (the output does not depend on it)."),
-    config: Path = typer.Option(None, help="TOML file with any SynthConfig option."),
-    force: bool = typer.Option(False, help="Replace an existing output built otherwise."),
+    format: str = typer.Option(
+        None,
+        "--format",
+        help="foa (ACN/SN3D) or mic (tetrahedral, or mic_positions_m).",
+        show_default="foa",
+    ),
+    n_clips: int = typer.Option(
+        None, "--n-clips", "--clips", help="Number of clips.", show_default="60"
+    ),
+    clip_seconds: float = typer.Option(
+        None, "--clip-seconds", help="Clip length in seconds.", show_default="30.0"
+    ),
+    fs: int = typer.Option(None, "--fs", help="Sample rate in Hz.", show_default="44100"),
+    subsets: str = typer.Option(
+        None, "--subsets", help="Comma-separated overlap subsets.", show_default="ov1,ov2,ov3"
+    ),
+    grid_deg: float = typer.Option(
+        None,
+        "--grid-deg",
+        help="Direction grid step in degrees; 0: continuous.",
+        show_default="10.0",
+    ),
+    snr_db: float = typer.Option(
+        None, "--snr-db", help="Event-to-ambient-noise ratio in dB.", show_default="30.0"
+    ),
+    sources_dir: Path = typer.Option(
+        None,
+        "--sources-dir",
+        help="Folder of event clips, one sub-folder per class.",
+        show_default="none: the built-in procedural library",
+    ),
+    layout: str = typer.Option(
+        None,
+        "--layout",
+        help="toolkit (wav/, labels/) or tut2018 (original names).",
+        show_default="toolkit",
+    ),
+    seed: int = typer.Option(
+        None, "--seed", help="Master seed (clip i depends on seed and i only).", show_default="0"
+    ),
+    jobs: int = typer.Option(
+        1, "--jobs", help="Worker processes (the output does not depend on it)."
+    ),
+    config: Path = typer.Option(
+        None, "--config", help="TOML file with any SynthConfig option (docs/CONFIG.md)."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace an existing output built otherwise."
+    ),
 ) -> None:
     """Synthesize ANSYN/RESYN-like scenes with labels correct by construction."""
     from ..config import load_toml
@@ -43,7 +82,7 @@ def synth(
     cli = {
         "preset": preset,
         "format": format,
-        "n_clips": clips,
+        "n_clips": n_clips,
         "clip_seconds": clip_seconds,
         "fs": fs,
         "subsets": _subsets(subsets),
@@ -63,15 +102,19 @@ def synth(
 def import_(
     root: Path = typer.Argument(..., help="Folder of the original dataset (wav_*/ and desc_*/)."),
     out: Path = typer.Argument(..., help="Output scenes directory."),
-    layout: str = typer.Option("tut2018", help="Dataset layout; tut2018 (ANSYN/RESYN/REAL)."),
+    layout: str = typer.Option(
+        "tut2018", "--layout", help="Dataset layout; tut2018 (ANSYN/RESYN/REAL)."
+    ),
     format: str = typer.Option("foa", "--format", help="foa (4-channel FOA) or mic (an array)."),
     array: Path = typer.Option(
         None,
         help="TOML file with mic_positions_m = \\[\\[x, y, z], ...] (metres; top level, "
         "\\[array] or \\[synth] table), for --format mic.",
     ),
-    copy: bool = typer.Option(False, help="Copy the audio into the artifact."),
-    force: bool = typer.Option(False, help="Replace an existing output built otherwise."),
+    copy: bool = typer.Option(False, "--copy", help="Copy the audio into the artifact."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace an existing output built otherwise."
+    ),
 ) -> None:
     """Import ANSYN/RESYN/REAL (TUT2018 layout) as a scenes artifact."""
     from ..config import ConfigError
@@ -91,10 +134,21 @@ def import_(
 def features(
     scenes: Path = typer.Argument(..., help="Scenes directory (ssl prep synth / import)."),
     out: Path = typer.Argument(..., help="Output features directory."),
-    type: str = typer.Option(None, "--type", help="stft (magnitude+phase) or logmel."),
-    config: Path = typer.Option(None, help="TOML file with any FeatureConfig option."),
-    jobs: int = typer.Option(1, help="Worker processes (the output does not depend on it)."),
-    force: bool = typer.Option(False, help="Replace an existing output built otherwise."),
+    type: str = typer.Option(
+        None,
+        "--type",
+        help="stft (magnitude + phase) or logmel (+ IV / GCC-PHAT).",
+        show_default="stft",
+    ),
+    config: Path = typer.Option(
+        None, "--config", help="TOML file with any FeatureConfig option (docs/CONFIG.md)."
+    ),
+    jobs: int = typer.Option(
+        1, "--jobs", help="Worker processes (the output does not depend on it)."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace an existing output built otherwise."
+    ),
 ) -> None:
     """Compute chunked features and frame labels (memory-mapped, float16)."""
     from ..config import load_toml, resolve

@@ -19,39 +19,79 @@ def train_cmd(
     ),
     out: Path = typer.Argument(None, help="Run directory to create.", show_default=False),
     method: str = typer.Option(
-        None, "--method", help="rmcl | wta | wta-relaxed | wta-top-n | amcl | pit | ie"
+        None,
+        "--method",
+        help="rmcl | wta | wta-relaxed | wta-top-n | amcl | pit | ie",
+        show_default="rmcl",
     ),
-    k: int = typer.Option(None, "-K", "--hypotheses", help="Hypotheses per frame (IE: members)."),
-    epochs: int = typer.Option(None, "--epochs", help="Maximum epochs."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Chunks per step (global)."),
-    lr: float = typer.Option(None, "--lr", help="Peak learning rate (AdamW)."),
-    max_steps: int = typer.Option(None, "--max-steps", help="Cap on optimizer steps."),
-    device: str = typer.Option(None, "--device", help="auto (CUDA > MPS > CPU) | cpu | cuda | mps"),
-    seed: int = typer.Option(None, "--seed", help="Seed of init, data order and dropout."),
-    deterministic: bool = typer.Option(None, "--deterministic/--no-deterministic"),
-    amp: bool = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA."),
-    compile_: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
-    patience: int = typer.Option(None, "--patience", help="Early-stopping patience (epochs)."),
+    K: int = typer.Option(
+        None,
+        "-K",
+        "--hypotheses",
+        help="Hypotheses per frame (IE: members; PIT: the features' source slots).",
+        show_default="5",
+    ),
+    epochs: int = typer.Option(None, "--epochs", help="Maximum epochs.", show_default="50"),
+    batch_size: int = typer.Option(
+        None, "--batch-size", help="Chunks per step (global).", show_default="32"
+    ),
+    lr: float = typer.Option(
+        None, "--lr", help="Peak learning rate (AdamW).", show_default="0.001"
+    ),
+    max_steps: int = typer.Option(
+        None, "--max-steps", help="Cap on optimizer steps.", show_default="none"
+    ),
+    device: str = typer.Option(
+        None, "--device", help="auto (CUDA > MPS > CPU) | cpu | cuda | mps", show_default="auto"
+    ),
+    seed: int = typer.Option(
+        None,
+        "--seed",
+        help="Seed of init, data order, dropout and drawn negatives.",
+        show_default="0",
+    ),
+    deterministic: bool = typer.Option(
+        None,
+        "--deterministic/--no-deterministic",
+        help="Deterministic algorithms (a resumed run reaches the same weights).",
+        show_default="off",
+    ),
+    amp: bool = typer.Option(
+        None, "--amp/--no-amp", help="Mixed precision on CUDA.", show_default="on"
+    ),
+    compile_: bool = typer.Option(
+        None, "--compile/--no-compile", help="torch.compile the model.", show_default="off"
+    ),
+    patience: int = typer.Option(
+        None, "--patience", help="Early-stopping patience (epochs).", show_default="10"
+    ),
     beta: float = typer.Option(
-        None, "--beta", help="Weight of the confidence (or PIT activity) BCE."
+        None, "--beta", help="Weight of the confidence (or PIT activity) BCE.", show_default="1.0"
     ),
     negatives: str = typer.Option(
-        None, "--negatives", help="rMCL confidence negatives: all, or n drawn per frame (rMCL*)."
+        None,
+        "--negatives",
+        help="rMCL confidence negatives: all, or n drawn per frame (rMCL*).",
+        show_default="all",
     ),
-    output: str = typer.Option(None, "--output", help="Hypothesis heads: unit (3-D) or sph."),
+    output: str = typer.Option(
+        None, "--output", help="Hypothesis heads: unit (3-D) or sph.", show_default="unit"
+    ),
     pools: str = typer.Option(
         None,
         "--pools",
-        help="Frequency max-pooling per conv block, e.g. 4,4,2 "
-        "\\[default: fitted to the features' bins, 8,8,2 for 256 bins or more]",
-        show_default=False,
+        help="Frequency max-pooling per conv block, e.g. 4,4,2.",
+        show_default="none: fitted to the features' bins (8,8,2 from 256 bins)",
     ),
     tensorboard: bool = typer.Option(
         None,
         "--tensorboard/--no-tensorboard",
         help="Write TensorBoard event files to RUN/tensorboard (pip install tensorboard).",
+        show_default="off",
     ),
-    config: Path = typer.Option(None, "--config", help="TOML file (\\[train] table or top level)."),
+    config: Path = typer.Option(
+        None, "--config", help="TOML file (\\[train] table or top level; docs/CONFIG.md)."
+    ),
     resume: bool = typer.Option(
         False,
         "--resume",
@@ -73,7 +113,7 @@ def train_cmd(
     toml = load_toml(config, "train") if config else None
     cli = {
         "method": method,
-        "K": k,
+        "K": K,
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,
