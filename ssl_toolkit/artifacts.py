@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import UserError
+from . import __version__, readers
+from .errors import ArtifactError  # re-exported: artifacts.ArtifactError
 
 MANIFEST = "manifest.json"
 
@@ -51,10 +51,6 @@ MAKERS: dict[str, str] = {
     "toy": "ssl toy",
     "report": "ssl report",
 }
-
-
-class ArtifactError(UserError, RuntimeError):
-    """A stage input or output is missing, of the wrong kind, or would be overwritten."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +98,11 @@ def fingerprint(obj: Any) -> str:
 def read_manifest(path: str | os.PathLike, kind: str | tuple[str, ...]) -> Manifest:
     """Read and check the manifest of a stage input.
 
+    The manifest must be a strict JSON object with the right ``kind`` and ``schema``,
+    fields of the right types, and the extras of its kind well-typed (see
+    :data:`EXTRA_FIELDS`); the ``audio_root`` of a scenes artifact must be the artifact
+    itself or the dataset recorded (and fingerprinted) at import.
+
     Args:
         path: the artifact directory.
         kind: the kind (or kinds) the caller accepts.
@@ -118,10 +119,7 @@ def read_manifest(path: str | os.PathLike, kind: str | tuple[str, ...]) -> Manif
         raise ArtifactError(
             f"{p} is not a {'/'.join(kinds)} artifact (no {MANIFEST}): run `{maker}` first"
         )
-    try:
-        raw = json.loads(mpath.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{mpath} is unreadable ({e}); rebuild it with `{maker}`") from e
+    raw = readers.read_json_object(mpath, f"{maker} --force")
     got = raw.get("kind")
     if got not in kinds:
         raise ArtifactError(
@@ -133,17 +131,84 @@ def read_manifest(path: str | os.PathLike, kind: str | tuple[str, ...]) -> Manif
             f"{p} has {got} schema {schema}, this toolkit reads schema {SCHEMAS[got]}: "
             f"rebuild it with `{MAKERS[got]} --force`"
         )
-    return Manifest(
+    rebuild = f"{MAKERS[got]} --force"
+    readers.check_fields(raw, _MANIFEST_FIELDS, mpath, rebuild)
+    extra = raw.get("extra", {})
+    readers.check_fields(extra, EXTRA_FIELDS.get(got, {}), mpath, rebuild,
+                         EXTRA_REQUIRED.get(got, ()), "extra.")  # fmt: skip
+    man = Manifest(
         path=p.resolve(),
         kind=got,
         schema=schema,
         fingerprint=raw.get("fingerprint", ""),
         config=raw.get("config", {}),
         inputs=raw.get("inputs", []),
-        extra=raw.get("extra", {}),
+        extra=extra,
         toolkit_version=raw.get("toolkit_version", ""),
         created=raw.get("created", ""),
     )
+    if got == "scenes":
+        _check_audio_root(man, mpath, rebuild)
+    return man
+
+
+_INPUT_REF = readers.mapping
+_MANIFEST_FIELDS: dict[str, readers.Check] = {
+    "fingerprint": readers.text(),
+    "config": readers.mapping,
+    "inputs": readers.sequence(_INPUT_REF),
+    "extra": readers.mapping,
+    "toolkit_version": readers.text(),
+    "created": readers.text(),
+}
+#: Types of the manifest extras each kind's readers rely on (checked where present).
+EXTRA_FIELDS: dict[str, dict[str, readers.Check]] = {
+    "scenes": {
+        "fs": readers.integer(1, 10_000_000),
+        "format": readers.text(("foa", "mic")),
+        "n_channels": readers.integer(1, 4096),
+        "max_sources": readers.integer(1, 1000),
+        "audio_root": readers.text(),
+        "mic_positions_m": readers.sequence(readers.sequence(readers.number(), 3)),
+    },
+    "features": {
+        "feature_params": readers.mapping,
+        "shape": readers.sequence(readers.integer(1), 3),
+        "max_sources": readers.integer(1, 1000),
+        "n_chunks": readers.integer(0),
+    },
+}
+#: Extras every reader of the kind needs (the features' are required by ``open_features``).
+EXTRA_REQUIRED: dict[str, tuple[str, ...]] = {
+    "scenes": ("fs", "format", "n_channels", "max_sources", "audio_root"),
+}
+
+
+def _check_audio_root(man: Manifest, mpath: Path, rebuild: str) -> None:
+    """A scenes artifact reads its audio from itself, or from the dataset it was imported
+    from, as recorded in its config and fingerprint: an edited ``audio_root`` is refused.
+
+    Raises:
+        ArtifactError: naming the manifest.
+    """
+    root = man.extra["audio_root"]
+    if root == ".":
+        return
+    if not os.path.isabs(root) or root != man.config.get("root"):
+        raise readers.damaged(
+            mpath,
+            f"extra.audio_root {root!r} is neither '.' nor the dataset it was imported from "
+            f"({man.config.get('root')!r}); refusing to read audio outside the dataset",
+            rebuild,
+        )
+    ins = [i.get("fingerprint") for i in man.inputs]
+    want = fingerprint({"kind": man.kind, "schema": man.schema, "config": man.config,
+                        "inputs": ins})  # fmt: skip
+    if want != man.fingerprint:
+        raise readers.damaged(
+            mpath, "its config was edited (the fingerprint does not match it); refusing to "
+            "read audio from the dataset it names", rebuild,
+        )  # fmt: skip
 
 
 @dataclass

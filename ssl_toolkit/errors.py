@@ -7,3 +7,7 @@ class UserError(Exception):
 
 class DataError(UserError, ValueError):
     """An input file (audio, labels, dataset layout) is unusable."""
+
+
+class ArtifactError(UserError, RuntimeError):
+    """A stage input or output is missing, damaged, of the wrong kind, or would be overwritten."""

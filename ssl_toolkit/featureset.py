@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .artifacts import Manifest, read_manifest
+from . import readers
+from .artifacts import MANIFEST, Manifest, read_manifest
 
 INDEX_COLUMNS = ["chunk", "clip_id", "fold", "split", "subset", "start_frame"]
 SPLITS = ("train", "val", "test")
@@ -89,17 +90,67 @@ class FeatureSet:
 def open_features(path: str | os.PathLike) -> FeatureSet:
     """Open a features artifact for reading (nothing is loaded into memory).
 
+    Every file is checked before use: the manifest's extras, each ``.npy`` array's size
+    against its header (before it is memory-mapped) and its dtype and shape against the
+    manifest (N chunks of ``shape``, S slots), ``index.csv``'s columns and rows (one per
+    chunk, in order), and finite ``norm.npz`` statistics of the right shape.
+
     Raises:
-        ArtifactError: when ``path`` is not a features artifact.
+        ArtifactError: when ``path`` is not a features artifact or one of its files is
+            damaged: ``<file>: <what is wrong> (rebuild it with `ssl prep features --force`)``.
     """
     man = read_manifest(path, "features")
-    feats = np.load(man.file("features.npy"), mmap_mode="r", allow_pickle=False)
-    act = np.load(man.file("activity.npy"), mmap_mode="r", allow_pickle=False)
-    dirs = np.load(man.file("directions.npy"), mmap_mode="r", allow_pickle=False)
-    index = pd.read_csv(man.file("index.csv"), dtype={"clip_id": str, "split": str, "subset": str})
-    with np.load(man.file("norm.npz"), allow_pickle=False) as z:
-        mean, std = z["mean"].astype(np.float32), z["std"].astype(np.float32)
-    return FeatureSet(man, feats, act, dirs, index, mean, std)
+    extra = man.extra
+    readers.check_fields(extra, {}, man.path / MANIFEST, REBUILD,
+                         ("feature_params", "shape", "max_sources"), "extra.")  # fmt: skip
+    readers.check_feature_params(extra["feature_params"], man.path / MANIFEST, REBUILD,
+                                 where="extra.feature_params.")  # fmt: skip
+    c, t, f = extra["shape"]
+    s = extra["max_sources"]
+    n = extra.get("n_chunks")
+    feats = readers.open_npy(man.file("features.npy"), REBUILD, np.float16, (n, c, t, f))
+    n = feats.shape[0]
+    act = readers.open_npy(man.file("activity.npy"), REBUILD, np.bool_, (n, t, s))
+    dirs = readers.open_npy(man.file("directions.npy"), REBUILD, np.float32, (n, t, s, 3))
+    index = _read_index(man.file("index.csv"), n)
+    norm = readers.read_npz(man.file("norm.npz"), REBUILD, ("mean", "std"))
+    mean, std = (norm[k] for k in ("mean", "std"))
+    for name, a in (("mean", mean), ("std", std)):
+        if a.shape != (c, f) or a.dtype.kind != "f" or not np.isfinite(a).all():
+            raise readers.damaged(
+                man.file("norm.npz"),
+                f"'{name}' must be finite floats of shape {[c, f]}, got {a.dtype} {list(a.shape)}"
+                + ("" if a.dtype.kind != "f" or np.isfinite(a).all() else " with NaN or inf"),
+                REBUILD,
+            )
+    if (std <= 0).any():
+        raise readers.damaged(man.file("norm.npz"), "'std' has values <= 0", REBUILD)
+    return FeatureSet(man, feats, act, dirs, index, mean.astype(np.float32), std.astype(np.float32))
+
+
+#: The command that rebuilds a features artifact (named in every damaged-file message).
+REBUILD = "ssl prep features --force"
+
+
+def _read_index(path: Path, n_chunks: int) -> pd.DataFrame:
+    """``index.csv``: one row per chunk, chunks 0..N-1 in order, known splits."""
+    index = readers.read_table(
+        path, REBUILD, INDEX_COLUMNS, {"clip_id": str, "split": str, "subset": str}
+    )
+    if len(index) != n_chunks:
+        raise readers.damaged(path, f"has {len(index)} rows for {n_chunks} chunks", REBUILD)
+    for col in ("chunk", "fold", "start_frame"):
+        if not pd.api.types.is_integer_dtype(index[col]):
+            raise readers.damaged(path, f"column {col!r} must hold integers", REBUILD)
+    if not np.array_equal(index["chunk"].to_numpy(), np.arange(n_chunks)):
+        raise readers.damaged(path, f"column 'chunk' must be 0..{n_chunks - 1} in order", REBUILD)
+    bad = ~index["split"].isin(SPLITS) | index["clip_id"].isna() | index["subset"].isna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise readers.damaged(
+            path, f"row {row + 2}: need a clip_id, a subset and a split among {SPLITS}", REBUILD
+        )
+    return index
 
 
 class FeatureWriter:
