@@ -10,6 +10,7 @@ in every artifact's manifest.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import types
@@ -35,13 +36,20 @@ def load_toml(path: str | os.PathLike, section: str | None = None) -> dict[str, 
     """Read a TOML file (optionally one table of it).
 
     Raises:
-        ConfigError: naming the file when it is missing or malformed.
+        ConfigError: naming the file when it is missing, a directory, unreadable,
+            not UTF-8 or not valid TOML.
     """
     p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file {p} does not exist")
+    if not p.is_file():
+        raise ConfigError(f"config file {p} is not a file (a directory?); give a TOML file")
     try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError as e:
-        raise ConfigError(f"config file {p} does not exist") from e
+        data = tomllib.loads(p.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise ConfigError(f"config file {p} cannot be read ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {p} is not UTF-8 text (byte {e.start})") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {p} is not valid TOML: {e}") from e
     if section is not None and section in data and isinstance(data[section], dict):
@@ -49,28 +57,59 @@ def load_toml(path: str | os.PathLike, section: str | None = None) -> dict[str, 
     return data
 
 
-def _coerce(name: str, tp: Any, value: Any) -> Any:
-    """Coerce a TOML/CLI value to a dataclass field type where that is unambiguous."""
+#: Field metadata that lets a float option be infinite or NaN (all others must be finite).
+NONFINITE_OK = "nonfinite_ok"
+
+
+def _coerce(name: str, tp: Any, value: Any, nonfinite_ok: bool = False) -> Any:
+    """Coerce a TOML/CLI value to a dataclass field type where that is unambiguous.
+
+    Floats must be finite (``inf`` and ``nan`` refused) unless ``nonfinite_ok``.
+    """
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
         if len(args) == 1:
-            return _coerce(name, args[0], value)
+            return _coerce(name, args[0], value, nonfinite_ok)
+        _check_finite(name, value, nonfinite_ok)
         return value
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"option {name!r} expects a list, got {value!r}")
         args = typing.get_args(tp)
         inner = args[0] if args else Any
-        out = [_coerce(name, inner, v) for v in value]
+        out = [_coerce(name, inner, v, nonfinite_ok) for v in value]
         return tuple(out) if origin is tuple else out
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
     if tp in (int, float, str, bool) and not isinstance(value, tp):
         raise ConfigError(f"option {name!r} expects {tp.__name__}, got {value!r}")
+    _check_finite(name, value, nonfinite_ok)
     return value
+
+
+def _check_finite(name: str, value: Any, nonfinite_ok: bool) -> None:
+    if isinstance(value, float) and not nonfinite_ok and not math.isfinite(value):
+        raise ConfigError(f"option {name!r} must be a finite number, got {value}")
+
+
+def check_finite(cfg: Any) -> None:
+    """Refuse a config dataclass holding an infinite or NaN float, also inside lists
+    (fields whose metadata has :data:`NONFINITE_OK` aside). ``resolve`` refuses them as
+    it reads them; a stage's ``validate`` calls this for configs built in code.
+
+    Raises:
+        ConfigError: naming the option.
+    """
+    for f in dataclasses.fields(cfg):
+        if f.metadata.get(NONFINITE_OK, False):
+            continue
+        v = getattr(cfg, f.name)
+        for x in v if isinstance(v, (list, tuple)) else (v,):
+            for y in x if isinstance(x, (list, tuple)) else (x,):
+                _check_finite(f.name, y, False)
 
 
 def resolve(cls: type[T], *layers: dict[str, Any] | None) -> T:
@@ -80,11 +119,13 @@ def resolve(cls: type[T], *layers: dict[str, Any] | None) -> T:
     defaulting to None do not override a TOML file.
 
     Raises:
-        ConfigError: on an unknown key (with the known ones listed) or a value
-            of the wrong type.
+        ConfigError: on an unknown key (with the known ones listed), a value
+            of the wrong type, or a float that is infinite or NaN (unless the field's
+            metadata has ``NONFINITE_OK``).
     """
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = set(fields)
     values: dict[str, Any] = {}
     for layer in layers:
         for key, value in (layer or {}).items():
@@ -95,7 +136,7 @@ def resolve(cls: type[T], *layers: dict[str, Any] | None) -> T:
                 )
             if value is None:
                 continue
-            values[k] = _coerce(k, hints[k], value)
+            values[k] = _coerce(k, hints[k], value, fields[k].metadata.get(NONFINITE_OK, False))
     obj = cls(**values)
     check = getattr(obj, "validate", None)
     if callable(check):

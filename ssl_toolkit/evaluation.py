@@ -23,7 +23,7 @@ import pandas as pd
 
 from . import density, metrics, thresholds
 from .artifacts import Manifest, build_artifact, read_manifest, write_json
-from .config import ConfigError, to_dict
+from .config import ConfigError, check_finite, to_dict
 from .errors import UserError
 from .featureset import SPLITS, FeatureSet, open_features
 
@@ -67,6 +67,7 @@ class EvalConfig:
     calibrate: bool = True
 
     def validate(self) -> None:
+        check_finite(self)
         if self.split not in SPLITS:
             raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
@@ -236,12 +237,14 @@ def _rows(fs: FeatureSet, split: str, what: str) -> np.ndarray:
 def _calibrate(loc, fs, cfg: EvalConfig, seg_frames: int) -> dict[str, Any]:
     """Kappas and (for scored methods) the threshold comparison on the val split.
 
-    Empty when calibration is off or the features have no val chunk.
+    Empty when calibration is off or the features have no val chunk (or no source in it).
     """
     rows = fs.rows("val")
     if not cfg.calibrate or len(rows) == 0:
         return {}
     val = predict_split(loc, fs, rows, cfg.batch_size)
+    if not val.active.any():  # no source to fit a kappa or a threshold on
+        return {}
     args = (val.hyps, val.conf, val.targets, val.active)
     out: dict[str, Any] = {
         "kappa_vmf": density.choose_kappa(*args, valid=val.valid),
@@ -265,7 +268,8 @@ def _threshold(cfg: EvalConfig, loc, cal: dict[str, Any], fs: FeatureSet) -> flo
         raise UserError(f"--learn-threshold: method {loc.method!r} has no confidence scores")
     if "thresholds_val" not in cal:
         raise UserError(
-            f"--learn-threshold needs a val split in {fs.manifest.path} (and calibrate on)"
+            f"--learn-threshold needs a val split with sources in {fs.manifest.path} "
+            "(and calibrate on)"
         )
     return cal["thresholds_val"]["sgl"]["threshold"]
 

@@ -29,8 +29,9 @@ import numpy as np
 import pandas as pd
 
 from ..artifacts import Manifest, build_artifact
-from ..config import ConfigError, to_dict
+from ..config import ConfigError, check_finite, to_dict
 from ..console import log, progress
+from ..errors import DataError
 from ..geometry import deg, rad, sph_to_unit
 from .arrays import FORMATS, array_positions
 from .labels import LABEL_COLUMNS, max_overlap, write_labels
@@ -112,6 +113,7 @@ class SynthConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid option."""
+        check_finite(self)
         _check(self.preset in ("ansyn", "resyn"), "preset", "must be ansyn or resyn")
         _check(self.format in FORMATS, "format", f"must be one of {FORMATS}")
         _check(self.layout in LAYOUTS, "layout", f"must be one of {LAYOUTS}")
@@ -436,6 +438,11 @@ def _make_clip(cfg: SynthConfig, row: dict[str, Any], out_dir: str) -> dict[str,
 
     library = _library(cfg)
     audio, events, room = render_clip(cfg, row["index"], row["subset"], library)
+    if not np.isfinite(audio).all():
+        raise DataError(
+            f"clip {row['index']} ({row['subset']}) rendered NaN or infinite samples; "
+            "check the options (snr_db, distances, room sizes) and the event clips"
+        )
     cid, wav, lab = clip_paths(cfg, row["index"], row["subset"], row["fold"], row["split"])
     for rel in (wav, lab):
         (Path(out_dir) / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -491,6 +498,7 @@ def synthesize(
     cfg.validate()
     if jobs < 1:
         raise ConfigError(f"option 'jobs' must be at least 1, got {jobs}")
+    _check_memory(cfg, jobs)
     classes = check_folder(cfg.sources_dir, cfg.fs) if cfg.sources_dir else None
     table = clip_table(cfg)
     with build_artifact(out, "scenes", to_dict(cfg), force=force, log=log) as b:
@@ -501,6 +509,27 @@ def synthesize(
         clips.to_csv(b.dir / "clips.csv", index=False)
         b.extra.update(_extra(cfg, classes or list(_library(cfg).classes), clips))
     return b.manifest
+
+
+#: float32 copies of a clip's audio alive at once while rendering it (signals, noise, output).
+_WORKING_COPIES = 8
+#: Memory of one clip's rows in the clip tables (plan, records, clips.csv).
+_BYTES_PER_CLIP_ROW = 2000
+
+
+def _check_memory(cfg: SynthConfig, jobs: int) -> None:
+    """Refuse clips too long to render in the available memory (``jobs`` at a time)."""
+    from ..memory import check_fits
+
+    channels = len(cfg.mic_positions_m) if cfg.mic_positions_m else 4
+    per_clip = cfg.clip_seconds * cfg.fs * channels * 4 * _WORKING_COPIES
+    check_fits(
+        per_clip * min(jobs, cfg.n_clips) + 16 * NOISE_BANK_SAMPLES,
+        f"option 'clip_seconds' ({cfg.clip_seconds} s at {cfg.fs} Hz, --jobs {jobs})",
+        "use shorter clips (--clip-seconds) or fewer --jobs",
+    )
+    check_fits(cfg.n_clips * _BYTES_PER_CLIP_ROW, f"option 'n_clips' ({cfg.n_clips})",
+               "synthesize fewer clips (--clips)")  # fmt: skip
 
 
 def _run_clips(

@@ -1,0 +1,73 @@
+"""How much memory a stage may use: sizes are checked before anything large is allocated.
+
+``-K 100000000`` or a clip of a billion seconds must end in one line naming the option,
+not in an allocation failure (or the kernel's OOM killer) minutes later. A stage
+estimates the bytes it is about to allocate and calls :func:`check_fits`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .config import ConfigError
+
+#: Used when the system does not say (no /proc, no sysconf).
+_UNKNOWN = 1 << 62
+
+
+def available_bytes() -> int:
+    """Memory this process may still allocate: the system's available memory, capped by
+    the cgroup (container) limit."""
+    avail = _meminfo_available()
+    cg = _cgroup_left()
+    return min(avail, cg)
+
+
+def _meminfo_available() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return _UNKNOWN
+
+
+def _cgroup_left() -> int:
+    base = Path("/sys/fs/cgroup")
+    try:
+        limit = (base / "memory.max").read_text().strip()
+        if limit == "max":
+            return _UNKNOWN
+        used = int((base / "memory.current").read_text().strip())
+        return max(0, int(limit) - used)
+    except (OSError, ValueError):
+        return _UNKNOWN
+
+
+def gigabytes(n_bytes: float) -> str:
+    """``12.3 GB``."""
+    return f"{n_bytes / 1e9:.3g} GB"
+
+
+def check_fits(n_bytes: float, what: str, fix: str) -> None:
+    """Refuse ``what`` when it needs more than the available memory.
+
+    Args:
+        n_bytes: the estimated bytes.
+        what: what needs them, naming the option (``"-K 100000000"``).
+        fix: what the user can do (``"lower -K"``).
+
+    Raises:
+        ConfigError: one line with the estimate and what is available.
+    """
+    avail = available_bytes()
+    if n_bytes > avail:
+        raise ConfigError(
+            f"{what} needs about {gigabytes(n_bytes)} of memory, more than the "
+            f"{gigabytes(avail)} available; {fix}"
+        )
