@@ -28,7 +28,14 @@ import numpy as np
 from .artifacts import ArtifactError, Manifest, build_artifact, read_manifest
 from .console import log
 from .errors import UserError
-from .localize import ONNX_INPUT, ONNX_OUTPUTS, is_scored, method_label, onnx_fn
+from .localize import (
+    ONNX_INPUT,
+    ONNX_OUTPUTS,
+    is_scored,
+    method_label,
+    onnx_fn,
+    read_io_json,
+)
 
 FORMATS = ("torchscript", "onnx")
 FILES = {"torchscript": "model.ts", "onnx": "model.onnx"}
@@ -267,6 +274,10 @@ def export_run(
 
 
 def read_io(export: str | os.PathLike) -> tuple[Manifest, dict[str, Any]]:
-    """The manifest and ``io.json`` of an export artifact."""
+    """The manifest and checked ``io.json`` of an export artifact.
+
+    Raises:
+        ArtifactError: not an export, or a damaged ``io.json`` (one line naming it).
+    """
     m = read_manifest(export, "export")
-    return m, json.loads(m.file(IO_JSON).read_text())
+    return m, read_io_json(m)

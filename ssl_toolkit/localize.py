@@ -20,7 +20,6 @@ weights, a TorchScript or an ONNX export) on feature chunks ``[B, C, T, F]``;
 
 from __future__ import annotations
 
-import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -30,7 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import ArtifactError, read_manifest
+from . import readers
+from .artifacts import ArtifactError, Manifest, read_manifest
+from .errors import UserError
 
 __all__ = [
     "SCORED_METHODS",
@@ -227,17 +228,69 @@ def load_localizer(path: str | os.PathLike, backend: str = "auto") -> ModelLocal
         loc = model_localizer(model, meta, m.path)
         loc.label = method_label(loc.method, m.config)
         return loc
-    io = json.loads(m.file("io.json").read_text())
-    files = io.get("files", {})
+    io = read_io_json(m)
+    files = io["files"]
     if backend == "auto":
         backend = "torchscript" if "torchscript" in files else "onnx"
     if backend not in files:
         raise ArtifactError(f"{path} has no {backend} model (it has: {', '.join(files)})")
-    if backend == "torchscript":
-        import torch
-
-        fn = _torch_fn(torch.jit.load(str(m.file(files["torchscript"])), map_location="cpu"))
-    else:
-        fn = onnx_fn(m.file(files["onnx"]))
+    fn = _export_fn(m.file(files[backend]), backend)
     return ModelLocalizer(fn, io["feature_params"], io.get("method"), int(io.get("K") or 0),
                           float(io["threshold"]), backend, m.path, io.get("label"))  # fmt: skip
+
+
+#: The command that rebuilds an export (named in every damaged-file message).
+EXPORT_REBUILD = "ssl export --force"
+#: Fields of ``io.json`` the loaders rely on.
+IO_FIELDS = {
+    "feature_params": readers.mapping,
+    "threshold": readers.number(0.0, 1.0),
+    "K": readers.optional(readers.integer(1)),
+    "method": readers.optional(readers.text()),
+    "label": readers.optional(readers.text()),
+    "files": readers.mapping,
+}
+
+
+def read_io_json(export: Manifest) -> dict[str, Any]:
+    """The checked ``io.json`` of an export artifact.
+
+    Raises:
+        ArtifactError: ``io.json`` missing, not a JSON object, a field missing or
+            mistyped, or a model file outside the export.
+    """
+    path = export.file("io.json")
+    io = readers.read_json_object(path, EXPORT_REBUILD)
+    readers.check_fields(io, IO_FIELDS, path, EXPORT_REBUILD,
+                         ("feature_params", "threshold", "files"))  # fmt: skip
+    readers.check_feature_params(io["feature_params"], path, EXPORT_REBUILD)
+    files = io["files"]
+    known = ("torchscript", "onnx")
+    if not files or any(k not in known or not isinstance(v, str) for k, v in files.items()):
+        raise readers.damaged(
+            path, f"field 'files' must map torchscript/onnx to file names, got {files!r}",
+            EXPORT_REBUILD,
+        )  # fmt: skip
+    for v in files.values():
+        export.file(v)  # refuses a name that escapes the export
+    return io
+
+
+def _export_fn(path: Path, backend: str) -> Callable:
+    """``fn(x) -> (hyps, conf)`` of an exported model file, refusing a damaged one."""
+    if not path.is_file():
+        raise readers.damaged(path, "is missing", EXPORT_REBUILD)
+    try:
+        if backend == "torchscript":
+            import torch
+
+            return _torch_fn(torch.jit.load(str(path), map_location="cpu"))
+        return onnx_fn(path)
+    except ImportError as e:
+        raise UserError(
+            f"{path}: loading it needs the ONNX extra ({e.name}); pip install 'ssl-toolkit[onnx]'"
+        ) from e
+    except Exception as e:  # torch / onnxruntime raise RuntimeError and their own types
+        why = " ".join(str(e).split())[:160] or type(e).__name__
+        raise readers.damaged(path, f"is not a loadable {backend} model ({why})",
+                              EXPORT_REBUILD) from e  # fmt: skip

@@ -73,6 +73,9 @@ class AudioReader:
                 f"{self.path} has {self._f.channels} channels, the model expects "
                 f"{n_channels}; give a recording of the array the model was trained for"
             )
+        if self._f.frames <= 0:
+            self._f.close()
+            raise DataError(f"{self.path} holds no samples (an empty recording)")
         self.fs_in = self._f.samplerate
         self.fs = int(fs)
         ratio = Fraction(self.fs, self.fs_in)
@@ -82,8 +85,13 @@ class AudioReader:
         self.n = math.ceil(self._f.frames * self.up / self.down)
 
     def _read_in(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``[start, stop)`` at the file's rate, refusing NaN or infinite ones."""
         self._f.seek(start)
-        return self._f.read(stop - start, dtype="float32", always_2d=True).T  # (M, n)
+        x = self._f.read(stop - start, dtype="float32", always_2d=True).T  # (M, n)
+        if not np.isfinite(x).all():
+            t = (start + int(np.flatnonzero(~np.isfinite(x).all(0))[0])) / self.fs_in
+            raise DataError(f"{self.path} holds NaN or infinite samples (first at {t:.3f} s)")
+        return x
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Samples ``[start, stop)`` at the model rate ``[M, stop - start]``, clipped."""
@@ -283,8 +291,10 @@ def predict_files(
     audio_files = [Path(a) for a in audio_files]
     if not audio_files:
         raise UserError("give at least one audio file")
-    if block_seconds <= 0:
-        raise UserError(f"--block-seconds must be > 0, got {block_seconds}")
+    if not (block_seconds > 0 and math.isfinite(block_seconds)):
+        raise UserError(f"--block-seconds must be a finite number > 0, got {block_seconds}")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:  # NaN fails too
+        raise UserError(f"--threshold must be in [0, 1], got {threshold}")
     for a in audio_files:
         if not a.is_file():
             raise DataError(f"audio file {a} does not exist")
@@ -292,17 +302,27 @@ def predict_files(
     if len(set(stems)) != len(stems):
         raise UserError("two audio files share a name stem; their CSVs would collide")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is an existing file, not a directory")
     if not force:
         taken = [out / f"{s}.csv" for s in stems if (out / f"{s}.csv").exists()]
         if taken:
             raise UserError(f"{taken[0]} exists; pass --force to overwrite")
-    if threshold is not None and not 0.0 <= threshold <= 1.0:  # NaN fails too
-        raise UserError(f"--threshold must be in [0, 1], got {threshold}")
     predictor = load_localizer(export_or_run, backend)
     if "fs" not in predictor.feature_params or "hop_length" not in predictor.feature_params:
         raise ArtifactError(f"{export_or_run}: its feature_params lack fs/hop_length")
-    return [
-        predict_file(predictor, a, out, threshold, block_seconds, plot)
-        for a in track(audio_files, "localizing")
-    ]
+    params = predictor.feature_params
+    for a in audio_files:  # every header checked before anything is written
+        AudioReader(a, int(params["fs"]), params.get("n_channels")).close()
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return [
+            predict_file(predictor, a, out, threshold, block_seconds, plot)
+            for a in track(audio_files, "localizing")
+        ]
+    except OSError as e:
+        raise UserError(f"cannot write {e.filename or out}: {e.strerror or e}") from e
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a failed first run leaves no empty output folder

@@ -11,13 +11,14 @@ Loading needs nothing else and never unpickles anything.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .. import readers
 from ..artifacts import safe_join, write_json
+from ..config import ConfigError
 from ..errors import UserError
 
 #: name -> constructor. A config names an entry and gives its keyword arguments.
@@ -35,11 +36,66 @@ def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 
 def build_model(name: str, **kwargs: Any):
-    """Instantiate a registered model."""
+    """Instantiate a registered model.
+
+    Its size is measured first on the ``meta`` device (nothing allocated), so a model
+    too large for the memory (``-K 100000000``) is refused before it is built.
+
+    Raises:
+        UserError: unknown name.
+        ConfigError: arguments the model does not take or refuses, or a model larger
+            than the available memory.
+    """
     _load_builtin()
     if name not in REGISTRY:
         raise UserError(f"unknown model {name!r}; known: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name](**kwargs)
+    check_model_memory(name, kwargs)
+    try:
+        return REGISTRY[name](**kwargs)
+    except UserError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as e:
+        raise ConfigError(f"model {name!r} cannot be built from {_short(kwargs)}: {e}") from e
+
+
+def model_bytes(name: str, kwargs: dict[str, Any]) -> int | None:
+    """Bytes of a model's parameters and buffers, measured on the ``meta`` device
+    (nothing allocated); None when the model cannot be built there."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            m = REGISTRY[name](**kwargs)
+    except (TypeError, ValueError, KeyError, IndexError, RuntimeError, NotImplementedError) as e:
+        if isinstance(e, UserError):  # a member refused by check_model_memory
+            raise
+        return None
+    tensors = list(m.parameters()) + list(m.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def check_model_memory(name: str, kwargs: dict[str, Any], copies: int = 1) -> None:
+    """Refuse a model whose weights (times ``copies``: 4 for training with AdamW, for
+    weights, gradients and two moments) exceed the available memory.
+
+    Raises:
+        ConfigError: naming K and the layer sizes.
+    """
+    from ..memory import check_fits
+
+    n = model_bytes(name, kwargs)
+    if n is not None:
+        sizes = ", ".join(f"{k}={kwargs[k]}" for k in _SIZE_ARGS if k in kwargs)
+        check_fits(n * copies, f"the {name} model ({sizes or _short(kwargs)})",
+                   "lower -K or the layer sizes (channels, gru_units)")  # fmt: skip
+
+
+_SIZE_ARGS = ("K", "members", "channels", "gru_layers", "gru_units")
+
+
+def _short(v: Any, n: int = 120) -> str:
+    s = repr(v)
+    return s if len(s) <= n else s[: n - 3] + "..."
 
 
 def save_model(
@@ -70,31 +126,88 @@ def save_model(
     return d / f"{stem}.safetensors"
 
 
+#: The command that rebuilds a run (named in every damaged-file message).
+REBUILD = "ssl train ... --force"
+#: Fields of ``model.json`` the loaders rely on (checked where present).
+META_FIELDS = {
+    "name": readers.text(),
+    "kwargs": readers.mapping,
+    "K": readers.integer(1),
+    "method": readers.optional(readers.text()),
+    "threshold": readers.number(0.0, 1.0),
+    "feature_params": readers.mapping,
+}
+
+
 def read_model_meta(directory: str | os.PathLike, stem: str = "model") -> dict[str, Any]:
-    """The JSON description of a checkpoint."""
+    """The JSON description of a checkpoint, checked (see :data:`META_FIELDS`).
+
+    Raises:
+        UserError: the directory has no ``<stem>.json`` (not a trained run).
+        ArtifactError: it is damaged: not UTF-8, not a JSON object, a field missing or
+            mistyped, or a ``K`` that disagrees with the model's arguments.
+    """
     p = safe_join(directory, f"{stem}.json")
     if not p.is_file():
         raise UserError(f"{directory} has no {stem}.json: not a trained run (run `ssl train`)")
-    return json.loads(p.read_text())
+    meta = readers.read_json_object(p, REBUILD)
+    readers.check_fields(meta, META_FIELDS, p, REBUILD, ("name", "kwargs"))
+    if "feature_params" in meta:
+        readers.check_feature_params(meta["feature_params"], p, REBUILD, required=())
+    kw = meta["kwargs"]
+    if "K" in meta and "K" in kw and kw["K"] != meta["K"]:
+        raise readers.damaged(
+            p, f"says K={meta['K']} but the model's kwargs say K={kw['K']!r}", REBUILD
+        )
+    return meta
 
 
 def load_model(directory: str | os.PathLike, stem: str = "model", map_location: str = "cpu"):
     """Rebuild a model from its checkpoint, in eval mode.
 
+    Nothing is unpickled: the weights are safetensors, the description JSON.
+
     Returns:
         ``(model, meta)``.
-    """
-    from safetensors.torch import load_file
 
+    Raises:
+        ArtifactError: ``<stem>.json`` or ``<stem>.safetensors`` damaged, missing, or
+            not matching each other (one line naming the file).
+    """
     meta = read_model_meta(directory, stem)
-    model = build_model(meta["name"], **meta["kwargs"])
-    state = load_file(str(safe_join(directory, f"{stem}.safetensors")), device=map_location)
+    jpath = safe_join(directory, f"{stem}.json")
+    try:
+        model = build_model(meta["name"], **meta["kwargs"])
+    except UserError as e:
+        raise readers.damaged(jpath, f"does not describe a model that builds ({e})", REBUILD) from e
+    wpath = safe_join(directory, f"{stem}.safetensors")
+    state = _load_weights(wpath, map_location)
     own = model.state_dict()
     # runs of toolkit 0.1 kept an unused score layer in models without scores
     state = {k: v for k, v in state.items() if k in own or ".scores." not in f".{k}"}
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        why = " ".join(str(e).split())
+        raise readers.damaged(
+            wpath, f"does not fit the model of {jpath.name} ({_short(why, 200)})", REBUILD
+        ) from e
     model.eval()
     return model, meta
+
+
+def _load_weights(path, map_location: str) -> dict[str, Any]:
+    """The tensors of a safetensors file (refusing anything else, pickles included)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise readers.damaged(path, "is missing", REBUILD)
+    try:
+        return load_file(str(path), device=map_location)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        why = " ".join(str(e).split()) or type(e).__name__
+        raise readers.damaged(path, f"is not a safetensors file ({_short(why)})", REBUILD) from e
 
 
 def _load_builtin() -> None:
