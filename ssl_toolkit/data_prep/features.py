@@ -28,12 +28,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..artifacts import Manifest, build_artifact, read_manifest, safe_join
-from ..config import ConfigError, to_dict
+from .. import readers
+from ..artifacts import MAKERS, Manifest, build_artifact, read_manifest, safe_join
+from ..config import ConfigError, check_finite, to_dict
 from ..console import log, progress
 from ..cpu import worker_threads
 from ..errors import DataError
-from ..featureset import FeatureWriter, frame_stats, write_rows
+from ..featureset import SPLITS, FeatureWriter, frame_stats, write_rows
 from .labels import frame_labels, read_labels
 
 TYPES = ("stft", "logmel")
@@ -62,6 +63,7 @@ class FeatureConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid option."""
+        check_finite(self)
         if self.type not in TYPES:
             raise ConfigError(f"option 'type' must be one of {TYPES}, got {self.type!r}")
         if not 0 < self.hop_s <= self.win_s <= 1:
@@ -236,11 +238,34 @@ def _gcc_phat(spec: np.ndarray, n_fft: int, n_lags: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- artifact
 
 
+#: Columns of a scenes artifact's ``clips.csv`` that stages read.
+CLIP_COLUMNS = ("clip_id", "audio", "labels", "fold", "split", "subset")
+
+
 def read_clips(scenes: Manifest) -> tuple[pd.DataFrame, Path]:
-    """The clip table of a scenes artifact and the folder its audio paths are relative to."""
-    clips = pd.read_csv(scenes.file("clips.csv"), dtype={"clip_id": str, "split": str})
+    """The clip table of a scenes artifact and the folder its audio paths are relative to.
+
+    Raises:
+        ArtifactError: ``clips.csv`` missing, unreadable, lacking a column, empty, or
+            with a row lacking a value or naming an unknown split.
+    """
+    path = scenes.file("clips.csv")
+    rebuild = f"{MAKERS['scenes']} --force"
+    dtype = {c: str for c in ("clip_id", "audio", "labels", "split", "subset")}
+    clips = readers.read_table(path, rebuild, CLIP_COLUMNS, dtype)
+    if clips.empty:
+        raise readers.damaged(path, "lists no clip", rebuild)
+    if not pd.api.types.is_integer_dtype(clips["fold"]):
+        raise readers.damaged(path, "column 'fold' must hold integers", rebuild)
+    bad = clips[list(CLIP_COLUMNS)].isna().any(axis=1) | ~clips["split"].isin(SPLITS)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise readers.damaged(
+            path, f"row {row + 2}: needs every column filled and a split among "
+            f"{', '.join(SPLITS)}", rebuild,
+        )  # fmt: skip
     root = scenes.extra.get("audio_root", ".")
-    audio_root = scenes.path if root == "." else Path(root)
+    audio_root = scenes.path if root == "." else Path(root)  # checked by read_manifest
     return clips, audio_root
 
 
@@ -387,6 +412,8 @@ def _clip_chunks(t: dict[str, Any]) -> tuple[list[dict[str, Any]], np.ndarray, n
     p, k, i0, row = t["params"], t["k"], t["first"], t["row"]
     chunk = p["chunk_frames"]
     audio, fs = sf.read(t["audio"], dtype="float32", always_2d=True)
+    if not np.isfinite(audio).all():
+        raise DataError(f"audio {t['audio']} holds NaN or infinite samples; fix or remove it")
     x = extract(audio.T, fs, p)[:, : k * chunk]  # (C, k*chunk, F)
     x16 = _to_float16(x)
     e2, v2 = _float16_error(x, x16)

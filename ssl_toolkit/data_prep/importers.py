@@ -55,10 +55,30 @@ def find_folders(root: Path) -> list[tuple[str, int, Path, Path]]:
     return pairs
 
 
-def _pair_files(wav_dir: Path, desc_dir: Path) -> list[tuple[Path, Path]]:
-    """Match wavs and label CSVs by stem; refuse any file without its partner."""
+def _inside(root: Path, p: Path) -> Path:
+    """``p`` with symbolic links resolved, refused unless it is a file inside ``root``.
+
+    Raises:
+        DataError: naming the file (a link out of the dataset, or not a regular file).
+    """
+    real = p.resolve()
+    if root not in real.parents:
+        raise DataError(
+            f"{p} leads outside the dataset {root} (to {real}); a dataset is imported only "
+            "from files inside its folder: copy the file in instead of linking it"
+        )
+    if not real.is_file():
+        raise DataError(f"{p} is not a regular file")
+    return real
+
+
+def _pair_files(root: Path, wav_dir: Path, desc_dir: Path) -> list[tuple[Path, Path]]:
+    """Match wavs and label CSVs by stem; refuse any file without its partner, and any
+    that (through a symbolic link) lies outside ``root``."""
     wavs = {p.stem: p for p in wav_dir.glob("*.wav")}
     csvs = {p.stem: p for p in desc_dir.glob("*.csv")}
+    for p in [*wavs.values(), *csvs.values()]:
+        _inside(root, p)
     for stem in sorted(set(wavs) - set(csvs)):
         raise DataError(f"audio {wavs[stem]} has no label file {desc_dir / (stem + '.csv')}")
     for stem in sorted(set(csvs) - set(wavs)):
@@ -86,7 +106,37 @@ def _audio_info(wav: Path, n_channels: int) -> tuple[int, float]:
         raise DataError(f"{wav} has {info.channels} channels, expected {n_channels}")
     if info.frames == 0:
         raise DataError(f"audio {wav} is empty")
+    if info.subtype in FLOAT_SUBTYPES:
+        _check_finite(wav)
     return info.samplerate, info.frames / info.samplerate
+
+
+#: soundfile subtypes that can hold NaN or infinite samples (integer PCM cannot).
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
+
+
+def _check_finite(wav: Path, block: int = 1 << 16) -> None:
+    """Refuse audio holding NaN or infinite samples (read block by block).
+
+    Raises:
+        DataError: naming the file and the time of the first such sample.
+    """
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(wav) as f:
+            pos = 0
+            for x in f.blocks(blocksize=block, dtype="float32", always_2d=True):
+                bad = ~np.isfinite(x).all(axis=1)
+                if bad.any():
+                    t = (pos + int(np.flatnonzero(bad)[0])) / f.samplerate
+                    raise DataError(
+                        f"audio {wav} holds NaN or infinite samples (first at {t:.3f} s); "
+                        "fix or remove the file"
+                    )
+                pos += len(x)
+    except (RuntimeError, OSError) as e:
+        raise DataError(f"cannot read audio {wav}: {e}") from e
 
 
 def _scan(root: Path, n_channels: int) -> list[dict[str, Any]]:
@@ -94,7 +144,7 @@ def _scan(root: Path, n_channels: int) -> list[dict[str, Any]]:
     records = []
     for subset, fold, wav_dir, desc_dir in find_folders(root):
         n_train = 0
-        for wav, csv in _pair_files(wav_dir, desc_dir):
+        for wav, csv in _pair_files(root, wav_dir, desc_dir):
             split = _split_of(wav, n_train)
             n_train += split != "test"
             fs, duration = _audio_info(wav, n_channels)

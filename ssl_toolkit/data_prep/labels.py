@@ -8,6 +8,7 @@ at its onset), so at most S = max overlap slots are ever used.
 
 from __future__ import annotations
 
+import heapq
 import os
 from pathlib import Path
 
@@ -63,34 +64,50 @@ def read_labels(path: str | os.PathLike) -> pd.DataFrame:
 def assign_slots(start_s: np.ndarray, end_s: np.ndarray) -> np.ndarray:
     """Source slot of each event: the lowest slot free at its onset (onset order).
 
+    A slot is free at ``t`` once its last event has ended (``end <= t``). Two heaps (free
+    slots; busy slots by end time) make it O(E log E) in the number of events E.
+
     Returns:
         ``[E]`` int slots; ``slots.max() + 1`` is the maximum overlap.
     """
     slots = np.zeros(len(start_s), dtype=np.int64)
-    busy_until: list[float] = []
-    for e in np.argsort(start_s, kind="stable"):
-        free = [s for s, t in enumerate(busy_until) if t <= start_s[e]]
-        s = free[0] if free else len(busy_until)
-        if s == len(busy_until):
-            busy_until.append(0.0)
-        busy_until[s] = float(end_s[e])
+    free: list[int] = []  # heap of slot numbers
+    busy: list[tuple[float, int]] = []  # heap of (end time, slot)
+    n_slots = 0
+    starts, ends = np.asarray(start_s, np.float64), np.asarray(end_s, np.float64)
+    for e in np.argsort(starts, kind="stable").tolist():
+        t = starts[e]
+        while busy and busy[0][0] <= t:
+            heapq.heappush(free, heapq.heappop(busy)[1])
+        if free:
+            s = heapq.heappop(free)
+        else:
+            s, n_slots = n_slots, n_slots + 1
+        heapq.heappush(busy, (float(ends[e]), s))
         slots[e] = s
     return slots
 
 
 def max_overlap(events: pd.DataFrame) -> int:
-    """Maximum number of simultaneously active events."""
+    """Maximum number of simultaneously active events (an event ending at ``t`` no longer
+    overlaps one starting at ``t``); O(E log E), equal to ``assign_slots(...).max() + 1``."""
     if len(events) == 0:
         return 0
-    return int(
-        assign_slots(events["start_time"].to_numpy(), events["end_time"].to_numpy()).max() + 1
-    )
+    start, end = events["start_time"].to_numpy(), events["end_time"].to_numpy()
+    times = np.concatenate((start, end))
+    step = np.concatenate((np.ones(len(start), np.int64), -np.ones(len(end), np.int64)))
+    order = np.lexsort((step, times))  # at equal times, ends (-1) before starts (+1)
+    return int(np.cumsum(step[order]).max())
 
 
 def frame_labels(
     events: pd.DataFrame, n_frames: int, hop_s: float, max_sources: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Activity and directions per frame; frame t is centred at ``t * hop_s``.
+
+    An event is active in the frames whose centre lies in ``[start, end)``. Events of one
+    slot never overlap, so each slot is filled by a search over its events' frame
+    ranges: O((T + E) log E) in frames T and events E.
 
     Args:
         events: a label table (:func:`read_labels`).
@@ -114,9 +131,17 @@ def frame_labels(
     if slots.max() >= max_sources:
         raise DataError(f"{slots.max() + 1} events overlap but max_sources is {max_sources}")
     t = np.arange(n_frames) * hop_s  # (T,)
-    on = (t[:, None] >= start[None]) & (t[:, None] < end[None])  # (T, E)
+    first = np.searchsorted(t, start, side="left")  # (E,) first frame with t >= start
+    stop = np.searchsorted(t, end, side="left")  # (E,) first frame with t >= end
     u = sph_to_unit(rad(events["azi"].to_numpy()), rad(events["ele"].to_numpy()))  # (E, 3)
-    onehot = np.eye(max_sources, dtype=bool)[slots]  # (E, S)
-    activity = (on[:, :, None] & onehot[None]).any(axis=1)  # (T, S)
-    directions = np.einsum("te,es,ec->tsc", on.astype(np.float32), onehot.astype(np.float32), u)
+    frames = np.arange(n_frames)
+    for s in range(max_sources):
+        ev = np.flatnonzero((slots == s) & (stop > first))
+        if len(ev) == 0:
+            continue
+        ev = ev[np.argsort(first[ev], kind="stable")]
+        j = np.searchsorted(first[ev], frames, side="right") - 1  # (T,) last event begun
+        on = (j >= 0) & (frames < stop[ev][np.maximum(j, 0)])
+        activity[on, s] = True
+        directions[on, s] = u[ev[j[on]]]
     return activity, directions.astype(np.float32)
