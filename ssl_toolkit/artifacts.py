@@ -149,6 +149,7 @@ def read_manifest(path: str | os.PathLike, kind: str | tuple[str, ...]) -> Manif
     )
     if got == "scenes":
         _check_audio_root(man, mpath, rebuild)
+        _check_clip_header(man.path / "clips.csv", rebuild)
     return man
 
 
@@ -184,6 +185,28 @@ EXTRA_REQUIRED: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Columns of a scenes artifact's ``clips.csv`` that stages read.
+CLIP_COLUMNS = ("clip_id", "audio", "labels", "fold", "split", "subset")
+
+
+def _check_clip_header(path: Path, rebuild: str) -> None:
+    """A scenes artifact's ``clips.csv`` exists and its header names :data:`CLIP_COLUMNS`
+    (its rows are checked by ``data_prep.features.read_clips``)."""
+    if not path.is_file():
+        raise readers.damaged(path, "is missing", rebuild)
+    try:
+        with open(path, "rb") as f:
+            head = f.readline(1 << 16).decode("utf-8")
+    except OSError as e:
+        raise readers.damaged(path, f"cannot be read ({e.strerror or e})", rebuild) from e
+    except UnicodeDecodeError as e:
+        raise readers.damaged(path, "is not UTF-8 text", rebuild) from e
+    names = [c.strip().strip('"') for c in head.strip().split(",")]
+    missing = [c for c in CLIP_COLUMNS if c not in names]
+    if missing:
+        raise readers.damaged(path, f"lacks the column(s) {', '.join(missing)}", rebuild)
+
+
 def _check_audio_root(man: Manifest, mpath: Path, rebuild: str) -> None:
     """A scenes artifact reads its audio from itself, or from the dataset it was imported
     from, as recorded in its config and fingerprint: an edited ``audio_root`` is refused.
@@ -191,16 +214,15 @@ def _check_audio_root(man: Manifest, mpath: Path, rebuild: str) -> None:
     Raises:
         ArtifactError: naming the manifest.
     """
-    root = man.extra["audio_root"]
+    root, dataset = man.extra["audio_root"], man.config.get("root")
     if root == ".":
         return
-    if not os.path.isabs(root) or root != man.config.get("root"):
+    if not os.path.isabs(root) or root != dataset:
+        nor = f" nor the dataset it was imported from ({dataset})" if dataset else ""
         raise readers.damaged(
-            mpath,
-            f"extra.audio_root {root!r} is neither '.' nor the dataset it was imported from "
-            f"({man.config.get('root')!r}); refusing to read audio outside the dataset",
-            rebuild,
-        )
+            mpath, f"extra.audio_root {root!r} is not '.'{nor}; refusing to read audio "
+            "outside the scenes' own dataset", rebuild,
+        )  # fmt: skip
     ins = [i.get("fingerprint") for i in man.inputs]
     want = fingerprint({"kind": man.kind, "schema": man.schema, "config": man.config,
                         "inputs": ins})  # fmt: skip

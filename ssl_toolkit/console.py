@@ -26,9 +26,20 @@ def log(message: str) -> None:
     err.log(message)
 
 
+class _Progress(Progress):
+    """A progress bar that vanishes when its block fails, so that the error is the only
+    line a failed command prints (in a terminal and in a log file alike)."""
+
+    def __exit__(self, exc_type, exc_val, exc_tb) -> None:
+        if exc_type is not None:
+            self.live.transient = True
+        super().__exit__(exc_type, exc_val, exc_tb)
+
+
 def progress(transient: bool = False) -> Progress:
-    """A progress bar on stderr with count, elapsed and remaining time."""
-    return Progress(
+    """A progress bar on stderr with count, elapsed and remaining time (erased when the
+    block it wraps raises)."""
+    return _Progress(
         TextColumn("[bold blue]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),

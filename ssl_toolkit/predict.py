@@ -66,7 +66,8 @@ class AudioReader:
         try:
             self._f = sf.SoundFile(str(self.path))
         except (RuntimeError, sf.LibsndfileError) as e:
-            raise DataError(f"{self.path}: cannot read audio ({e})") from e
+            why = " ".join(str(e).split())
+            raise DataError(f"{self.path}: cannot read audio ({why})") from e
         if n_channels is not None and self._f.channels != n_channels:
             self._f.close()
             raise DataError(

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .. import readers
-from ..artifacts import MAKERS, Manifest, build_artifact, read_manifest, safe_join
+from ..artifacts import CLIP_COLUMNS, MAKERS, Manifest, build_artifact, read_manifest, safe_join
 from ..config import ConfigError, check_finite, to_dict
 from ..console import log, progress
 from ..cpu import worker_threads
@@ -236,10 +236,6 @@ def _gcc_phat(spec: np.ndarray, n_fft: int, n_lags: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- artifact
-
-
-#: Columns of a scenes artifact's ``clips.csv`` that stages read.
-CLIP_COLUMNS = ("clip_id", "audio", "labels", "fold", "split", "subset")
 
 
 def read_clips(scenes: Manifest) -> tuple[pd.DataFrame, Path]:

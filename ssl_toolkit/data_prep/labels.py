@@ -53,7 +53,8 @@ def read_labels(path: str | os.PathLike) -> pd.DataFrame:
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(
-            f"label file {p}, row {row + 2}: malformed event {df.iloc[row].tolist()} "
+            f"label file {p}, row {row + 2}: malformed event "
+            f"{','.join(str(v) for v in df.iloc[row].tolist())!r} "
             "(need numeric times with 0 <= start < end, |ele| <= 90, azi in [-180, 360])"
         )
     out = num.copy()
