@@ -26,6 +26,7 @@ from .artifacts import Manifest, build_artifact, read_manifest, write_json
 from .config import ConfigError, check_finite, to_dict
 from .errors import UserError
 from .featureset import SPLITS, FeatureSet, open_features
+from .memory import check_batch
 
 __all__ = [
     "EvalConfig",
@@ -302,6 +303,7 @@ def evaluate_run(
     fs = open_features(features)
     _check_compatible(loc.feature_params, fs)
     rows = _rows(fs, cfg.split, "--split")
+    check_batch(min(cfg.batch_size, len(rows)), fs.shape, loc.K, "--batch-size")
     seg_frames = segment_frames(fs.feature_params, cfg.segment_s)
     with build_artifact(out, "eval", to_dict(cfg), [model_m, fs.manifest], force=force) as b:
         if b.reused:

@@ -71,3 +71,36 @@ def check_fits(n_bytes: float, what: str, fix: str) -> None:
             f"{what} needs about {gigabytes(n_bytes)} of memory, more than the "
             f"{gigabytes(avail)} available; {fix}"
         )
+
+
+#: Peak bytes of a model's forward pass per byte of its float32 input. The paper's CRNN
+#: holds activations summing to about 31 times its input per chunk; inference frees most
+#: of them as it goes, training keeps them for the backward pass and adds their gradients.
+INFER_FACTOR, TRAIN_FACTOR = 32, 96
+
+
+def batch_bytes(
+    batch: int, shape: tuple[int, int, int], k: int, factor: float = INFER_FACTOR
+) -> float:
+    """Estimated bytes of one batch through a model: ``batch`` chunks of features
+    ``shape = (C, T, F)`` (float32, times ``factor``) and K hypotheses per frame out."""
+    c, t, f = shape
+    return float(batch) * (c * t * f * 4 * factor + t * max(k, 1) * 4 * 4)
+
+
+def check_batch(
+    batch: int, shape: tuple[int, int, int], k: int, option: str, factor: float = INFER_FACTOR
+) -> None:
+    """Refuse a batch of ``batch`` chunks that would not fit in memory (see :func:`batch_bytes`).
+
+    Args:
+        option: the option that sets the batch (``--batch-size``), named in the message.
+
+    Raises:
+        ConfigError: naming the option.
+    """
+    check_fits(
+        batch_bytes(batch, shape, k, factor),
+        f"{option}: a batch of {batch} chunks of {list(shape)} (K={k})",
+        f"lower {option}",
+    )

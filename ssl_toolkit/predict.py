@@ -258,6 +258,22 @@ def plot_predictions(hyp_csv: Path, png: Path, threshold: float) -> Path:
                        f"{name}: threshold {threshold:.2f}")  # fmt: skip
 
 
+def _check_block_memory(predictor: ModelLocalizer, n_samples: int, block_seconds: float) -> None:
+    """Refuse a ``--block-seconds`` whose block of chunks (one batch) would not fit in memory."""
+    from .data_prep.features import output_shape
+    from .memory import check_batch
+
+    p = predictor.feature_params
+    fs, hop, chunk = int(p["fs"]), int(p["hop_length"]), int(p.get("chunk_frames", 25))
+    try:
+        c, f = output_shape(p)
+    except (KeyError, TypeError):  # parameters of a feature type this toolkit does not make
+        return
+    block = max(chunk, round(block_seconds * fs / hop) // chunk * chunk)
+    frames = min(block, n_samples // hop + 1)
+    check_batch(-(-frames // chunk), (c, chunk, f), predictor.K, "--block-seconds")
+
+
 def predict_files(
     export_or_run: str | os.PathLike,
     audio_files,
@@ -313,8 +329,12 @@ def predict_files(
     if "fs" not in predictor.feature_params or "hop_length" not in predictor.feature_params:
         raise ArtifactError(f"{export_or_run}: its feature_params lack fs/hop_length")
     params = predictor.feature_params
+    longest = 0
     for a in audio_files:  # every header checked before anything is written
-        AudioReader(a, int(params["fs"]), params.get("n_channels")).close()
+        r = AudioReader(a, int(params["fs"]), params.get("n_channels"))
+        longest = max(longest, r.n)
+        r.close()
+    _check_block_memory(predictor, longest, block_seconds)
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -149,10 +149,11 @@ class Case:
     expect: str
     damage: Callable[[Path], None] | None = None
     xfail: str | None = None
+    memory: int | None = None  # bytes the machine seems to have left (None: what it has)
 
 
-def C(id, needs, args, expect, damage=None, xfail=None) -> Case:
-    return Case(id, tuple(needs.split()), tuple(args.split()), expect, damage, xfail)
+def C(id, needs, args, expect, damage=None, xfail=None, memory=None) -> Case:
+    return Case(id, tuple(needs.split()), tuple(args.split()), expect, damage, xfail, memory)
 
 
 SY = "prep synth {ws}/out " + " ".join(SYNTH)
@@ -369,6 +370,8 @@ CASES = [
     C("eval-batch-size-zero", "run feats", EV + " --batch-size 0", "batch_size"),
     C("eval-config-segment-inf", "run feats", EV + " --config {ws}/c.toml", "segment_s",
       lambda ws: (ws / "c.toml").write_text("[eval]\nsegment_s = inf\n")),
+    C("eval-batch-too-large-for-memory", "run feats", EV + " --batch-size 64", "--batch-size",
+      memory=1_000_000),
     C("eval-into-its-run", "run feats", "eval {ws}/run {ws}/run/ev --data {ws}/feats",
       "overlaps"),
     C("eval-wrong-kind", "feats", "eval {ws}/feats {ws}/out --data {ws}/feats", "ssl train"),
@@ -410,6 +413,8 @@ CASES = [
     C("predict-threshold-range", "exp rec.wav", PR + " --threshold 2", "--threshold"),
     C("predict-threshold-nan", "exp rec.wav", PR + " --threshold nan", "--threshold"),
     C("predict-block-seconds-inf", "exp rec.wav", PR + " --block-seconds inf", "--block-seconds"),
+    C("predict-block-too-large-for-memory", "exp rec.wav", PR, "--block-seconds",
+      memory=1_000_000),
     C("predict-out-is-a-file", "exp rec.wav", PR, "{ws}/out",
       lambda ws: (ws / "out").write_text("mine")),
     C("predict-run-weights-garbage", "run rec.wav",
@@ -441,7 +446,9 @@ def test_the_table_covers_every_stage():
 
 
 @pytest.mark.parametrize("case", _params())
-def test_bad_input_is_one_line_and_changes_nothing(case: Case, base: Path, tmp_path: Path):
+def test_bad_input_is_one_line_and_changes_nothing(
+    case: Case, base: Path, tmp_path: Path, monkeypatch
+):
     ws = tmp_path / "ws"
     ws.mkdir()
     for name in case.needs:
@@ -453,6 +460,8 @@ def test_bad_input_is_one_line_and_changes_nothing(case: Case, base: Path, tmp_p
     if case.damage:
         case.damage(ws)
     before = snapshot(ws)
+    if case.memory is not None:
+        monkeypatch.setattr("ssl_toolkit.memory.available_bytes", lambda: case.memory)
     args = [a.format(ws=ws) for a in case.args]
     res = runner.invoke(app, args)
     out = res.output

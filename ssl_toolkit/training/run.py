@@ -216,12 +216,15 @@ def learned_threshold(model, fs: FeatureSet, rows, batch_size: int, device) -> f
     """The detection threshold learned on chunks ``rows`` (SGL-Thresh, location-aware F)."""
     from ..evaluation import predict_split
     from ..localize import model_localizer
+    from ..metrics import segment_ids
     from ..thresholds import learn_threshold_sgl
 
     model.eval()
     loc = model_localizer(model, {"K": model.K}, fs.manifest.path, device)
     fr = predict_split(loc, fs, rows, batch_size)
-    return learn_threshold_sgl(fr.conf, fr.hyps, fr.targets, fr.active)
+    hop_s = float(fs.feature_params["hop_length"]) / float(fs.feature_params["fs"])
+    seg = segment_ids(fr.clip_id, fr.frame, max(1, round(1.0 / hop_s)))  # 1 s, as DCASE
+    return learn_threshold_sgl(fr.conf, fr.hyps, fr.targets, fr.active, seg)
 
 
 def _fit_ensemble(fs, rows, loaders, run_dir: Path, cfg, fp: str, rt: Runtime, resume, writer):
