@@ -99,16 +99,18 @@ def test_training_lowers_the_loss(tiny_features, tmp_path):
 
 
 def test_run_threshold_is_sgl_on_the_val_predictions(tiny_features, tmp_path):
-    from ssl_toolkit.evaluation import predict_split
+    from ssl_toolkit.evaluation import predict_split, segment_frames
     from ssl_toolkit.featureset import open_features
     from ssl_toolkit.localize import model_localizer
+    from ssl_toolkit.metrics import segment_ids
     from ssl_toolkit.thresholds import learn_threshold_sgl
 
     man = train(tiny_features.path, tmp_path / "run", cfg(K=3, epochs=4, batch_size=6, lr=3e-3))
     model, meta = load_model(man.path)
     fs = open_features(tiny_features.path)
     fr = predict_split(model_localizer(model, meta, man.path), fs, fs.rows("val"))
-    want = learn_threshold_sgl(fr.conf, fr.hyps, fr.targets, fr.active)
+    seg = segment_ids(fr.clip_id, fr.frame, segment_frames(fs.feature_params, 1.0))
+    want = learn_threshold_sgl(fr.conf, fr.hyps, fr.targets, fr.active, seg)
     assert meta["threshold"] == pytest.approx(want, abs=1e-6)
     assert man.extra["threshold"] == meta["threshold"]
 
