@@ -115,16 +115,15 @@ def open_features(path: str | os.PathLike) -> FeatureSet:
     index = _read_index(man.file("index.csv"), n)
     norm = readers.read_npz(man.file("norm.npz"), REBUILD, ("mean", "std"))
     mean, std = (norm[k] for k in ("mean", "std"))
+    npz = man.file("norm.npz")
     for name, a in (("mean", mean), ("std", std)):
-        if a.shape != (c, f) or a.dtype.kind != "f" or not np.isfinite(a).all():
-            raise readers.damaged(
-                man.file("norm.npz"),
-                f"'{name}' must be finite floats of shape {[c, f]}, got {a.dtype} {list(a.shape)}"
-                + ("" if a.dtype.kind != "f" or np.isfinite(a).all() else " with NaN or inf"),
-                REBUILD,
-            )
+        if a.shape != (c, f) or a.dtype.kind != "f":
+            why = f"'{name}' holds {a.dtype} {list(a.shape)}, expected floats of shape {[c, f]}"
+            raise readers.damaged(npz, why, REBUILD)
+        if not np.isfinite(a).all():
+            raise readers.damaged(npz, f"'{name}' holds NaN or infinite values", REBUILD)
     if (std <= 0).any():
-        raise readers.damaged(man.file("norm.npz"), "'std' has values <= 0", REBUILD)
+        raise readers.damaged(npz, "'std' has values <= 0", REBUILD)
     return FeatureSet(man, feats, act, dirs, index, mean.astype(np.float32), std.astype(np.float32))
 
 
