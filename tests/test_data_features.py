@@ -156,3 +156,28 @@ def test_pooled_frame_stats_equal_the_whole():
     mean, std = normalization(pooled, 2, 5)
     np.testing.assert_allclose(mean, whole.mean(axis=1), rtol=1e-6)
     np.testing.assert_allclose(std, whole.std(axis=1), rtol=1e-5)
+
+
+def test_gcc_phat_equals_the_whitened_cross_correlation():
+    """The lag-basis GCC-PHAT equals irfft(X_i X_j* / |X_i X_j*|) at the kept lags, and a
+    pure delay of d samples peaks at lag d."""
+    from itertools import combinations
+
+    from ssl_toolkit.data_prep.features import _gcc_phat
+
+    rng = np.random.default_rng(0)
+    n_fft, lags = 512, 64
+    spec = (rng.normal(size=(4, 30, n_fft // 2 + 1))
+            + 1j * rng.normal(size=(4, 30, n_fft // 2 + 1))).astype(np.complex64)  # fmt: skip
+    got = _gcc_phat(spec, n_fft, lags)
+    for p, (i, j) in enumerate(combinations(range(4), 2)):
+        cross = spec[i].astype(np.complex128) * np.conj(spec[j])
+        cc = np.fft.irfft(cross / np.abs(cross), n=n_fft, axis=-1)
+        want = np.concatenate((cc[:, -lags // 2 :], cc[:, : lags // 2]), axis=-1)
+        np.testing.assert_allclose(got[p], want, atol=2e-6)
+    k = np.arange(n_fft // 2 + 1)
+    delayed = np.stack([np.ones_like(k), np.exp(-2j * np.pi * k * 5 / n_fft)])[
+        :, None
+    ]  # x1 = x0(t-5)
+    g = _gcc_phat(delayed.astype(np.complex64), n_fft, lags)  # pair (0, 1)
+    assert int(g[0, 0].argmax()) - lags // 2 == -5  # X0 X1* peaks at lag -5

@@ -225,14 +225,58 @@ def _intensity_mel(spec: np.ndarray, power: np.ndarray, mel: np.ndarray) -> np.n
     return iv @ mel.T  # (3, T, n_mels)
 
 
+#: Inverse-DFT bases of the GCC-PHAT lags by (n_fft, n_lags).
+_GCC_BASIS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _gcc_basis(n_fft: int, n_lags: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(C, S)`` ``[n_fft // 2 + 1, n_lags]`` with ``irfft(X)[lags] = Re X @ C + Im X @ S``.
+
+    The lags are ``-n_lags // 2 .. n_lags - n_lags // 2 - 1`` (zero lag in the middle), and
+    ``irfft`` of a half spectrum is ``(1/N) sum_k w_k (Re X_k cos - Im X_k sin)(2 pi k n / N)``
+    with ``w = 1`` at DC and Nyquist, 2 elsewhere.
+    """
+    key = (int(n_fft), int(n_lags))
+    if key not in _GCC_BASIS:
+        k = np.arange(n_fft // 2 + 1)[:, None]
+        lags = np.arange(n_lags)[None] - n_lags // 2
+        w = np.full((len(k), 1), 2.0)
+        w[0] = w[-1] = 1.0
+        angle = 2 * np.pi * k * lags / n_fft
+        _GCC_BASIS[key] = tuple(
+            (w * f(angle) / n_fft).astype(np.float32) for f in (np.cos, lambda a: -np.sin(a))
+        )
+    return _GCC_BASIS[key]
+
+
 def _gcc_phat(spec: np.ndarray, n_fft: int, n_lags: int) -> np.ndarray:
-    """GCC-PHAT of every capsule pair, ``n_lags`` lags centred on zero: ``[P, T, n_lags]``."""
+    """GCC-PHAT of every capsule pair, ``n_lags`` lags centred on zero: ``[P, T, n_lags]``.
+
+    ``irfft(X_i conj(X_j) / |X_i conj(X_j)|)`` at those lags. The phase transform is taken
+    per channel (``U = X / |X|``: the cross-spectrum of unit phasors is already whitened),
+    and only the kept lags are made, as two matrix products with their inverse-DFT basis
+    (:func:`_gcc_basis`) in single precision: about 10x faster than whitening every pair's
+    cross-spectrum and taking its full ``irfft``.
+    """
+    re = np.ascontiguousarray(spec.real, dtype=np.float32)  # (M, T, F)
+    im = np.ascontiguousarray(spec.imag, dtype=np.float32)
+    mag = np.abs(spec).astype(np.float32, copy=False)
+    mag += np.float32(LOG_EPS)
+    re /= mag  # unit phasors
+    im /= mag
+    c, s = _gcc_basis(n_fft, n_lags)
     pairs = list(combinations(range(spec.shape[0]), 2))
-    i, j = (np.array(a) for a in zip(*pairs, strict=True))
-    cross = spec[i] * np.conj(spec[j])  # (P, T, F)
-    cc = np.fft.irfft(cross / (np.abs(cross) + LOG_EPS), n=n_fft, axis=-1)  # (P, T, n_fft)
-    half = n_lags // 2
-    return np.concatenate((cc[..., -half:], cc[..., : n_lags - half]), axis=-1)
+    out = np.empty((len(pairs), spec.shape[1], n_lags), np.float32)
+    cross_re, cross_im, tmp = (np.empty_like(re[0]) for _ in range(3))
+    lag_im = np.empty((spec.shape[1], n_lags), np.float32)
+    for p, (i, j) in enumerate(pairs):  # P <= a few dozen pairs, each [T, F] at once
+        np.multiply(re[i], re[j], out=cross_re)
+        cross_re += np.multiply(im[i], im[j], out=tmp)
+        np.multiply(im[i], re[j], out=cross_im)
+        cross_im -= np.multiply(re[i], im[j], out=tmp)
+        np.matmul(cross_re, c, out=out[p])
+        out[p] += np.matmul(cross_im, s, out=lag_im)
+    return out
 
 
 # ----------------------------------------------------------------------------- artifact
