@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from ssl_toolkit.data_prep.features import FeatureConfig, compute_features
-from ssl_toolkit.data_prep.importers import import_tut2018
+from ssl_toolkit.data_prep.importers import ImportSplit, import_tut2018
 from ssl_toolkit.errors import DataError
 from ssl_toolkit.featureset import open_features
 
@@ -100,14 +100,14 @@ def test_synth_tut2018_output_imports_back(tmp_path):
         preset_config("ansyn"),
         {
             "fs": FS,
-            "n_clips": 4,
+            "n_clips": 10,
             "clip_seconds": 1.0,
             "layout": "tut2018",
             "subsets": ["ov1", "ov2"],
         },
     )
     syn = synthesize(tmp_path / "syn", cfg)
-    man = import_tut2018(syn.path, tmp_path / "imp")
+    man = import_tut2018(syn.path, tmp_path / "imp", split=ImportSplit(val_fraction=0.5))
     a = pd.read_csv(syn.file("clips.csv")).sort_values("audio").reset_index(drop=True)
     b = pd.read_csv(man.file("clips.csv")).sort_values("audio").reset_index(drop=True)
     assert list(a["audio"]) == list(b["audio"])
@@ -199,3 +199,26 @@ def test_import_refuses_links_out_of_the_dataset_and_nan_audio(tmp_path):
     with pytest.raises(DataError, match=f"{wav.name} holds NaN"):
         import_tut2018(root, tmp_path / "scenes")
     assert not (tmp_path / "scenes").exists()
+
+
+def test_split_options_and_a_split_without_val_is_refused_naming_the_option(tmp_path):
+    """Default: the file names' train/test and every fifth training clip as val; or a
+    share of val, or whole folds held out; an empty train or val split is refused."""
+    from typer.testing import CliRunner
+
+    from ssl_toolkit.cli import app
+
+    root = _write_dataset(tmp_path / "ANSYN")  # per subset: 6 train_ + 2 test_ clips, fold 1
+    splits = lambda m: pd.read_csv(m.file("clips.csv"))["split"].value_counts().to_dict()  # noqa: E731
+    assert splits(import_tut2018(root, tmp_path / "a")) == {"train": 10, "test": 4, "val": 2}
+    half = import_tut2018(root, tmp_path / "b", split=ImportSplit(val_fraction=0.5))
+    assert splits(half) == {"train": 6, "val": 6, "test": 4}
+    with pytest.raises(DataError, match="no 'val' clip: raise --val-fraction"):
+        import_tut2018(root, tmp_path / "c", split=ImportSplit(val_fraction=0.0))
+    res = CliRunner().invoke(app, ["prep", "import", str(root), str(tmp_path / "d"),
+                                   "--val-folds", "1"])  # fmt: skip
+    assert res.exit_code == 1 and "no 'train' clip" in res.output and "--val-folds" in res.output
+    res = CliRunner().invoke(app, ["prep", "import", str(root), str(tmp_path / "e"),
+                                   "--val-fraction", "0.5", "--test-folds", "x"])  # fmt: skip
+    assert res.exit_code == 1 and "--test-folds takes fold numbers" in res.output
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()

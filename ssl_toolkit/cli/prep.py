@@ -13,6 +13,15 @@ def _subsets(text: str | None) -> list[str] | None:
     return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
 
+def _folds(text: str | None, option: str) -> tuple[int, ...]:
+    from ..config import ConfigError
+
+    try:
+        return tuple(int(f) for f in (text or "").split(",") if f.strip())
+    except ValueError:
+        raise ConfigError(f"{option} takes fold numbers such as 1,2 (got {text!r})") from None
+
+
 @prep_app.command("synth")
 @user_errors
 def synth(
@@ -111,6 +120,21 @@ def import_(
         help="TOML file with mic_positions_m = \\[\\[x, y, z], ...] (metres; top level, "
         "\\[array] or \\[synth] table), for --format mic.",
     ),
+    val_fraction: float = typer.Option(
+        0.2, "--val-fraction", help="Share of each folder's training clips used for validation."
+    ),
+    val_folds: str = typer.Option(
+        None,
+        "--val-folds",
+        help="Folds (splitK) held out for validation, e.g. 3.",
+        show_default="none",
+    ),
+    test_folds: str = typer.Option(
+        None,
+        "--test-folds",
+        help="Folds held out for testing (default: the file names' train_/test_ split).",
+        show_default="none",
+    ),
     copy: bool = typer.Option(False, "--copy", help="Copy the audio into the artifact."),
     force: bool = typer.Option(
         False, "--force", help="Replace an existing output built otherwise."
@@ -120,12 +144,16 @@ def import_(
     from ..config import ConfigError
     from ..console import log
     from ..data_prep.arrays import read_array_toml
-    from ..data_prep.importers import import_tut2018
+    from ..data_prep.importers import ImportSplit, import_tut2018
 
     if layout != "tut2018":
         raise ConfigError(f"option --layout: unknown layout {layout!r} (known: tut2018)")
     mics = read_array_toml(array) if array is not None else None
-    man = import_tut2018(root, out, copy=copy, force=force, fmt=format, mic_positions_m=mics)
+    split = ImportSplit(val_fraction, _folds(val_folds, "--val-folds"),
+                        _folds(test_folds, "--test-folds"))  # fmt: skip
+    man = import_tut2018(
+        root, out, copy=copy, force=force, fmt=format, mic_positions_m=mics, split=split
+    )
     log(f"scenes: {man.path} ({man.extra['n_clips']} clips)")
 
 

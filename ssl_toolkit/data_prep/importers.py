@@ -3,10 +3,13 @@
 The TUT2018 layout (Adavanne et al., 2018) holds, per overlap subset N and
 cross-validation split K, a folder of 4-channel wavs ``wav_ovN_splitK_<snr>db/``
 and a folder of label CSVs ``desc_ovN_splitK/`` with one ``<stem>.csv`` per
-``<stem>.wav``. File names start with ``train_`` or ``test_``; a deterministic
-fifth of each folder's training clips (every fifth in name order) becomes the
-``val`` split. Audio stays where it is (``audio_root`` = the dataset folder)
-unless ``copy``; label files are always copied into the artifact.
+``<stem>.wav``. File names start with ``train_`` or ``test_`` (the original split,
+the default); a deterministic share of each folder's training clips (``val_fraction``,
+evenly spaced in name order: every fifth by default) becomes the ``val`` split. Whole
+folds can be held out instead (``val_folds``, ``test_folds``); a split that would leave
+train or val empty is refused with the option that fixes it. Audio stays where it
+is (``audio_root`` = the dataset folder) unless ``copy``; label files are always copied
+into the artifact.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +25,14 @@ import numpy as np
 import pandas as pd
 
 from ..artifacts import Manifest, build_artifact
+from ..config import ConfigError
 from ..console import log, track
 from ..errors import DataError
 from .labels import max_overlap, read_labels, write_labels
 
 WAV_DIR = re.compile(r"^wav_(ov[123])_split(\d+)(?:_.*)?$")
-VAL_EVERY = 5
+#: Share of each folder's training clips that becomes validation by default (every fifth).
+VAL_FRACTION = 0.2
 N_CHANNELS = 4
 
 
@@ -86,13 +92,58 @@ def _pair_files(root: Path, wav_dir: Path, desc_dir: Path) -> list[tuple[Path, P
     return [(wavs[s], csvs[s]) for s in sorted(wavs)]
 
 
-def _split_of(wav: Path, rank: int) -> str:
+def _split_of(wav: Path, rank: int, fold: int, split: ImportSplit) -> str:
+    """``train``, ``val`` or ``test`` of a clip: held-out folds first, then the file name
+    (``train_`` / ``test_``), the ``rank``-th training clip of its folder going to val
+    when ``floor((rank + 1) f) > floor(rank f)`` (evenly spaced, ``f = val_fraction``)."""
+    if fold in split.test_folds:
+        return "test"
+    if fold in split.val_folds:
+        return "val"
     name = wav.name.lower()
     if name.startswith("test"):
         return "test"
     if name.startswith("train"):
-        return "val" if rank % VAL_EVERY == VAL_EVERY - 1 else "train"
+        f = split.val_fraction
+        return "val" if int((rank + 1) * f + 1e-9) > int(rank * f + 1e-9) else "train"
     raise DataError(f"{wav}: file names must start with train_ or test_ (TUT2018 layout)")
+
+
+@dataclass(frozen=True)
+class ImportSplit:
+    """How imported clips are split (the original split by default).
+
+    Attributes:
+        val_fraction: share of each folder's training clips that becomes validation.
+        val_folds: folds (``splitK`` of the folder names) whose clips all become val.
+        test_folds: folds whose clips all become test.
+    """
+
+    val_fraction: float = VAL_FRACTION
+    val_folds: tuple[int, ...] = ()
+    test_folds: tuple[int, ...] = ()
+
+    def validate(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        both = set(self.val_folds) & set(self.test_folds)
+        if both:
+            raise ConfigError(f"fold {min(both)} is in both --val-folds and --test-folds")
+
+
+def _check_split(records: list[dict[str, Any]], split: ImportSplit, root: Path) -> None:
+    """Refuse a split that leaves train or val empty, naming the option to use."""
+    folds = sorted({r["fold"] for r in records})
+    for name, fix in (
+        ("train", "lower --val-fraction or hold out fewer folds (--val-folds, --test-folds)"),
+        (
+            "val",
+            f"raise --val-fraction (now {split.val_fraction}) or give --val-folds "
+            f"(folds here: {', '.join(map(str, folds))})",
+        ),
+    ):  # fmt: skip  (a dataset without test clips is fine: evaluate on another)
+        if not any(r["split"] == name for r in records):
+            raise DataError(f"importing {root} this way leaves no {name!r} clip: {fix}")
 
 
 def _audio_info(wav: Path, n_channels: int) -> tuple[int, float]:
@@ -139,14 +190,14 @@ def _check_finite(wav: Path, block: int = 1 << 16) -> None:
         raise DataError(f"cannot read audio {wav}: {e}") from e
 
 
-def _scan(root: Path, n_channels: int) -> list[dict[str, Any]]:
+def _scan(root: Path, n_channels: int, how: ImportSplit) -> list[dict[str, Any]]:
     """One record per clip, every file checked."""
     records = []
     for subset, fold, wav_dir, desc_dir in find_folders(root):
         n_train = 0
         for wav, csv in _pair_files(root, wav_dir, desc_dir):
-            split = _split_of(wav, n_train)
-            n_train += split != "test"
+            split = _split_of(wav, n_train, fold, how)
+            n_train += wav.name.lower().startswith("train")
             fs, duration = _audio_info(wav, n_channels)
             events = read_labels(csv)
             if len(events) and events["end_time"].max() > duration + 0.05:
@@ -180,6 +231,7 @@ def import_tut2018(
     *,
     fmt: str = "foa",
     mic_positions_m=None,
+    split: ImportSplit | None = None,
 ) -> Manifest:
     """Import a dataset in the TUT2018 layout as a scenes artifact.
 
@@ -192,6 +244,7 @@ def import_tut2018(
             microphone array: needed by ``ssl baseline``).
         mic_positions_m: ``[M, 3]`` capsule positions in metres (DCASE frame, array
             centre at the origin) of a ``mic`` dataset; None: the tetrahedral DCASE array.
+        split: how clips are split (:class:`ImportSplit`; default the original split).
 
     Raises:
         DataError: naming the file at fault (missing partner, malformed row,
@@ -199,7 +252,10 @@ def import_tut2018(
     """
     root = Path(root).resolve()
     mics = _array(fmt, mic_positions_m)
-    records = _scan(root, N_CHANNELS if mics is None else len(mics))
+    split = split or ImportSplit()
+    split.validate()
+    records = _scan(root, N_CHANNELS if mics is None else len(mics), split)
+    _check_split(records, split, root)
     config = {
         "layout": "tut2018",
         "root": str(root),
@@ -207,6 +263,7 @@ def import_tut2018(
         "format": fmt,
         "mic_positions_m": None if mics is None else mics.tolist(),
         "files": sorted(str(r["wav"].relative_to(root)) for r in records),
+        "split": asdict(split),
     }
     with build_artifact(out, "scenes", config, force=force, protect=(root,), log=log) as b:
         if b.reused:
