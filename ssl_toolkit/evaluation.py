@@ -145,7 +145,7 @@ def segment_frames(feature_params: dict[str, Any], segment_s: float) -> int:
 
 
 def score_predictions(
-    fr: Frames, threshold: float, seg_frames: int, scored: bool, kappa=None
+    fr: Frames, threshold: float, seg_frames: int, scored: bool, kappa=None, temperature=None
 ) -> dict[str, dict[str, float]]:
     """Every metric per subset (``D1``, ``D2``, ``D3``, ``overall``).
 
@@ -157,11 +157,21 @@ def score_predictions(
     Args:
         fr: the frames; threshold: detection threshold; seg_frames: frames per DCASE
             segment; scored: whether the method has confidence scores; kappa: optional
-            ``(mixture, voronoi)`` vMF concentrations for the density scores.
+            ``(mixture, voronoi)`` vMF concentrations for the density scores;
+            temperature: a confidence temperature fitted on val (scored methods): adds
+            ``ece_calibrated`` and ``emd_deg_calibrated``.
+
+    Scored methods also get ``ece``, the expected calibration error of the confidences as
+    predictors of the winning hypotheses (:mod:`ssl_toolkit.calibration`).
     """
+    from . import calibration
     from .localize import detect
 
     detected = detect(fr.conf, fr.valid, threshold)
+    winners = calibration.winner_labels(fr.hyps, fr.targets, fr.active, fr.valid)
+    tempered = None
+    if scored and temperature is not None:
+        tempered = calibration.apply_temperature(fr.conf, temperature)
     seg = metrics.segment_ids(fr.clip_id, fr.frame, seg_frames)
     out = {}
     for name, m in metrics.subset_masks(fr.active, fr.subset).items():
@@ -173,6 +183,15 @@ def score_predictions(
         )  # fmt: skip
         if not scored:
             res["frame_recall"] = res["frame_recall_sum"] = float("nan")
+        else:
+            res["ece"] = calibration.reliability(fr.conf[m], winners[m], fr.valid[m])["ece"]
+        if tempered is not None:
+            res["ece_calibrated"] = calibration.reliability(tempered[m], winners[m], fr.valid[m])[
+                "ece"
+            ]
+            res["emd_deg_calibrated"] = metrics.emd(
+                fr.hyps[m], tempered[m], fr.targets[m], fr.active[m], fr.valid[m]
+            )
         if kappa is not None:
             args = (fr.hyps[m], fr.conf[m], fr.targets[m], fr.active[m])
             res["nll_vmf"] = density.mixture_nll(*args, kappa[0], valid=fr.valid[m])
@@ -252,10 +271,21 @@ def _calibrate(loc, fs, cfg: EvalConfig, seg_frames: int) -> dict[str, Any]:
         "kappa_voronoi": density.choose_kappa(*args, voronoi=True, valid=val.valid),
     }
     if loc.scored:
+        from . import calibration
+
         seg = metrics.segment_ids(val.clip_id, val.frame, seg_frames)
         out["thresholds_val"] = thresholds.compare_thresholds(
             val.conf, val.hyps, val.targets, val.active, seg
         )
+        win = calibration.winner_labels(val.hyps, val.targets, val.active, val.valid)
+        t = calibration.fit_temperature(val.conf, win, val.valid)
+        out["calibration_val"] = {
+            "temperature": t,
+            "ece": calibration.reliability(val.conf, win, val.valid)["ece"],
+            "ece_calibrated": calibration.reliability(
+                calibration.apply_temperature(val.conf, t), win, val.valid
+            )["ece"],
+        }
     return out
 
 
@@ -312,7 +342,8 @@ def evaluate_run(
         thr = _threshold(cfg, loc, cal, fs)
         fr = predict_split(loc, fs, rows, cfg.batch_size)
         kappa = (cal["kappa_vmf"], cal["kappa_voronoi"]) if cal else None
-        scores = score_predictions(fr, thr, seg_frames, loc.scored, kappa)
+        temp = cal.get("calibration_val", {}).get("temperature")
+        scores = score_predictions(fr, thr, seg_frames, loc.scored, kappa, temp)
         write_eval(b.dir, fr, loc.method, thr, scores, loc.scored, split=cfg.split,
                    label=loc.label, **cal)  # fmt: skip
         if cfg.plots:
@@ -320,6 +351,10 @@ def evaluate_run(
 
             hop_s = float(fs.feature_params["hop_length"]) / float(fs.feature_params["fs"])
             plot_eval(b.dir, fr, hop_s, thr)
+            if loc.scored:
+                from .plots import plot_reliability
+
+                plot_reliability(b.dir / "plots" / "reliability.png", fr, temp, loc.label)
         b.extra.update({"method": loc.method, "K": loc.K, "threshold": thr,
                         "scored": loc.scored, "frames": int(len(fr.active))})  # fmt: skip
     return b.manifest

@@ -16,7 +16,7 @@ import numpy as np
 
 from .geometry import unit_to_sph
 
-__all__ = ["plot_clip_tracks", "plot_frame_map", "plot_eval", "plot_tracks"]
+__all__ = ["plot_clip_tracks", "plot_frame_map", "plot_eval", "plot_reliability", "plot_tracks"]
 
 CMAP = "viridis"
 DETECTED = {"facecolors": "none", "edgecolors": "red", "linewidths": 0.7}
@@ -141,3 +141,41 @@ def plot_eval(directory, fr, hop_s: float, threshold: float, max_clips: int = 4,
                 fr.active[i], f"{clip}, t = {fr.frame[i] * hop_s:.2f} s", det[i],
             ))  # fmt: skip
     return written
+
+
+def plot_reliability(path, fr, temperature: float | None, title: str) -> Path:
+    """Reliability diagram: share of winning hypotheses against confidence, per bin.
+
+    Drawn for the raw confidences and, when a temperature was fitted on val, for the
+    tempered ones; the diagonal is perfect calibration, bar heights below it mean
+    over-confidence. Bin counts are in the lower panel.
+    """
+    from . import calibration
+
+    plt = _plt()
+    win = calibration.winner_labels(fr.hyps, fr.targets, fr.active, fr.valid)
+    curves = [("raw", fr.conf)]
+    if temperature is not None:
+        curves.append(
+            (f"T = {temperature:.2f}", calibration.apply_temperature(fr.conf, temperature))
+        )
+    fig, (ax, axn) = plt.subplots(2, 1, figsize=(5.5, 6), sharex=True,
+                                  gridspec_kw={"height_ratios": [3, 1]})  # fmt: skip
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="perfect")
+    for name, conf in curves:
+        r = calibration.reliability(conf, win, fr.valid)
+        mid = 0.5 * (r["edges"][1:] + r["edges"][:-1])
+        ax.plot(r["confidence"], r["frequency"], marker="o", label=f"{name}: ECE {r['ece']:.3f}")
+        axn.bar(mid, r["count"], width=0.09, alpha=0.5, label=name)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share of winning hypotheses")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    axn.set_xlabel("confidence")
+    axn.set_ylabel("hypotheses")
+    axn.set_yscale("log")
+    fig.suptitle(f"{title}: calibration on the scored split", fontsize=10)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)

@@ -32,6 +32,8 @@ COLUMNS = {
     "LR_CD": "LR_CD",
     "nll_vmf": "NLL vMF",
     "nll_voronoi": "NLL Voronoi",
+    "ece": "ECE",
+    "emd_deg_calibrated": "EMD (deg, val temperature)",
 }
 SUBSETS = ("D1", "D2", "D3", "overall")
 
@@ -159,7 +161,9 @@ _SOURCES = (
     "(rMCL) and its code, with great-circle distances; Hungarian error: optimal one-to-one "
     "matching of detected sources per frame; F20, LE_CD, LR_CD (and ER20, SELD in "
     "metrics.json) exactly as the DCASE 2023 SELD baseline's SELDMetrics (1 s segments, "
-    "macro average, 20 degrees); NLLs: vMF mixture and Voronoi densities of the hypotheses. "
+    "macro average, 20 degrees); NLLs: vMF mixture and Voronoi densities of the hypotheses; "
+    "ECE: expected calibration error of the confidences as predictors of the winning "
+    "hypotheses (10 bins), and the EMD after a temperature fitted on val. "
     "A dash: not defined for the method (no confidence scores). rmcl*: rMCL with drawn "
     "negatives."
 )

@@ -101,6 +101,13 @@ def test_eval_artifact_matches_metrics_on_the_split(evaluated):
     assert csv[0].startswith("method,K,subset") and len(csv) == 1 + 4
     assert any(p.suffix == ".png" for p in (man.path / "plots").iterdir())
     assert "kappa_vmf" in doc and np.isfinite(doc["overall"]["nll_vmf"])
+    # calibration: ECE of the constant confidences against the winners, a val temperature
+    from ssl_toolkit.calibration import reliability, winner_labels
+
+    win = winner_labels(hyps, targets, active)
+    assert doc["overall"]["ece"] == pytest.approx(reliability(conf, win)["ece"], rel=1e-5)
+    assert doc["calibration_val"]["temperature"] > 0 and "emd_deg_calibrated" in doc["overall"]
+    assert (man.path / "plots" / "reliability.png").stat().st_size > 10_000
     assert set(doc["thresholds_val"]) == {"fixed", "grid", "sgl"}
 
 
