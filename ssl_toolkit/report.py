@@ -18,7 +18,7 @@ import pandas as pd
 
 from .artifacts import ArtifactError, Manifest, build_artifact, read_manifest
 
-__all__ = ["COLUMNS", "collect", "make_report", "print_report", "unique_labels"]
+__all__ = ["COLUMNS", "aggregate_seeds", "collect", "make_report", "print_report", "unique_labels"]
 
 #: metrics.json key -> column title, in table order.
 COLUMNS = {
@@ -47,6 +47,8 @@ class _Eval:
     data: str  # features artifact and split it scored
     data_key: tuple[str, str]  # (features fingerprint, split)
     label: str = ""
+    group: str = ""  # the same for evals of runs that differ only in their seed
+    seed: int | None = None
 
 
 def _load(path: str | os.PathLike) -> tuple[Manifest, _Eval]:
@@ -66,7 +68,29 @@ def _load(path: str | os.PathLike) -> tuple[Manifest, _Eval]:
     split = str(doc.get("split", man.config.get("split", "?")))
     data = f"{Path(feats[0]['path']).name}:{split}" if feats else "-"
     key = (str(feats[0].get("fingerprint")) if feats else "-", split)
-    return man, _Eval(man.path, doc, data, key)
+    ev = _Eval(man.path, doc, data, key)
+    ev.group, ev.seed = _seed_group(man, doc, key)
+    return man, ev
+
+
+def _seed_group(man: Manifest, doc: dict, data_key) -> tuple[str, int | None]:
+    """What identifies an eval up to the seed of its run: the run's config without the
+    seed, the eval's config and the data (or the eval itself when there is no run)."""
+    from .artifacts import fingerprint
+
+    runs = [r for r in man.inputs if r.get("kind") == "run"]
+    config = None
+    if runs:
+        try:
+            config = read_manifest(runs[0]["path"], "run").config
+        except ArtifactError:
+            config = None  # the run is gone: no seed to group on
+    if not isinstance(config, dict) or "seed" not in config:
+        return str(man.path), None
+    rest = {k: v for k, v in config.items() if k != "seed"}
+    group = fingerprint({"run": rest, "eval": man.config, "data": list(data_key),
+                         "label": doc.get("label") or doc["method"]})  # fmt: skip
+    return group, int(config["seed"])
 
 
 def unique_labels(paths: Sequence[Path]) -> list[str]:
@@ -98,6 +122,37 @@ def collect(evals: Sequence[_Eval]) -> tuple[pd.DataFrame, pd.DataFrame]:
             thr.append({"eval": ev.label, "method": method, "choice": how, **v})
     table = pd.DataFrame(rows).dropna(axis=1, how="all")
     return table, pd.DataFrame(thr)
+
+
+def aggregate_seeds(table: pd.DataFrame, items: Sequence[_Eval]) -> pd.DataFrame | None:
+    """Mean ± standard deviation (ddof 1) of each metric over evals of the same method,
+    config and data that differ only in the run's seed; None when no such group exists.
+
+    Columns: ``method``, ``K``, ``data``, ``subset``, ``seeds`` (how many), ``evals``
+    (their labels), then each metric as ``"mean ± std"`` text (``seeds.csv`` keeps the
+    text; the numbers per seed are in ``report.csv``).
+    """
+    groups: dict[str, list[_Eval]] = {}
+    for ev in items:
+        if ev.seed is not None:
+            groups.setdefault(ev.group, []).append(ev)
+    groups = {g: evs for g, evs in groups.items() if len({e.seed for e in evs}) > 1}
+    if not groups or table.empty:
+        return None
+    metrics = [c for c in table.columns if c in COLUMNS.values()]
+    rows = []
+    for evs in groups.values():
+        labels = [e.label for e in evs]
+        part = table[table["eval"].isin(labels)]
+        for subset, sub in part.groupby("subset", sort=False):
+            row = {"method": sub["method"].iloc[0], "K": sub["K"].iloc[0],
+                   "data": sub["data"].iloc[0], "subset": subset,
+                   "seeds": len({e.seed for e in evs}), "evals": " ".join(labels)}  # fmt: skip
+            for c in metrics:
+                v = pd.to_numeric(sub[c], errors="coerce").dropna()
+                row[c] = f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else "-"
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _check_same_data(evals: Sequence[_Eval]) -> None:
@@ -139,6 +194,7 @@ def make_report(
     if not allow_mixed:
         _check_same_data(items)
     table, thr = collect(items)
+    seeds = aggregate_seeds(table, items)
     cfg = {"evals": [e.label for e in items], "allow_mixed": allow_mixed}
     with build_artifact(out, "report", cfg, mans, force=force) as b:
         if b.reused:
@@ -149,6 +205,9 @@ def make_report(
             thr.to_csv(b.dir / "thresholds.csv", index=False)
             md += ["## Detection thresholds (chosen on val, F20 on val)", "",
                    _markdown(thr, ".3f"), ""]  # fmt: skip
+        if seeds is not None:
+            seeds.to_csv(b.dir / "seeds.csv", index=False)
+            md += ["## Mean ± standard deviation over seeds", "", _markdown(seeds, ".2f"), ""]
         md += [_SOURCES, ""]
         (b.dir / "report.md").write_text("\n".join(md), encoding="utf-8")
         b.extra.update({"evals": len(items), "rows": len(table)})

@@ -11,7 +11,7 @@ from ssl_toolkit.report import make_report
 from ssl_toolkit.testing import random_directions
 
 
-def fake_eval(path, method, k, seed, spread, scored=True, features=None, **extra):
+def fake_eval(path, method, k, seed, spread, scored=True, features=None, run=None, **extra):
     """An eval artifact of predictions = targets plus noise (larger spread = worse).
 
     ``scored=False``: every confidence 1, as a WTA model without scores."""
@@ -38,7 +38,7 @@ def fake_eval(path, method, k, seed, spread, scored=True, features=None, **extra
         np.tile(np.arange(n // 3), 3),
         np.repeat(["ov1", "ov2", "ov3"], n // 3),
     )
-    inputs = [features] if features is not None else []
+    inputs = [m for m in (features, run) if m is not None]
     with build_artifact(path, "eval", {"method": method}, inputs) as b:
         scores = score_predictions(fr, 0.5, 10, scored)
         write_eval(
@@ -155,3 +155,41 @@ def test_report_names_a_damaged_metrics_file(tmp_path):
     (a / "metrics.json").write_bytes(b"\xff\xfe{")
     with pytest.raises(ArtifactError, match=r"a/metrics.json: unreadable"):
         make_report([a], tmp_path / "rep")
+
+
+def test_report_aggregates_seeds_of_the_same_method_and_data(tmp_path):
+    """Three rMCL runs that differ only in their seed: one row of mean ± std (ddof 1) and
+    the seed count; a run with another option is not pooled with them."""
+    from ssl_toolkit.artifacts import read_manifest
+    from ssl_toolkit.testing import make_features_artifact
+
+    feats = make_features_artifact(tmp_path / "feats", n_chunks=6, bins=8)
+
+    def run(name, **cfg):
+        with build_artifact(tmp_path / "runs" / name, "run", {"method": "rmcl", **cfg}):
+            pass
+        return read_manifest(tmp_path / "runs" / name, "run")
+
+    evals = [
+        fake_eval(
+            tmp_path / f"rmcl_s{s}",
+            "rmcl",
+            5,
+            s,
+            0.05 * (s + 1),
+            features=feats,
+            run=run(f"s{s}", seed=s, lr=1e-3),
+        )  # fmt: skip
+        for s in range(3)
+    ]
+    other = fake_eval(tmp_path / "rmcl_lr", "rmcl", 5, 0, 0.1, features=feats,
+                      run=run("lr", seed=0, lr=1e-2))  # fmt: skip
+    table = make_report(evals + [other], tmp_path / "rep")
+    seeds = pd.read_csv(tmp_path / "rep" / "seeds.csv")
+    ov = seeds[seeds.subset == "overall"]
+    assert len(ov) == 1 and ov["seeds"].iloc[0] == 3 and "rmcl_lr" not in ov["evals"].iloc[0]
+    per_seed = table[(table.subset == "overall") & table["eval"].str.startswith("rmcl_s")]
+    col = "oracle (deg)"
+    want = f"{per_seed[col].mean():.2f} ± {per_seed[col].std(ddof=1):.2f}"
+    assert ov[col].iloc[0] == want
+    assert "## Mean ± standard deviation over seeds" in (tmp_path / "rep" / "report.md").read_text()
