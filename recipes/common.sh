@@ -1,5 +1,6 @@
-# Shared option parsing for the recipes: --stage N --stop-stage M --scale small|paper
-# --data-root DIR --mic-root DIR --workdir DIR --jobs N. Source it after setting defaults.
+# Shared option parsing for the recipes: --stage N --stop-stage M --scale small|medium|paper
+# --seeds "0 1 2" --data-root DIR --mic-root DIR --workdir DIR --jobs N. Source it after
+# setting defaults.
 stage=${stage:-1}
 stop_stage=${stop_stage:-100}
 scale=${scale:-small}
@@ -15,10 +16,13 @@ while [ $# -gt 0 ]; do
     --mic-root) mic_root=$2; shift 2 ;;
     --workdir) workdir=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
+    --seeds) seeds=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-case "$scale" in small|paper) ;; *) echo "--scale must be small or paper" >&2; exit 2 ;; esac
+case "$scale" in small|medium|paper) ;; *) echo "--scale must be small, medium or paper" >&2; exit 2 ;; esac
+# Seeds of each learned method: 3 at medium scale (mean ± std in the report), else one.
+if [ "$scale" = medium ]; then seeds=${seeds:-0 1 2}; else seeds=${seeds:-0}; fi
 run_stage() { [ "$1" -ge "$stage" ] && [ "$1" -le "$stop_stage" ]; }
 # Announce a stage step, with the seconds since the recipe started (a timing log for free).
 announce() { echo "=== Stage $1: $2 [${SECONDS}s]" >&2; }

@@ -4,13 +4,16 @@
 # drawn negative per frame), annealed MCL, IE, and the classical SRP-PHAT and MUSIC, in one
 # `ssl report` table. recipes/ansyn/run.sh runs it with preset=ansyn (anechoic scenes).
 #
-# Usage: recipes/resyn/run.sh [--scale small|paper] [--stage N] [--stop-stage M]
-#          [--workdir DIR] [--jobs N] [--data-root DIR [--mic-root DIR]]
+# Usage: recipes/resyn/run.sh [--scale small|medium|paper] [--seeds "0 1 2"] [--stage N]
+#          [--stop-stage M] [--workdir DIR] [--jobs N] [--data-root DIR [--mic-root DIR]]
 #
 #   --scale small   (default) about 20 min on 2 CPU cores: 16 kHz, 60 clips of 10 s, log-mel
 #                   features (STFT ones train 3-4x slower on a CPU), a small CRNN
 #                   (recipes/conf/train-small.toml), 20 epochs, a 10-degree search grid for the
 #                   baselines (peaks are refined to 0.1 degree).
+#   --scale medium  about an hour on 2 CPU cores: 240 clips of 10 s (4x small), PIT, WTA-5,
+#                   rMCL, rMCL*, aMCL and IE with 3 seeds each (runs NAME_s0..s2; the report
+#                   adds mean +- std over seeds), 30 epochs (recipes/conf/train-medium.toml).
 #   --scale paper   the paper's sizes: 44.1 kHz, 900 clips of 30 s (300 per overlap subset, as
 #                   one TUT2018 split), STFT magnitude + phase, the default CRNN, 100 epochs
 #                   (recipes/conf/train-paper.toml)
@@ -40,14 +43,16 @@ mkdir -p "$w"
 # Small scale: one intra-op thread per process (OMP_NUM_THREADS overrides). On a busy 2-core
 # machine, spinning OpenMP threads slowed the small CRNN's training to 6-40 chunks/s, against
 # 100 chunks/s with one thread.
-[ "$scale" = small ] && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+[ "$scale" != paper ] && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 synth=(--preset "$preset" --subsets ov1,ov2,ov3 --seed 0 --jobs "$jobs")
 conf=$(cd "$(dirname "$0")/../conf" && pwd)
 if [ "$scale" = small ]; then
-  synth+=(--fs 16000 --clips 60 --clip-seconds 10); feature_type=logmel; grid=(--grid-deg 10)
+  synth+=(--fs 16000 --n-clips 60 --clip-seconds 10); feature_type=logmel; grid=(--grid-deg 10)
+elif [ "$scale" = medium ]; then
+  synth+=(--fs 16000 --n-clips 240 --clip-seconds 10); feature_type=logmel; grid=(--grid-deg 10)
 else
-  synth+=(--fs 44100 --clips 900 --clip-seconds 30); feature_type=stft; grid=()
+  synth+=(--fs 44100 --n-clips 900 --clip-seconds 30); feature_type=stft; grid=()
 fi
 train_toml="$conf/train-$scale.toml"  # committed beside the recipes
 mic=yes; [ -n "$data_root" ] && [ -z "$mic_root" ] && mic=
@@ -69,16 +74,28 @@ fi
 models=(pit:pit:3: wta1:wta:1: wta5:wta:5: ewta:wta-relaxed:5: topn:wta-top-n:5:
         rmcl3:rmcl:3: rmcl5:rmcl:5: rmcl10:rmcl:10: rmcl20:rmcl:20:
         "rmclstar:rmcl:5:--negatives 1" amcl:amcl:5: ie:ie:5:)
+# Medium scale: the methods the paper's claims are about, each with 3 seeds (about an hour).
+[ "$scale" = medium ] && models=(pit:pit:3: wta5:wta:5: rmcl5:rmcl:5:
+                                 "rmclstar:rmcl:5:--negatives 1" amcl:amcl:5: ie:ie:5:)
+# Every run trains the same number of epochs of the same batches (IE: each member does),
+# so budgets are equal in optimizer steps; early stopping is off (patience = epochs).
+runs=()  # run name:method:K:seed:extra options
+for m in "${models[@]}"; do IFS=: read -r name method k extra <<< "$m"
+  for s in $seeds; do
+    n=$name; [ "$seeds" = 0 ] || n=${name}_s$s
+    runs+=("$n:$method:$k:$s:$extra")
+  done
+done
 if run_stage 4; then
-  for m in "${models[@]}"; do IFS=: read -r name method k extra <<< "$m"
-    announce 4 "train $name ($method, K = $k) -> $w/runs/$name"
+  for r in "${runs[@]}"; do IFS=: read -r name method k s extra <<< "$r"
+    announce 4 "train $name ($method, K = $k, seed $s) -> $w/runs/$name"
     # shellcheck disable=SC2086  # $extra is a list of options
-    ssl train "$w/features" "$w/runs/$name" --method "$method" -K "$k" --config "$train_toml" \
-      $extra
+    ssl train "$w/features" "$w/runs/$name" --method "$method" -K "$k" --seed "$s" \
+      --config "$train_toml" $extra
   done
 fi
 if run_stage 5; then
-  for m in "${models[@]}"; do name=${m%%:*}
+  for r in "${runs[@]}"; do name=${r%%:*}
     announce 5 "eval $name -> $w/evals/$name"
     ssl eval "$w/runs/$name" "$w/evals/$name" --data "$w/features" --split test
   done
@@ -93,7 +110,7 @@ elif run_stage 6; then
 fi
 if run_stage 7; then announce 7 "report -> $w/report"
   evals=()
-  for m in "${models[@]}" "${baselines[@]}"; do
+  for m in "${runs[@]}" "${baselines[@]}"; do
     [ -f "$w/evals/${m%%:*}/manifest.json" ] && evals+=("$w/evals/${m%%:*}")
   done
   [ ${#evals[@]} -gt 0 ] || { echo "Stage 7: no eval in $w/evals: run stages 5 and 6" >&2; exit 1; }
