@@ -59,7 +59,12 @@ class TrainConfig:
         temperature_schedule: ``constant``, ``linear`` or ``exponential``.
         temperature_min: final temperature of the exponential schedule.
         wta_fraction: last fraction of training run as plain WTA (annealed MCL).
-        num_workers: data-loading worker processes.
+        num_workers: data-loading worker processes. Unset: none on CPU (the training
+            process reads a batch in milliseconds); on CUDA or MPS, one per core the
+            process may use less one, 1 to 4.
+        pin_memory: page-locked batch buffers for asynchronous copies to a CUDA device
+            (unset: on CUDA; ignored elsewhere).
+        prefetch_factor: batches each worker reads ahead (unset: 2).
         tensorboard: also write TensorBoard event files to ``RUN/tensorboard/``
             (needs ``pip install tensorboard``).
     """
@@ -94,7 +99,9 @@ class TrainConfig:
     temperature_schedule: str = "exponential"
     temperature_min: float = 1e-3
     wta_fraction: float = 0.1
-    num_workers: int = 0
+    num_workers: int | None = None
+    pin_memory: bool | None = None
+    prefetch_factor: int | None = None
     tensorboard: bool = False
 
     def validate(self) -> None:
@@ -124,8 +131,12 @@ class TrainConfig:
             raise ConfigError(
                 f"option 'negatives' must be 'all' or a positive integer, got {self.negatives!r}"
             )
-        if self.patience < 1 or self.num_workers < 0:
-            raise ConfigError("option 'patience' must be >= 1 and 'num_workers' >= 0")
+        if self.patience < 1:
+            raise ConfigError(f"option 'patience' must be >= 1, got {self.patience}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigError(f"option 'num_workers' must be >= 0, got {self.num_workers}")
+        if self.prefetch_factor is not None and self.prefetch_factor < 1:
+            raise ConfigError(f"option 'prefetch_factor' must be >= 1, got {self.prefetch_factor}")
 
     def _validate_blocks(self) -> None:
         if not self.channels or min(self.channels) < 1:

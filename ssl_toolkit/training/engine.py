@@ -116,8 +116,43 @@ def _load_checkpoint(path: Path, job: Job, opt, sched, scaler, device) -> FitSta
     return FitState(**blob["state"])
 
 
-def _batch_to(batch, device) -> tuple[torch.Tensor, ...]:
-    return tuple(t.to(device, non_blocking=True) for t in batch)
+def _no_mark(_phase: str) -> None:
+    pass
+
+
+def train_step(
+    net, job: Job, batch, optim, cfg, rt: Runtime, progress: float, mark=_no_mark
+) -> torch.Tensor:
+    """One optimizer step on ``batch`` (already on the device); returns the detached loss.
+
+    Args:
+        net: the model as trained (DDP-wrapped and/or compiled).
+        job: its loss and bare model (gradient clipping).
+        batch: ``(x [b, C, T, F], d [b, T, S, 3], a [b, T, S])``.
+        optim: ``(optimizer, scheduler, grad scaler)``.
+        cfg: the TrainConfig (``grad_clip``).
+        rt: the runtime (autocast).
+        progress: fraction of training done (annealed losses).
+        mark: called with ``"forward"`` (with the loss), ``"backward"`` and ``"step"`` as
+            each phase ends; ``benchmarks/bench_train.py`` times them.
+    """
+    opt, sched, scaler = optim
+    x, d, a = batch  # (b, C, T, F), (b, T, S, 3), (b, T, S)
+    with rt.autocast():
+        hyps, conf = net(x)  # (b, T, K, 3), (b, T, K)
+    loss = job.loss(hyps.float(), conf.float(), d, a, progress)
+    mark("forward")
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    mark("backward")
+    if cfg.grad_clip:
+        scaler.unscale_(opt)
+        nn.utils.clip_grad_norm_(job.model.parameters(), cfg.grad_clip)
+    scaler.step(opt)
+    scaler.update()
+    sched.step()
+    mark("step")
+    return loss.detach()
 
 
 def train_epoch(
@@ -133,21 +168,10 @@ def train_epoch(
     for batch in loader:
         if st.step >= total:
             break
-        x, d, a = _batch_to(batch, rt.device)  # (b, C, T, F), (b, T, S, 3), (b, T, S)
-        with rt.autocast():
-            hyps, conf = net(x)  # (b, T, K, 3), (b, T, K)
-        loss = job.loss(hyps.float(), conf.float(), d, a, st.step / total)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.grad_clip:
-            scaler.unscale_(opt)
-            nn.utils.clip_grad_norm_(job.model.parameters(), cfg.grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
+        loss = train_step(net, job, batch, (opt, sched, scaler), cfg, rt, st.step / total).item()
         st.step += 1
-        loss_sum, n_batches, n_chunks = loss_sum + loss.item(), n_batches + 1, n_chunks + len(x)
-        mon.step(loss.item())
+        loss_sum, n_batches, n_chunks = loss_sum + loss, n_batches + 1, n_chunks + len(batch[0])
+        mon.step(loss)
     return loss_sum / max(n_batches, 1), n_chunks
 
 
@@ -162,8 +186,7 @@ def validate(net, job: Job, loader, rt: Runtime, seed: int = 0) -> tuple[float, 
     net.eval()
     gen = torch.Generator(device=rt.device).manual_seed(int(seed) * 1009 + rt.rank)
     sums = [0.0, 0.0, 0.0, 0.0]  # loss * chunks, chunks, oracle * active, active
-    for batch in loader:
-        x, d, a = _batch_to(batch, rt.device)
+    for x, d, a in loader:  # on the device
         with rt.autocast():
             hyps, conf = net(x)
         hyps, conf = hyps.float(), conf.float()
@@ -202,7 +225,7 @@ def fit(
     if cfg.compile:
         net = torch.compile(net)
     total = planned_steps(cfg, len(train_loader))
-    opt, sched, scaler = _optimizer(model, cfg, rt, total)
+    opt, sched, scaler = make_optimizer(model, cfg, rt, total)
     st = FitState()
     if resume and job.checkpoint.is_file():
         st = _load_checkpoint(job.checkpoint, job, opt, sched, scaler, rt.device)
@@ -236,7 +259,7 @@ def fit(
     return st
 
 
-def _optimizer(model, cfg, rt: Runtime, total: int) -> tuple:
+def make_optimizer(model, cfg, rt: Runtime, total: int) -> tuple:
     """AdamW, its warm-up/decay schedule over ``total`` steps, and the fp16 loss scaler."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, round(0.05 * total))

@@ -17,6 +17,7 @@ import torch
 
 from .. import console
 from ..errors import UserError
+from .data import LoaderOptions
 from .runtime import Runtime
 
 TENSORBOARD_HINT = "pip install tensorboard (or pip install 'ssl-toolkit[tensorboard]')"
@@ -37,7 +38,13 @@ def precision_name(rt: Runtime) -> str:
 
 
 def banner(
-    rt: Runtime, cfg, n_chunks: tuple[int, int], steps: int, per_epoch: int, n_bins: int
+    rt: Runtime,
+    cfg,
+    n_chunks: tuple[int, int],
+    steps: int,
+    per_epoch: int,
+    n_bins: int,
+    loader: LoaderOptions | None = None,
 ) -> str:
     """The line ``ssl train`` starts with.
 
@@ -48,11 +55,13 @@ def banner(
         steps: optimizer steps planned (per IE member).
         per_epoch: optimizer steps per epoch.
         n_bins: F, frequency bins of the features (pooled by ``cfg.pools``).
+        loader: the training loader's options (workers, prefetching, pinning).
     """
+    loader = loader or LoaderOptions()
     members = f" per member, {cfg.K} members" if cfg.method == "ie" else ""
     return (
         f"train {cfg.method}: device {device_name(rt)}, {precision_name(rt)}, "
-        f"{torch.get_num_threads()} torch threads, {cfg.num_workers} data-loader workers, "
+        f"{torch.get_num_threads()} torch threads, {loader.describe()}, "
         f"DDP world size {rt.world}; {n_chunks[0]} train / {n_chunks[1]} val chunks, "
         f"{steps} steps planned{members} (at most {cfg.epochs} epochs of {per_epoch} steps); "
         f"CRNN pools {','.join(map(str, cfg.pools))} on {n_bins} bins"

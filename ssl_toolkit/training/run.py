@@ -18,7 +18,7 @@ from ..models import build_model, save_model
 from ..models.crnn import default_pools, pooled_bins
 from .config import TrainConfig
 from .curves import plot_curves
-from .data import make_loader
+from .data import loader_options, make_loader
 from .engine import Job, fit, planned_steps, validate, write_history
 from .monitor import banner, open_tensorboard, precision_name, require_tensorboard, say
 from .objectives import make_loss
@@ -120,9 +120,15 @@ def _train(fs, rows, out: Path, cfg, rt: Runtime, force: bool, resume: bool) -> 
         rt.barrier()
         return None  # type: ignore[return-value]
     with build_artifact(
-        out, "run", cfg_dict, [fs.manifest], force=force, resumable=True, fresh=not resume,
+        out,
+        "run",
+        cfg_dict,
+        [fs.manifest],
+        force=force,
+        resumable=True,
+        fresh=not resume,
         log=console.log,
-    ) as b:  # fmt: skip  (a fresh run discards an old resumable state, under the lock)
+    ) as b:  # a fresh run discards an old resumable state, under the lock
         reused = rt.all_sum([float(b.reused)])[0] > 0
         rt.barrier()
         if not reused:
@@ -142,24 +148,32 @@ def _fit_all(fs, rows, run_dir: Path, cfg, cfg_dict, rt: Runtime, resume: bool) 
     if rt.main:
         per_epoch = len(loaders[0])
         n_chunks = (len(rows["train"]), len(rows["val"]))
-        say(banner(rt, cfg, n_chunks, planned_steps(cfg, per_epoch), per_epoch, fs.shape[-1]))
+        steps = planned_steps(cfg, per_epoch)
+        say(banner(rt, cfg, n_chunks, steps, per_epoch, fs.shape[-1], loaders[0].options))
     writer = open_tensorboard(run_dir) if cfg.tensorboard and rt.main else None
     fit_one = _fit_ensemble if cfg.method == "ie" else _fit_model
+    fp = fingerprint(cfg_dict)
     try:
-        summary = fit_one(
-            fs, rows, loaders, run_dir, cfg, fingerprint(cfg_dict), rt, resume, writer
-        )
+        summary = fit_one(fs, rows, loaders, run_dir, cfg, fp, rt, resume, writer)
     finally:
         if writer is not None:
             writer.close()
+    summary["data_loader"] = loaders[0].options.as_dict()
     if rt.main:
         plot_curves(run_dir / "history.csv", run_dir / "curves.png", f"{cfg.method} K={cfg.K}")
     return summary
 
 
 def _loaders(fs, rows, cfg, rt: Runtime) -> tuple:
-    """``(train_loader, train_sampler, val_loader, val_sampler)`` of this process."""
+    """``(train_loader, train_sampler, val_loader, val_sampler)`` of this process.
+
+    Batches arrive on ``rt.device``; workers, pinning and prefetching are chosen by
+    :func:`~ssl_toolkit.training.data.loader_options` unless the config sets them.
+    """
     per_rank = cfg.batch_size // rt.world
+    opts = loader_options(
+        rt.device, cfg.num_workers, cfg.pin_memory, cfg.prefetch_factor, world=rt.world
+    )
     return tuple(
         part
         for split in ("train", "val")
@@ -171,7 +185,8 @@ def _loaders(fs, rows, cfg, rt: Runtime) -> tuple:
             seed=cfg.seed,
             rank=rt.rank,
             world=rt.world,
-            num_workers=cfg.num_workers,
+            device=rt.device,
+            options=opts,
         )
     )
 
