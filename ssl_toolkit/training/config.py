@@ -13,6 +13,20 @@ METHODS = ("rmcl", "wta", "wta-relaxed", "wta-top-n", "amcl", "pit", "ie")
 #: Methods whose models learn confidence scores (the others output conf = 1).
 SCORED = SCORED_METHODS
 DEVICES = ("auto", "cpu", "cuda", "mps")
+AMP_DTYPES = ("auto", "bf16", "fp16")
+#: Options of how a run is executed, not of what it learns: ``--resume`` may change them
+#: (another machine, fp32 after trouble with AMP), and a checkpoint's fingerprint leaves
+#: them out. A run's manifest records those of its last (resumed) part.
+RUNTIME_OPTIONS = (
+    "device",
+    "amp",
+    "amp_dtype",
+    "compile",
+    "num_workers",
+    "pin_memory",
+    "prefetch_factor",
+    "tensorboard",
+)
 
 
 @dataclass(frozen=True)
@@ -35,7 +49,11 @@ class TrainConfig:
         seed: seed of initialization, data order, dropout and drawn negatives.
         deterministic: deterministic algorithms (a resumed run then reaches the same weights).
         device: ``auto`` (CUDA > MPS > CPU), ``cpu``, ``cuda``, ``mps``.
-        amp: mixed precision on CUDA (bf16 where supported, else fp16 + loss scaling).
+        amp: mixed precision (autocast) in the dtype of ``amp_dtype``; ``--no-amp``: fp32.
+        amp_dtype: ``auto``: on CUDA bf16 where supported, else fp16 (with loss scaling),
+            and none (fp32) on CPU and MPS; ``bf16``: bf16 autocast on CUDA or CPU (fast
+            on CPUs with native bf16, e.g. AVX512-BF16 or AMX; slower than fp32 on others);
+            ``fp16``: fp16 autocast with loss scaling, on CUDA only.
         compile: ``torch.compile`` the model.
         patience: early stopping after this many epochs without a better val loss.
         grad_clip: max gradient norm (0: off).
@@ -81,6 +99,7 @@ class TrainConfig:
     deterministic: bool = False
     device: str = "auto"
     amp: bool = True
+    amp_dtype: str = "auto"
     compile: bool = False
     patience: int = 10
     grad_clip: float = 5.0
@@ -108,6 +127,7 @@ class TrainConfig:
         """Raise ``ConfigError`` naming the first invalid option."""
         _choice("method", self.method, METHODS)
         _choice("device", self.device, DEVICES)
+        _choice("amp_dtype", self.amp_dtype, AMP_DTYPES)
         _choice("output", self.output, ("unit", "sph"))
         _choice("wta_mode", self.wta_mode, tuple(m for m in MODES if m != "amcl"))
         _choice("temperature_schedule", self.temperature_schedule, SCHEDULES)

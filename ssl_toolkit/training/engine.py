@@ -111,7 +111,8 @@ def _load_checkpoint(path: Path, job: Job, opt, sched, scaler, device) -> FitSta
     job.model.load_state_dict(blob["model"])
     opt.load_state_dict(blob["optimizer"])
     sched.load_state_dict(blob["scheduler"])
-    scaler.load_state_dict(blob["scaler"])
+    if blob["scaler"]:  # empty when written without fp16 loss scaling (fp32, bf16)
+        scaler.load_state_dict(blob["scaler"])
     set_rng_state({k: v.cpu() for k, v in blob["rng"].items()})
     return FitState(**blob["state"])
 

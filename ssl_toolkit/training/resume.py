@@ -15,7 +15,7 @@ from typing import Any
 from ..artifacts import MANIFEST, Manifest, read_manifest, write_json
 from ..config import ConfigError, resolve, to_dict
 from ..errors import UserError
-from .config import TrainConfig
+from .config import RUNTIME_OPTIONS, TrainConfig
 
 STORED = Path("checkpoint") / "config.json"
 
@@ -77,8 +77,16 @@ def train_config(
     return cfg, Path(features or stored["features"]["path"])
 
 
+def learning_config(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """``cfg_dict`` without the :data:`RUNTIME_OPTIONS`: what a resumed run must keep."""
+    return {k: v for k, v in cfg_dict.items() if k not in RUNTIME_OPTIONS}
+
+
 def check_resume(out: str | Path, cfg: TrainConfig, features: Manifest) -> None:
     """Refuse to resume ``out`` with options or features other than it was started with.
+
+    The :data:`~ssl_toolkit.training.config.RUNTIME_OPTIONS` (device, amp, compile,
+    data loading, tensorboard) may differ: a run trained under AMP can go on in fp32.
 
     Raises:
         ConfigError: one line naming each differing option, its stored and given value.
@@ -92,7 +100,7 @@ def check_resume(out: str | Path, cfg: TrainConfig, features: Manifest) -> None:
             f"--resume: {out} was started on other features ({stored['features']['path']}); "
             "give those, or start over without --resume"
         )
-    old, new = stored["config"], to_dict(cfg)
+    old, new = learning_config(stored["config"]), learning_config(to_dict(cfg))
     changed = [
         f"option {k!r} is {new.get(k)!r} here but {old.get(k)!r} there"
         for k in sorted(set(old) | set(new))

@@ -22,7 +22,7 @@ from .data import loader_options, make_loader
 from .engine import Job, fit, planned_steps, validate, write_history
 from .monitor import banner, open_tensorboard, precision_name, require_tensorboard, say
 from .objectives import make_loss
-from .resume import check_resume, partial_dir, store_config
+from .resume import check_resume, learning_config, partial_dir, store_config
 from .runtime import Runtime, seed_everything, setup, teardown
 
 
@@ -101,7 +101,7 @@ def train(
     for split, r in rows.items():
         if len(r) == 0:
             raise DataError(f"{fs.manifest.path} has no {split!r} chunks; cannot train")
-    rt = setup(cfg.device, cfg.amp)
+    rt = setup(cfg.device, cfg.amp, cfg.amp_dtype)
     try:
         return _train(fs, rows, Path(out), cfg, rt, force, resume)
     finally:
@@ -152,7 +152,7 @@ def _fit_all(fs, rows, run_dir: Path, cfg, cfg_dict, rt: Runtime, resume: bool) 
         say(banner(rt, cfg, n_chunks, steps, per_epoch, fs.shape[-1], loaders[0].options))
     writer = open_tensorboard(run_dir) if cfg.tensorboard and rt.main else None
     fit_one = _fit_ensemble if cfg.method == "ie" else _fit_model
-    fp = fingerprint(cfg_dict)
+    fp = fingerprint(learning_config(cfg_dict))  # a resume may change how it runs
     try:
         summary = fit_one(fs, rows, loaders, run_dir, cfg, fp, rt, resume, writer)
     finally:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..config import ConfigError
 from ..errors import UserError
 
 
@@ -20,7 +21,7 @@ class Runtime:
     Attributes:
         device: the torch device.
         rank, world: this process's rank and the number of processes (1 without DDP).
-        amp_dtype: autocast dtype on CUDA, or None (full precision).
+        amp_dtype: autocast dtype (bf16 or fp16 on CUDA, bf16 on CPU), or None (fp32).
     """
 
     device: torch.device
@@ -70,10 +71,11 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
             name = "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise UserError("--device cuda: no CUDA device is available here")
+            why = " (this torch is a CPU-only build)" if torch.version.cuda is None else ""
+            raise UserError(f"--device cuda: no CUDA device is available here{why}")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     if name == "mps" and not torch.backends.mps.is_available():
-        raise UserError("--device mps: MPS is not available here")
+        raise UserError("--device mps: MPS (Apple GPU) is not available here")
     return torch.device(name)
 
 
@@ -89,25 +91,51 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def setup(device: str, amp: bool) -> Runtime:
+def amp_dtype_for(device: torch.device, amp: bool, dtype: str = "auto") -> torch.dtype | None:
+    """The autocast dtype on ``device`` of TrainConfig's ``amp`` and ``amp_dtype``; None: fp32.
+
+    ``auto``: bf16 on CUDA where supported, else fp16 (with loss scaling); fp32 on CPU
+    and MPS. ``bf16``: on CUDA and CPU. ``fp16``: on CUDA.
+
+    Raises:
+        ConfigError: naming ``amp_dtype`` for a dtype the device cannot autocast to.
+    """
+    if not amp:
+        return None
+    if dtype == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    ok = {"bf16": ("cuda", "cpu"), "fp16": ("cuda",)}[dtype]
+    if device.type not in ok:
+        raise ConfigError(
+            f"option 'amp_dtype' is {dtype!r}: autocast to {dtype} runs on "
+            f"{' and '.join(d.upper() for d in ok)}, not on {device.type}; use amp_dtype "
+            "'auto' or --no-amp"
+        )
+    if dtype == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("option 'amp_dtype' is 'bf16' but this GPU lacks bf16; use 'auto'")
+    return torch.bfloat16 if dtype == "bf16" else torch.float16
+
+
+def setup(device: str, amp: bool, amp_dtype: str = "auto") -> Runtime:
     """The runtime of this process; joins the process group when run by torchrun.
 
     ``torchrun --nproc-per-node N -m ssl_toolkit train ...`` sets ``WORLD_SIZE``,
     ``RANK`` and ``LOCAL_RANK``; the backend is NCCL on CUDA and gloo otherwise.
+    ``amp`` and ``amp_dtype`` as in :func:`amp_dtype_for`.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device, local)
+    dtype = amp_dtype_for(dev, amp, amp_dtype)
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         torch.distributed.init_process_group(backend)
-    amp_dtype = None
-    if amp and dev.type == "cuda":
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return Runtime(dev, rank, world, amp_dtype)
+    return Runtime(dev, rank, world, dtype)
 
 
 def teardown(rt: Runtime) -> None:
