@@ -332,15 +332,9 @@ CASES = [
     C("train-batch-size-zero", "feats tiny.toml", TR + " --batch-size 0", "batch_size"),
     C("train-config-not-utf8", "feats", TR.replace("tiny.toml", "c.toml"), "c.toml",
       lambda ws: _bad_utf8(ws / "c.toml")),
-    C("train-K-huge", "feats tiny.toml", TR + " -K 1000000000000", "-K",
-      xfail="train prints its banner and creates its resumable .OUT.partial before it "
-      "builds the model (whose memory check refuses K): call models.check_model_memory("
-      "'crnn', model_kwargs(cfg, fs, k), copies=4) in training/run.py train() before "
-      "build_artifact"),
+    C("train-K-huge", "feats tiny.toml", TR + " -K 1000000000000", "-K"),
     C("train-resume-garbage-state", "run feats", "train {ws}/run2 --resume", "state.pt",
-      stored_resume_state,
-      xfail="training/engine.py loads checkpoint/state.pt with torch.load and lets "
-      "UnpicklingError through: wrap it as ArtifactError naming the file"),
+      stored_resume_state),
     # --- ssl eval: damaged runs, options
     C("run-weights-garbage", "run feats", EV, "model.safetensors",
       lambda ws: (ws / "run" / "model.safetensors").write_bytes(b"\x10\x00garbage")),

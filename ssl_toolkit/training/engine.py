@@ -102,7 +102,9 @@ def _save_checkpoint(path: Path, state: FitState, model, opt, sched, scaler, fp:
 
 def _load_checkpoint(path: Path, job: Job, opt, sched, scaler, device) -> FitState:
     """Restore a job from its checkpoint (loaded with ``weights_only=True``)."""
-    blob = torch.load(path, map_location=device, weights_only=True)
+    from .resume import load_state
+
+    blob = load_state(path, map_location=device)
     if blob["fingerprint"] != job.fingerprint:
         raise ConfigError(
             f"--resume: the checkpoint in {path.parent} was made with another config; "

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..artifacts import MANIFEST, Manifest, read_manifest, write_json
 from ..config import ConfigError, resolve, to_dict
-from ..errors import UserError
+from ..errors import ArtifactError, UserError
 from .config import RUNTIME_OPTIONS, TrainConfig
 
 STORED = Path("checkpoint") / "config.json"
@@ -111,3 +111,30 @@ def check_resume(out: str | Path, cfg: TrainConfig, features: Manifest) -> None:
             f"--resume: {out} was started with another config ({'; '.join(changed)}); "
             "drop these options to continue it with its own, or start over without --resume"
         )
+    for state in sorted((partial_dir(Path(out)) / "checkpoint").glob("*.pt")):
+        load_state(state)
+
+
+def load_state(path: Path, map_location="cpu") -> dict[str, Any]:
+    """A training state (``checkpoint/*.pt``), loaded with ``weights_only=True``.
+
+    Raises:
+        ArtifactError: one line naming the file when it is not a training state.
+    """
+    import pickle
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the unpickler's protocol notes
+            blob = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(blob, dict) or "fingerprint" not in blob or "model" not in blob:
+            raise ValueError("not a training state")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+        raise ArtifactError(
+            f"{path}: not a readable training state ({type(e).__name__}); drop --resume "
+            "(or pass --force) to start the run over"
+        ) from None
+    return blob

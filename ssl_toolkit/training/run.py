@@ -45,6 +45,16 @@ def fit_to_features(cfg: TrainConfig, fs: FeatureSet) -> TrainConfig:
     return cfg
 
 
+def _check_memory(cfg: TrainConfig, fs: FeatureSet) -> None:
+    """Refuse, before anything is written, a model or a batch the memory cannot hold."""
+    from ..memory import TRAIN_FACTOR, check_batch
+    from ..models import check_model_memory
+
+    k = fs.max_sources if cfg.method == "pit" else (1 if cfg.method == "ie" else cfg.K)
+    check_model_memory("crnn", model_kwargs(cfg, fs, k), copies=4)  # weights, grads, 2 moments
+    check_batch(cfg.batch_size, fs.shape, k, "--batch-size", TRAIN_FACTOR)
+
+
 def model_kwargs(cfg: TrainConfig, fs: FeatureSet, k: int) -> dict[str, Any]:
     """Constructor arguments of the CRNN for ``cfg`` on features ``fs`` with ``k`` outputs."""
     cfg = fit_to_features(cfg, fs)
@@ -101,6 +111,7 @@ def train(
     for split, r in rows.items():
         if len(r) == 0:
             raise DataError(f"{fs.manifest.path} has no {split!r} chunks; cannot train")
+    _check_memory(cfg, fs)
     rt = setup(cfg.device, cfg.amp, cfg.amp_dtype)
     try:
         return _train(fs, rows, Path(out), cfg, rt, force, resume)
