@@ -95,8 +95,13 @@ def test_option_names_are_toml_keys_and_help_shows_their_defaults():
     from ssl_toolkit.evaluation import EvalConfig
     from ssl_toolkit.training import TrainConfig
 
-    cases = {("prep", "synth"): SynthConfig, ("prep", "features"): FeatureConfig,
-             ("train",): TrainConfig, ("eval",): EvalConfig, ("baseline",): BaselineConfig}  # fmt: skip
+    cases = {
+        ("prep", "synth"): SynthConfig,
+        ("prep", "features"): FeatureConfig,
+        ("train",): TrainConfig,
+        ("eval",): EvalConfig,
+        ("baseline",): BaselineConfig,
+    }
     not_config = {"config", "force", "jobs", "resume", "help", "out", "features", "run",
                   "data", "scenes"}  # fmt: skip
     for path, cls in cases.items():

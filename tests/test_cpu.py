@@ -45,11 +45,10 @@ def test_user_settings_win():
 
 
 def test_threads_option_and_bad_values():
+    import torch
     from typer.testing import CliRunner
 
     from ssl_toolkit.cli import app
-
-    import torch
 
     before = torch.get_num_threads()
     try:
