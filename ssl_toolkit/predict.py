@@ -3,8 +3,8 @@
 For each audio file the features the model was trained on are computed with
 ``data_prep.features.extract``, block by block (bounded memory for any file
 length), the model runs on chunks of ``chunk_frames`` frames as in training, and
-two CSV files are written in the DCASE output style (one row per frame and
-direction, angles in degrees):
+two CSV files are written, one row per (model) frame and direction, angles in degrees
+(the toolkit's own format, not the DCASE result files of 100 ms frames with a class):
 
 - ``<stem>_hypotheses.csv``: ``frame, time_s, hypothesis, azimuth_deg, elevation_deg,
   confidence, detected`` for all K hypotheses of every frame;
