@@ -105,10 +105,10 @@ def learn_threshold_sgl(
     targets,
     active,
     segment=None,
-    inits: tuple[float, ...] = (0.25, 0.5, 0.75),
+    inits: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9),
     steepness: tuple[float, float] = (5.0, 100.0),
     lr: float = 0.01,
-    steps: int = 100,
+    steps: int = 80,
     threshold_deg: float = 20.0,
     max_candidates: int = 96,
 ) -> float:
