@@ -9,10 +9,12 @@ environment under test):
   training stage is 15 epochs of these steps.
 
 Two runtimes: ``default`` (torch's own: as many threads as cores, OpenMP's default wait
-policy, what ``ssl`` did before it set up the CPU) and ``ssl`` (what the CLI sets now:
-``ssl_toolkit.cpu.configure``: passive waiting, threads from the CPU affinity). The busy
-processes are pure-Python spin loops, one per extra load level. Medians of repeated calls;
-the ratio is against the quiet time of the same runtime in the same run.
+policy, what ``ssl`` did before it set up the CPU) and ``ssl`` (what the toolkit does now:
+threads from the CPU affinity, and ``ssl_toolkit.cpu.tick`` between calls, which gives
+cores back to other processes; the threads column is the count in force at the end). The
+busy processes are pure-Python spin loops, one per extra load level. Each child warms up for
+3 s, then the median of repeated calls is taken; ratios are against the quiet time of the
+same runtime in the same run, and ``ssl`` quiet against ``default`` quiet.
 
 Usage::
 
@@ -31,17 +33,21 @@ import time
 CHILD = r"""
 import json, os, sys, time
 runtime, workload, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
+tick = lambda: None
 if runtime == "ssl":
     import ssl_toolkit.cli  # noqa: F401  (sets up the CPU runtime before torch)
+    from ssl_toolkit.cpu import tick  # what the toolkit's loops call between steps
 import statistics
 import torch
 import torch.nn.functional as F
 
-def timed(fn, n):
-    for _ in range(3):
-        fn()
+def timed(fn, n, warm_s=3.0):
+    t_end = time.perf_counter() + warm_s  # long enough for the governor to sample the load
+    while time.perf_counter() < t_end:
+        tick(); fn()
     out = []
     for _ in range(n):
+        tick()
         t0 = time.perf_counter(); fn(); out.append(1e3 * (time.perf_counter() - t0))
     return statistics.median(out)
 

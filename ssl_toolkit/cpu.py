@@ -1,26 +1,41 @@
-"""CPU runtime set up before torch is first imported: threads and the OpenMP wait policy.
+"""CPU runtime: threads sized to the cores, and given back when other processes need them.
 
-Machines are shared (laptops, workstations, cluster nodes). OpenMP worker threads that
-spin while they wait for work collapse torch's throughput as soon as another process
-competes for the cores: a 2-layer BiGRU forward takes 30 ms with a passive wait policy and
-360 ms with the default one beside one busy process. So the CLI, before anything imports
-torch:
+Machines are shared (laptops, workstations, cluster nodes). OpenMP worker threads spin
+while they wait for work; as soon as another process competes for the cores, torch's
+throughput collapses (demo training steps: 31 ms quiet, 4.8 s beside two busy processes on
+2 cores). A passive wait policy avoids the collapse but makes every parallel region pay a
+wake-up: twice slower on a quiet machine. So the toolkit keeps OpenMP's default (fast when
+quiet) and adapts the thread count instead:
 
-- sets ``OMP_WAIT_POLICY=PASSIVE`` (idle workers sleep instead of spinning);
-- sizes the intra-op thread pool from the cores this process may actually use
-  (``os.sched_getaffinity``: a container's or a job scheduler's CPU set), not the machine's.
+- the CLI, before anything imports torch, sizes the intra-op pool from the cores this
+  process may actually use (``os.sched_getaffinity``: a container's or a job scheduler's CPU
+  set), not the machine's;
+- the long loops (training steps, prediction batches) call :func:`tick`: about once a second
+  it reads how much CPU the *other* processes use (``/proc/stat`` minus this process's own
+  time) and sets torch's threads to the cores left free (at least one, at most the
+  configured count). One thread never spins, so a busy machine costs this process its share
+  of the cores, not a collapse.
 
-Whatever the user set wins: ``--threads N`` (or ``SSL_THREADS``) beats ``OMP_NUM_THREADS``,
-which beats the affinity count; an ``OMP_WAIT_POLICY`` already in the environment is kept.
-Worker processes (``--jobs``) split the same cores with :func:`worker_threads`.
+Whatever the user set wins and is left alone: ``--threads N`` (or ``SSL_THREADS``), else
+``OMP_NUM_THREADS``; an ``OMP_WAIT_POLICY`` in the environment is kept. Worker processes
+(``--jobs``) split the same cores with :func:`worker_threads`.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 
-__all__ = ["available_cores", "configure", "threads_in_use", "worker_threads"]
+__all__ = [
+    "Governor",
+    "available_cores",
+    "configure",
+    "others_cores",
+    "threads_in_use",
+    "tick",
+    "worker_threads",
+]
 
 
 def available_cores() -> int:
@@ -62,7 +77,7 @@ def configure(threads: int | None = None) -> int:
         return configure(_positive_int("--threads", str(threads)))
     os.environ["OMP_NUM_THREADS"] = str(n)
     os.environ.setdefault("MKL_NUM_THREADS", str(n))
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    GOVERNOR.reset(n, adaptive=threads is None)  # a count the user chose is left alone
     if "torch" in sys.modules:  # imported already (tests, notebooks): size its pool too
         sys.modules["torch"].set_num_threads(n)
     return n
@@ -78,3 +93,79 @@ def threads_in_use() -> int:
 def worker_threads(jobs: int) -> int:
     """Threads per worker when ``jobs`` processes share this process's cores."""
     return max(1, threads_in_use() // max(1, jobs))
+
+
+def _proc_times() -> tuple[float, float, float] | None:
+    """``(machine busy, machine total, this process)`` CPU seconds so far (Linux), or None."""
+    try:
+        with open("/proc/stat") as f:
+            cpu = [float(v) for v in f.readline().split()[1:]]
+        with open("/proc/self/stat") as f:
+            own = f.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = cpu[3] + (cpu[4] if len(cpu) > 4 else 0.0)  # idle + iowait
+    total = sum(cpu[:8])
+    mine = float(own[11]) + float(own[12])  # utime + stime of all its threads
+    return (total - idle) / hz, total / hz, mine / hz
+
+
+def others_cores(before, after) -> float:
+    """Cores used by other processes between two :func:`_proc_times` samples."""
+    n_cpu = os.cpu_count() or 1
+    wall = (after[1] - before[1]) / n_cpu  # seconds of wall time the sample spans
+    if wall <= 0:
+        return 0.0
+    return max(0.0, ((after[0] - before[0]) - (after[2] - before[2])) / wall)
+
+
+class Governor:
+    """Threads of torch adapted to the cores the other processes leave free.
+
+    :meth:`tick` is cheap (a clock read); every ``period_s`` it samples the CPU use of the
+    other processes and sets ``torch.set_num_threads`` (from the calling thread, the one
+    that runs torch's parallel regions).
+    """
+
+    def __init__(self, period_s: float = 1.0):
+        self.period_s = period_s
+        self.max_threads = available_cores()
+        self.adaptive = True
+        self._last: tuple | None = None
+        self._t = 0.0
+
+    def reset(self, max_threads: int, adaptive: bool) -> None:
+        self.max_threads, self.adaptive, self._last = int(max_threads), adaptive, None
+
+    def target(self, others: float) -> int:
+        """Threads for this process when others use ``others`` cores (hysteresis-free)."""
+        free = min(available_cores(), os.cpu_count() or 1) - others
+        return max(1, min(self.max_threads, int(free + 0.5)))
+
+    def tick(self) -> None:
+        if not self.adaptive or "torch" not in sys.modules:
+            return
+        now = time.monotonic()
+        if now - self._t < self.period_s:
+            return
+        self._t = now
+        sample = _proc_times()
+        if sample is None:
+            self.adaptive = False  # not Linux: keep the configured count
+            return
+        if self._last is not None:
+            torch = sys.modules["torch"]
+            want = self.target(others_cores(self._last, sample))
+            if want != torch.get_num_threads():
+                torch.set_num_threads(want)
+        self._last = sample
+
+
+GOVERNOR = Governor()
+
+
+def tick() -> None:
+    """Adapt torch's threads to the machine's load (see :class:`Governor`); call it from
+    loops of work (a training step, a batch of predictions)."""
+    GOVERNOR.tick()

@@ -121,6 +121,7 @@ def predict_split(localizer, fs: FeatureSet, rows: np.ndarray, batch_size: int =
         localizer: a :class:`~ssl_toolkit.localize.ModelLocalizer` (run or export).
         fs: the features; rows: chunk indices; batch_size: chunks per forward pass.
     """
+    from . import cpu
     from .console import progress
     from .localize import Localization
 
@@ -128,6 +129,7 @@ def predict_split(localizer, fs: FeatureSet, rows: np.ndarray, batch_size: int =
     with progress() as p:
         task = p.add_task("predicting", total=len(rows), info="")
         for start in range(0, len(rows), batch_size):
+            cpu.tick()  # threads follow the machine's load
             r = rows[start : start + batch_size]
             parts.append(localizer.localize(np.asarray(fs.features[r])))  # B * T frames
             p.advance(task, len(r))

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from .artifacts import ArtifactError
+from .cpu import tick
 from .errors import DataError, UserError
 from .geometry import unit_to_sph
 from .localize import Localization, ModelLocalizer, load_localizer
@@ -228,6 +229,7 @@ def predict_file(
             wh.writerow(HYP_COLUMNS)
             ws.writerow(SRC_COLUMNS)
             for t0, feats in stream_features(reader, params, block):
+                tick()  # threads follow the machine's load
                 loc = run_chunks(predictor, feats, chunk)
                 hyp_rows, src_rows = _rows(t0, hop / fs, loc, thr)
                 wh.writerows(hyp_rows)

@@ -48,9 +48,9 @@ def _main(
     threads: int = typer.Option(
         None,
         "--threads",
-        help="CPU threads of torch (default: SSL_THREADS, else OMP_NUM_THREADS, else the "
-        "cores this process may use). Idle threads sleep (OMP_WAIT_POLICY=PASSIVE), so a "
-        "shared machine does not collapse throughput.",
+        help="CPU threads of torch, fixed (default: SSL_THREADS, else OMP_NUM_THREADS, else "
+        "the cores this process may use, given back while other processes keep them busy, "
+        "so a shared machine does not collapse throughput).",
     ),
 ) -> None:
     """Multi-source sound source localization with multi-hypothesis networks (rMCL)."""

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .. import cpu
 from ..config import ConfigError
 from ..geometry import deg
 from ..losses import oracle_error
@@ -171,6 +172,8 @@ def train_epoch(
     for batch in loader:
         if st.step >= total:
             break
+        if not cfg.deterministic:  # a fixed thread count keeps deterministic runs exact
+            cpu.tick()
         loss = train_step(net, job, batch, (opt, sched, scaler), cfg, rt, st.step / total).item()
         st.step += 1
         loss_sum, n_batches, n_chunks = loss_sum + loss, n_batches + 1, n_chunks + len(batch[0])
