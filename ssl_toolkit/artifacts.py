@@ -339,9 +339,16 @@ def _env_error(e: OSError, final: Path) -> ArtifactError | None:
     )
 
 
+def resumable_dir(final: str | os.PathLike) -> Path:
+    """Where a resumable output ``final`` is built and kept when interrupted:
+    ``.<name>.partial`` beside it."""
+    final = Path(final)
+    return final.parent / f".{final.name}.partial"
+
+
 def _partial_dir(final: Path, resumable: bool) -> Path:
     if resumable:
-        return final.parent / f".{final.name}.partial"
+        return resumable_dir(final)
     return final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 

@@ -13,17 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts import MANIFEST, Manifest, read_manifest, write_json
+from ..artifacts import resumable_dir as partial_dir  # where build_artifact keeps the run
 from ..config import ConfigError, resolve, to_dict
 from ..errors import ArtifactError, UserError
 from .config import RUNTIME_OPTIONS, TrainConfig
 
 STORED = Path("checkpoint") / "config.json"
-
-
-def partial_dir(out: str | Path) -> Path:
-    """Where the run ``out`` is built (and kept when interrupted): ``.OUT.partial``."""
-    out = Path(out)
-    return out.parent / f".{out.name}.partial"
 
 
 def stored_config(out: str | Path) -> dict[str, Any] | None:

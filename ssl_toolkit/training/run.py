@@ -50,9 +50,14 @@ def _check_memory(cfg: TrainConfig, fs: FeatureSet) -> None:
     from ..memory import TRAIN_FACTOR, check_batch
     from ..models import check_model_memory
 
-    k = fs.max_sources if cfg.method == "pit" else (1 if cfg.method == "ie" else cfg.K)
+    k = 1 if cfg.method == "ie" else n_outputs(cfg, fs)  # IE: members of one hypothesis
     check_model_memory("crnn", model_kwargs(cfg, fs, k), copies=4)  # weights, grads, 2 moments
     check_batch(cfg.batch_size, fs.shape, k, "--batch-size", TRAIN_FACTOR)
+
+
+def n_outputs(cfg: TrainConfig, fs: FeatureSet) -> int:
+    """Hypotheses of the model: PIT has one slot per source of the features, else K."""
+    return fs.max_sources if cfg.method == "pit" else cfg.K
 
 
 def model_kwargs(cfg: TrainConfig, fs: FeatureSet, k: int) -> dict[str, Any]:
@@ -204,7 +209,7 @@ def _loaders(fs, rows, cfg, rt: Runtime) -> tuple:
 
 def _fit_model(fs, rows, loaders, run_dir: Path, cfg, fp: str, rt: Runtime, resume, writer):
     """One CRNN (every method but IE); its threshold is learned on val when it has scores."""
-    k = fs.max_sources if cfg.method == "pit" else cfg.K
+    k = n_outputs(cfg, fs)
     if cfg.method == "pit" and k != cfg.K and rt.main:
         say(f"pit: {k} slots (the features' max sources), not K={cfg.K}")
     kwargs = model_kwargs(cfg, fs, k)
@@ -240,7 +245,7 @@ def _fit_model(fs, rows, loaders, run_dir: Path, cfg, fp: str, rt: Runtime, resu
 
 def learned_threshold(model, fs: FeatureSet, rows, batch_size: int, device) -> float:
     """The detection threshold learned on chunks ``rows`` (SGL-Thresh, location-aware F)."""
-    from ..evaluation import predict_split
+    from ..evaluation import predict_split, segment_frames
     from ..localize import model_localizer
     from ..metrics import segment_ids
     from ..thresholds import learn_threshold_sgl
@@ -248,8 +253,7 @@ def learned_threshold(model, fs: FeatureSet, rows, batch_size: int, device) -> f
     model.eval()
     loc = model_localizer(model, {"K": model.K}, fs.manifest.path, device)
     fr = predict_split(loc, fs, rows, batch_size)
-    hop_s = float(fs.feature_params["hop_length"]) / float(fs.feature_params["fs"])
-    seg = segment_ids(fr.clip_id, fr.frame, max(1, round(1.0 / hop_s)))  # 1 s, as DCASE
+    seg = segment_ids(fr.clip_id, fr.frame, segment_frames(fs.feature_params, 1.0))
     return learn_threshold_sgl(fr.conf, fr.hyps, fr.targets, fr.active, seg)
 
 
