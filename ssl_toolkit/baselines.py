@@ -542,8 +542,7 @@ def check_labels(
     Raises:
         UserError: one line naming the first clip that differs and both artifacts.
     """
-    params = feats.feature_params
-    hop_s = float(params["hop_length"]) / float(params["fs"])
+    hop_s = feats.hop_s
     for clip in dict.fromkeys(lab["clip_id"].tolist()):
         sel = np.flatnonzero(lab["clip_id"] == clip)
         row = _clip_row(scenes, clips, clip, str(feats.manifest.path))
@@ -618,7 +617,7 @@ def run_baseline(
         raise UserError(f"{fs_art.manifest.path} has no chunk in split {cfg.split!r} (--split)")
     fs = int(sc.extra["fs"])
     params = fs_art.feature_params
-    hop_s = float(params["hop_length"]) / float(params["fs"])
+    hop_s = fs_art.hop_s
     mics = np.asarray(sc.extra["mic_positions_m"], np.float64)  # (M, 3)
     clips = pd.read_csv(sc.file("clips.csv"), dtype={"clip_id": str})
     lab = frame_labels(fs_art, rows)

@@ -170,7 +170,9 @@ def score_predictions(
     from .localize import detect
 
     detected = detect(fr.conf, fr.valid, threshold)
-    winners = calibration.winner_labels(fr.hyps, fr.targets, fr.active, fr.valid)
+    winners = None
+    if scored:  # calibration is about confidence scores
+        winners = calibration.winner_labels(fr.hyps, fr.targets, fr.active, fr.valid)
     tempered = None
     if scored and temperature is not None:
         tempered = calibration.apply_temperature(fr.conf, temperature)
@@ -351,8 +353,7 @@ def evaluate_run(
         if cfg.plots:
             from .plots import plot_eval
 
-            hop_s = float(fs.feature_params["hop_length"]) / float(fs.feature_params["fs"])
-            plot_eval(b.dir, fr, hop_s, thr)
+            plot_eval(b.dir, fr, fs.hop_s, thr)
             if loc.scored:
                 from .plots import plot_reliability
 

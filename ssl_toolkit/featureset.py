@@ -62,6 +62,12 @@ class FeatureSet:
         return dict(self.manifest.extra["feature_params"])
 
     @property
+    def hop_s(self) -> float:
+        """Seconds between consecutive frames (``hop_length / fs`` of the features)."""
+        p = self.manifest.extra["feature_params"]
+        return float(p["hop_length"]) / float(p["fs"])
+
+    @property
     def shape(self) -> tuple[int, int, int]:
         """``(C, T, F)`` of one chunk."""
         return tuple(self.features.shape[1:])

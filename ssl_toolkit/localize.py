@@ -194,7 +194,7 @@ def onnx_fn(path: str | os.PathLike) -> Callable:
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
     def fn(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        hyps, conf = sess.run(list(ONNX_OUTPUTS), {ONNX_INPUT: x.astype(np.float32)})
+        hyps, conf = sess.run(list(ONNX_OUTPUTS), {ONNX_INPUT: np.asarray(x, np.float32)})
         return hyps, conf
 
     return fn
