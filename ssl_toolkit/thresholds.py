@@ -10,7 +10,8 @@ sources, all scored with the location-aware F-score (20 degrees):
   "Fast threshold optimization for multi-label audio tagging using
   Surrogate gradient learning", ICASSP 2021): the forward pass uses the hard
   step ``conf >= t``, the backward pass the derivative of a steep sigmoid, and
-  ``t`` climbs a differentiable frame-level F-score.
+  ``t`` climbs a differentiable stand-in for the DCASE F20 (:func:`soft_f20`); the
+  visited threshold with the best exact F20 is kept.
 """
 
 from __future__ import annotations
@@ -21,32 +22,14 @@ from . import metrics
 from .geometry import great_circle
 
 __all__ = [
-    "close_hypotheses",
+    "best_threshold",
     "compare_thresholds",
     "grid_threshold",
     "learn_threshold_sgl",
     "near_targets",
+    "sgl_search",
     "soft_f20",
 ]
-
-
-def close_hypotheses(hyps, targets, active, threshold_deg: float = 20.0) -> np.ndarray:
-    """Hypotheses that would be correct detections: ``[N, K]`` bool.
-
-    Hypothesis k is marked when it is the closest hypothesis of an active target
-    and lies within ``threshold_deg`` of it.
-    """
-    d = great_circle(
-        np.asarray(targets, np.float64)[:, :, None], np.asarray(hyps, np.float64)[:, None]
-    )  # (N, S, K)
-    near = d.argmin(axis=2)  # (N, S)
-    ok = np.asarray(active, bool) & (
-        np.take_along_axis(d, near[:, :, None], 2)[..., 0] <= np.deg2rad(threshold_deg)
-    )
-    out = np.zeros(np.asarray(hyps).shape[:2], bool)
-    rows = np.broadcast_to(np.arange(len(out))[:, None], near.shape)
-    out[rows[ok], near[ok]] = True
-    return out
 
 
 def near_targets(hyps, targets, active, threshold_deg: float = 20.0) -> np.ndarray:
@@ -99,7 +82,12 @@ def soft_f20(detected, near, active, segment, n_seg: int):
     return tp_all / (tp_all + fp_spatial.sum() + 0.5 * (fp.sum() + fn.sum())).clamp(min=1e-9)
 
 
-def learn_threshold_sgl(
+def learn_threshold_sgl(conf, hyps, targets, active, segment=None, **options) -> float:
+    """SGL-Thresh's threshold (see :func:`sgl_search`, whose options it takes)."""
+    return sgl_search(conf, hyps, targets, active, segment, **options)[0]
+
+
+def sgl_search(
     conf,
     hyps,
     targets,
@@ -111,7 +99,7 @@ def learn_threshold_sgl(
     steps: int = 80,
     threshold_deg: float = 20.0,
     max_candidates: int = 96,
-) -> float:
+) -> tuple[float, float]:
     """SGL-Thresh: the threshold that maximizes the location-aware F-score (20 degrees).
 
     Surrogate-gradient learning (Pellegrini & Masquelier, ICASSP 2021): the forward pass
@@ -119,7 +107,7 @@ def learn_threshold_sgl(
     ``sigmoid(steepness * (conf - t))``; ``t`` climbs :func:`soft_f20` (the DCASE F20's
     segment counting) with Adam. The steepness grows geometrically over the steps (a wide
     window first, so that ``t`` feels confidences far from it, then a sharp one), from
-    three starting points (the segment counts make the objective flat in places). As a
+    each of ``inits`` (the segment counts make the objective flat in places). As a
     training run keeps its best checkpoint, the iterate with the best exact DCASE F20
     (:func:`ssl_toolkit.metrics.dcase_seld`) on these frames is returned: the surrogate finds
     the region, the official metric picks the point (thresholds visited, to 0.001).
@@ -130,14 +118,14 @@ def learn_threshold_sgl(
             None: one segment per frame).
 
     Returns:
-        The learned threshold in (0, 1).
+        ``(threshold, F20)``: the learned threshold in (0, 1) and its exact F20 here.
     """
     import torch
 
     c = torch.as_tensor(np.asarray(conf, np.float32))
     n = len(c)
     if n == 0:
-        return 0.5
+        return 0.5, float("nan")
     seg = (
         np.arange(n) if segment is None else np.unique(np.asarray(segment), return_inverse=True)[1]
     )
@@ -160,38 +148,39 @@ def learn_threshold_sgl(
             with torch.no_grad():
                 t.clamp_(1e-3, 1 - 1e-3)
             visited.add(round(float(t.detach()), 3))
-    return _best_iterate(sorted(visited), conf, hyps, targets, active, seg, max_candidates)
-
-
-def _best_iterate(candidates, conf, hyps, targets, active, segment, max_candidates) -> float:
-    """The visited threshold with the best exact DCASE F20 (the surrogate's best checkpoint)."""
-    cand = np.asarray(candidates)
+    cand = np.asarray(sorted(visited))
     if len(cand) > max_candidates:
         cand = cand[np.linspace(0, len(cand) - 1, max_candidates).round().astype(int)]
+    return best_threshold(cand, conf, hyps, targets, active, seg)  # its best checkpoint
+
+
+def best_threshold(candidates, conf, hyps, targets, active, segment) -> tuple[float, float]:
+    """The candidate threshold with the best exact DCASE F20: ``(threshold, F20)``.
+
+    The first of equal maxima wins; when no candidate has a defined F20 (no frame to
+    score), the last candidate is returned with NaN.
+    """
+    cand = np.asarray(candidates, np.float64)
     conf = np.asarray(conf)
-    scores = [metrics.dcase_seld(hyps, conf >= t, targets, active, segment)["F20"] for t in cand]
-    return float(cand[int(np.nanargmax(scores))]) if np.isfinite(scores).any() else float(cand[-1])
+    scores = np.array(
+        [metrics.dcase_seld(hyps, conf >= t, targets, active, segment)["F20"] for t in cand]
+    )
+    best = int(np.nanargmax(scores)) if np.isfinite(scores).any() else len(cand) - 1
+    return float(cand[best]), float(scores[best])
 
 
 def grid_threshold(conf, hyps, targets, active, segment, grid=None) -> tuple[float, float]:
     """The grid threshold with the best DCASE F20; returns ``(threshold, F20)``."""
     grid = np.round(np.arange(0.05, 0.96, 0.05), 2) if grid is None else np.asarray(grid)
-    scores = [
-        metrics.dcase_seld(hyps, np.asarray(conf) >= t, targets, active, segment)["F20"]
-        for t in grid
-    ]
-    best = int(np.nanargmax(scores))
-    return float(grid[best]), float(scores[best])
+    return best_threshold(grid, conf, hyps, targets, active, segment)
 
 
 def compare_thresholds(conf, hyps, targets, active, segment) -> dict[str, dict[str, float]]:
     """Fixed 0.5, grid search and SGL on the same frames: threshold and DCASE F20 of each."""
-    out = {}
-    for name, t in (
-        ("fixed", 0.5),
-        ("grid", grid_threshold(conf, hyps, targets, active, segment)[0]),
-        ("sgl", learn_threshold_sgl(conf, hyps, targets, active, segment)),
-    ):
-        f = metrics.dcase_seld(hyps, np.asarray(conf) >= t, targets, active, segment)["F20"]
-        out[name] = {"threshold": float(t), "F20": float(f)}
-    return out
+    args = (conf, hyps, targets, active, segment)
+    choices = {
+        "fixed": best_threshold([0.5], *args),
+        "grid": grid_threshold(*args),
+        "sgl": sgl_search(*args),
+    }
+    return {name: {"threshold": t, "F20": f} for name, (t, f) in choices.items()}

@@ -4,19 +4,7 @@ import numpy as np
 import pytest
 
 from ssl_toolkit import thresholds as TH
-from ssl_toolkit.geometry import rad, sph_to_unit
 from ssl_toolkit.testing import random_directions
-
-
-def test_close_hypotheses_hand_computed():
-    u = lambda a: sph_to_unit(rad(np.float64(a)), 0.0)  # noqa: E731
-    hyps = np.stack([[u(5), u(15), u(100)], [u(50), u(0), u(0)]])
-    targets = np.stack([[u(0), u(90)], [u(0), u(0)]])
-    active = np.array([[True, True], [False, False]])
-    # target 0: closest hyp 0 (5 deg); target 90: closest hyp 2 (10 deg); frame 1 silent
-    np.testing.assert_array_equal(
-        TH.close_hypotheses(hyps, targets, active), [[True, False, True], [False, False, False]]
-    )
 
 
 @pytest.fixture

@@ -5,13 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import ConfigError
-from ..localize import SCORED_METHODS
+from ..localize import is_scored
 from ..losses.annealed import SCHEDULES
 from ..losses.wta import MODES
 
 METHODS = ("rmcl", "wta", "wta-relaxed", "wta-top-n", "amcl", "pit", "ie")
-#: Methods whose models learn confidence scores (the others output conf = 1).
-SCORED = SCORED_METHODS
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AMP_DTYPES = ("auto", "bf16", "fp16")
 #: Options of how a run is executed, not of what it learns: ``--resume`` may change them
@@ -172,7 +170,7 @@ class TrainConfig:
     @property
     def scored(self) -> bool:
         """Whether the model learns confidence scores."""
-        return self.method in SCORED
+        return is_scored(self.method)
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
