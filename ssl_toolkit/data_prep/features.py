@@ -136,8 +136,7 @@ def extract(audio: np.ndarray, fs: int, feature_params: dict[str, Any]) -> np.nd
         audio = resample_poly(audio, p["fs"] // g, fs // g, axis=-1).astype(np.float32)
     if p["type"] == "stft":
         return _stft_features(audio, p)
-    spec = _stft(audio, p)  # (M, n_fft//2 + 1, T) complex64 torch tensor
-    return _logmel(spec.transpose(1, 2).numpy(), p).astype(np.float32)
+    return _logmel(_stft(audio, p), p)
 
 
 def _stft_features(audio: np.ndarray, p: dict[str, Any]) -> np.ndarray:
@@ -154,20 +153,20 @@ def _stft_features(audio: np.ndarray, p: dict[str, Any]) -> np.ndarray:
 
 
 def _stft(audio: np.ndarray, p: dict[str, Any]):
-    """Centred STFT (zero padding), Hann window: ``[M, n_fft//2 + 1, T]`` complex64 tensor."""
-    import torch
+    """Centred STFT (zero padding), Hann window: ``[M, T, n_fft//2 + 1]`` complex64 tensor.
 
-    x = torch.from_numpy(np.ascontiguousarray(audio))
-    return torch.stft(
-        x,
-        n_fft=p["n_fft"],
-        hop_length=p["hop_length"],
-        win_length=p["win_length"],
-        window=torch.hann_window(p["win_length"]),
-        center=True,
-        pad_mode="constant",
-        return_complex=True,
-    )
+    Equal to ``torch.stft(..., center=True, pad_mode="constant").transpose(1, 2)`` (the
+    window zero-padded to ``n_fft`` in the middle), made frame-major so that every later
+    step reads contiguous ``[T, F]`` planes instead of a transposed view.
+    """
+    import torch
+    from torch.nn.functional import pad
+
+    n_fft, win = p["n_fft"], p["win_length"]
+    x = pad(torch.from_numpy(np.ascontiguousarray(audio)), (n_fft // 2, n_fft // 2))
+    left = (n_fft - win) // 2
+    window = pad(torch.hann_window(win), (left, n_fft - win - left))
+    return torch.fft.rfft(x.unfold(-1, n_fft, p["hop_length"]) * window, dim=-1)
 
 
 def _magnitude_phase(spec, out: np.ndarray | None = None) -> np.ndarray:
@@ -178,8 +177,8 @@ def _magnitude_phase(spec, out: np.ndarray | None = None) -> np.ndarray:
     """
     import torch
 
-    ri = torch.view_as_real(spec).numpy()[:, 1:]  # (M, F, T, 2)
-    re, im = ri[..., 0].transpose(0, 2, 1), ri[..., 1].transpose(0, 2, 1)  # (M, T, F) views
+    ri = torch.view_as_real(spec).numpy()[:, :, 1:]  # (M, T, F, 2)
+    re, im = ri[..., 0], ri[..., 1]  # (M, T, F) views
     m = re.shape[0]
     if out is None:
         out = np.empty((2 * m, *re.shape[1:]), dtype=np.float32)
@@ -204,78 +203,96 @@ def _mel_basis(p: dict[str, Any]) -> np.ndarray:
     return _MEL[key]
 
 
-def _logmel(spec: np.ndarray, p: dict[str, Any]) -> np.ndarray:
-    """Log-mel of each channel + intensity vectors (FOA) or GCC-PHAT (MIC)."""
-    mel = _mel_basis(p)  # (n_mels, F)
-    power = np.abs(spec) ** 2  # (M, T, F)
-    logmel = np.log(power @ mel.T + LOG_EPS)  # (M, T, n_mels)
-    if p["format"] == "foa":
-        return np.concatenate((logmel, _intensity_mel(spec, power, mel)), axis=0)
-    return np.concatenate((logmel, _gcc_phat(spec, p["n_fft"], p["n_mels"])), axis=0)
+def _logmel(spec, p: dict[str, Any]) -> np.ndarray:
+    """Log-mel of each channel + intensity vectors (FOA) or GCC-PHAT (MIC): ``[C, T, n_mels]``.
+
+    ``spec`` is the ``[M, T, F]`` complex tensor of :func:`_stft`; the MIC branch whitens it
+    in place. Every step is one pass over contiguous float32 planes (real and imaginary
+    parts are never combined through complex division or ``abs``, which are several times
+    slower in torch) written into one preallocated output.
+    """
+    import torch
+
+    mel_t = torch.from_numpy(_mel_basis(p)).T  # (F, n_mels)
+    m, t, _ = spec.shape
+    foa = p["format"] == "foa"
+    out = torch.empty((m + (3 if foa else m * (m - 1) // 2), t, p["n_mels"]))
+    power = torch.mul(spec.real, spec.real).addcmul_(spec.imag, spec.imag)  # (M, T, F)
+    torch.log(torch.matmul(power, mel_t, out=out[:m]).add_(LOG_EPS), out=out[:m])
+    if foa:
+        _intensity_mel(spec, power, mel_t, out=out[m:])
+    else:
+        _gcc_phat(spec, p["n_fft"], p["n_mels"], power=power, out=out[m:])
+    return out.numpy()
 
 
-def _intensity_mel(spec: np.ndarray, power: np.ndarray, mel: np.ndarray) -> np.ndarray:
+def _intensity_mel(spec, power, mel_t, out=None):
     """Normalized active intensity (x, y, z) in mel bands, as the DCASE 2020 baseline.
 
     Channels are ACN (W, Y, Z, X); ``I = Re(conj(W) [X, Y, Z]) / (|W|^2 + (|X|^2+|Y|^2+|Z|^2)/3)``.
+    Tensors: ``spec`` ``[4, T, F]`` complex, ``power`` its ``|.|^2``, ``mel_t`` ``[F, n_mels]``;
+    returns ``[3, T, n_mels]``.
     """
+    import torch
+
     w, xyz = spec[0], spec[[3, 1, 2]]  # (T, F), (3, T, F)
-    energy = LOG_EPS + power[0] + power[1:].sum(axis=0) / 3.0  # (T, F)
-    iv = np.real(np.conj(w)[None] * xyz) / energy[None]  # (3, T, F)
-    return iv @ mel.T  # (3, T, n_mels)
+    energy = power[1:].sum(dim=0).div_(3.0).add_(power[0]).add_(LOG_EPS)  # (T, F)
+    iv = (xyz.real * w.real).add_(xyz.imag * w.imag).div_(energy)  # Re(conj(W) V) / energy
+    return torch.matmul(iv, mel_t, out=out)
 
 
 #: Inverse-DFT bases of the GCC-PHAT lags by (n_fft, n_lags).
-_GCC_BASIS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+_GCC_BASIS: dict[tuple[int, int], Any] = {}
 
 
-def _gcc_basis(n_fft: int, n_lags: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(C, S)`` ``[n_fft // 2 + 1, n_lags]`` with ``irfft(X)[lags] = Re X @ C + Im X @ S``.
+def _gcc_basis(n_fft: int, n_lags: int):
+    """Basis ``B`` ``[2 (n_fft // 2 + 1), n_lags]``: ``irfft(X)[lags] = [Re X_k, Im X_k]_k @ B``.
 
-    The lags are ``-n_lags // 2 .. n_lags - n_lags // 2 - 1`` (zero lag in the middle), and
-    ``irfft`` of a half spectrum is ``(1/N) sum_k w_k (Re X_k cos - Im X_k sin)(2 pi k n / N)``
-    with ``w = 1`` at DC and Nyquist, 2 elsewhere.
+    Rows interleave the cosine and sine terms of each bin, as ``view_as_real`` lays out a
+    complex spectrum. The lags are ``-n_lags // 2 .. n_lags - n_lags // 2 - 1`` (zero lag in
+    the middle), and ``irfft`` of a half spectrum is
+    ``(1/N) sum_k w_k (Re X_k cos - Im X_k sin)(2 pi k n / N)`` with ``w = 1`` at DC and
+    Nyquist, 2 elsewhere.
     """
     key = (int(n_fft), int(n_lags))
     if key not in _GCC_BASIS:
+        import torch
+
         k = np.arange(n_fft // 2 + 1)[:, None]
         lags = np.arange(n_lags)[None] - n_lags // 2
         w = np.full((len(k), 1), 2.0)
         w[0] = w[-1] = 1.0
         angle = 2 * np.pi * k * lags / n_fft
-        _GCC_BASIS[key] = tuple(
-            (w * f(angle) / n_fft).astype(np.float32) for f in (np.cos, lambda a: -np.sin(a))
-        )
+        basis = np.stack((w * np.cos(angle), -w * np.sin(angle)), axis=1) / n_fft  # (F, 2, L)
+        _GCC_BASIS[key] = torch.from_numpy(basis.reshape(-1, n_lags).astype(np.float32))
     return _GCC_BASIS[key]
 
 
-def _gcc_phat(spec: np.ndarray, n_fft: int, n_lags: int) -> np.ndarray:
+def _gcc_phat(spec, n_fft: int, n_lags: int, power=None, out=None):
     """GCC-PHAT of every capsule pair, ``n_lags`` lags centred on zero: ``[P, T, n_lags]``.
 
-    ``irfft(X_i conj(X_j) / |X_i conj(X_j)|)`` at those lags. The phase transform is taken
-    per channel (``U = X / |X|``: the cross-spectrum of unit phasors is already whitened),
-    and only the kept lags are made, as two matrix products with their inverse-DFT basis
-    (:func:`_gcc_basis`) in single precision: about 10x faster than whitening every pair's
-    cross-spectrum and taking its full ``irfft``.
+    ``irfft(X_i conj(X_j) / |X_i conj(X_j)|)`` at those lags, for the ``[M, T, F]`` complex
+    tensor ``spec`` (whitened in place; ``power`` is its ``|.|^2`` if already made, also
+    overwritten). The phase transform is taken per channel (``U = X / |X|``: the
+    cross-spectrum of unit phasors is already whitened), and only the kept lags are made,
+    one matrix product per pair with their inverse-DFT basis (:func:`_gcc_basis`) in single
+    precision: about 10x faster than whitening every pair's cross-spectrum and taking its
+    full ``irfft``.
     """
-    re = np.ascontiguousarray(spec.real, dtype=np.float32)  # (M, T, F)
-    im = np.ascontiguousarray(spec.imag, dtype=np.float32)
-    mag = np.abs(spec).astype(np.float32, copy=False)
-    mag += np.float32(LOG_EPS)
-    re /= mag  # unit phasors
-    im /= mag
-    c, s = _gcc_basis(n_fft, n_lags)
-    pairs = list(combinations(range(spec.shape[0]), 2))
-    out = np.empty((len(pairs), spec.shape[1], n_lags), np.float32)
-    cross_re, cross_im, tmp = (np.empty_like(re[0]) for _ in range(3))
-    lag_im = np.empty((spec.shape[1], n_lags), np.float32)
+    import torch
+
+    if power is None:
+        power = torch.mul(spec.real, spec.real).addcmul_(spec.imag, spec.imag)
+    inv = power.sqrt_().add_(LOG_EPS).reciprocal_()  # 1 / (|X| + eps)
+    unit = torch.view_as_complex(torch.view_as_real(spec).mul_(inv[..., None]))
+    m, t, f = spec.shape
+    pairs = list(combinations(range(m), 2))
+    if out is None:
+        out = torch.empty((len(pairs), t, n_lags))
+    basis = _gcc_basis(n_fft, n_lags)
     for p, (i, j) in enumerate(pairs):  # P <= a few dozen pairs, each [T, F] at once
-        np.multiply(re[i], re[j], out=cross_re)
-        cross_re += np.multiply(im[i], im[j], out=tmp)
-        np.multiply(im[i], re[j], out=cross_im)
-        cross_im -= np.multiply(re[i], im[j], out=tmp)
-        np.matmul(cross_re, c, out=out[p])
-        out[p] += np.matmul(cross_im, s, out=lag_im)
+        cross = torch.view_as_real(unit[i] * unit[j].conj()).reshape(t, 2 * f)
+        torch.matmul(cross, basis, out=out[p])
     return out
 
 
