@@ -22,9 +22,9 @@ import time
 import numpy as np
 from _common import cpu_seconds
 
-from ssl_toolkit.baselines import BaselineConfig, ClassicalLocalizer
+from ssl_toolkit.core.geometry import deg, great_circle, sph_to_unit
 from ssl_toolkit.data_prep.arrays import SPEED_OF_SOUND_M_S, tetra_positions_m
-from ssl_toolkit.geometry import deg, great_circle, sph_to_unit
+from ssl_toolkit.evaluation.baselines import BaselineConfig, ClassicalLocalizer
 
 FS = 44100
 MICS = tetra_positions_m()

@@ -10,7 +10,7 @@ environment under test):
 
 Two runtimes: ``default`` (torch's own: as many threads as cores, OpenMP's default wait
 policy, what ``ssl`` did before it set up the CPU) and ``ssl`` (what the toolkit does now:
-threads from the CPU affinity, and ``ssl_toolkit.cpu.tick`` between calls, which gives
+threads from the CPU affinity, and ``ssl_toolkit.core.cpu.tick`` between calls, which gives
 cores back to other processes; the threads column is the count in force at the end). The
 busy processes are pure-Python spin loops, one per extra load level. Each child warms up for
 3 s, then the median of repeated calls is taken; ratios are against the quiet time of the
@@ -36,7 +36,7 @@ runtime, workload, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
 tick = lambda: None
 if runtime == "ssl":
     import ssl_toolkit.cli  # noqa: F401  (sets up the CPU runtime before torch)
-    from ssl_toolkit.cpu import tick  # what the toolkit's loops call between steps
+    from ssl_toolkit.core.cpu import tick  # what the toolkit's loops call between steps
 import statistics
 import torch
 import torch.nn.functional as F
@@ -96,7 +96,7 @@ def main() -> None:
     args = ap.parse_args()
     from rich.table import Table
 
-    from ssl_toolkit.console import out
+    from ssl_toolkit.core.console import out
 
     rows = []
     for load in (int(x) for x in args.loads.split(",")):

@@ -40,9 +40,9 @@ def main() -> None:
     import torch  # noqa: F401
     from rich.table import Table
 
-    from ssl_toolkit.config import resolve
-    from ssl_toolkit.console import out
-    from ssl_toolkit.data_prep.features import FeatureConfig, compute_features
+    from ssl_toolkit.core.config import resolve
+    from ssl_toolkit.core.console import out
+    from ssl_toolkit.data_prep.featurize import FeatureConfig, compute_features
     from ssl_toolkit.data_prep.synth import SynthConfig, preset_config, synthesize
 
     table = Table(

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
-from ssl_toolkit.cpu import available_cores
-from ssl_toolkit.featureset import open_features
+from ssl_toolkit.core.cpu import available_cores
+from ssl_toolkit.features.store import open_features
 from ssl_toolkit.testing import make_features_artifact
 from ssl_toolkit.training.data import LoaderOptions, loader_options, make_loader
 

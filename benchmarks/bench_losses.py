@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from rich.table import Table
 
-from ssl_toolkit.console import out
-from ssl_toolkit.geometry import great_circle
+from ssl_toolkit.core.console import out
+from ssl_toolkit.core.geometry import great_circle
 from ssl_toolkit.losses import pit_loss, rmcl_loss
 from ssl_toolkit.losses.pit import permutations
 

@@ -1,4 +1,4 @@
-"""Benchmark of ssl_toolkit.metrics: speed on 100k frames and exactness against POT.
+"""Benchmark of ssl_toolkit.analysis.metrics: speed on 100k frames and exactness against POT.
 
 Usage::
 
@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from ssl_toolkit import metrics
-from ssl_toolkit.geometry import great_circle
+from ssl_toolkit.analysis import metrics
+from ssl_toolkit.core.geometry import great_circle
 from ssl_toolkit.testing import random_directions
 
 

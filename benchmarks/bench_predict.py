@@ -21,10 +21,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from ssl_toolkit.artifacts import build_artifact
-from ssl_toolkit.data_prep.features import extract
+from ssl_toolkit.core.artifacts import build_artifact
+from ssl_toolkit.features.extract import extract
+from ssl_toolkit.inference.predict import predict_files
 from ssl_toolkit.models import build_model, save_model
-from ssl_toolkit.predict import predict_files
 
 
 def main() -> None:

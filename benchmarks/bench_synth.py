@@ -35,8 +35,8 @@ def main() -> None:
 
     from rich.table import Table
 
-    from ssl_toolkit.config import resolve
-    from ssl_toolkit.console import out
+    from ssl_toolkit.core.config import resolve
+    from ssl_toolkit.core.console import out
     from ssl_toolkit.data_prep.synth import SynthConfig, preset_config, synthesize
 
     table = Table(

@@ -33,8 +33,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from ssl_toolkit.config import resolve
-from ssl_toolkit.featureset import open_features
+from ssl_toolkit.core.config import resolve
+from ssl_toolkit.features.store import open_features
 from ssl_toolkit.models import build_model
 from ssl_toolkit.testing import make_features_artifact
 from ssl_toolkit.training import TrainConfig

@@ -20,14 +20,14 @@ from pathlib import Path
 def main() -> None:
     if len(sys.argv) < 3:
         sys.exit(__doc__)
-    from ssl_toolkit import metrics, thresholds
-    from ssl_toolkit.evaluation import predict_split, segment_frames
-    from ssl_toolkit.featureset import open_features
-    from ssl_toolkit.localize import load_localizer
+    from ssl_toolkit.analysis import metrics, thresholds
+    from ssl_toolkit.analysis.frames import predict_split
+    from ssl_toolkit.features.store import open_features
+    from ssl_toolkit.models.localize import load_localizer
 
     root = Path(sys.argv[1])
     fs = open_features(root / "features")
-    seg_frames = segment_frames(fs.feature_params, 1.0)
+    seg_frames = fs.spec.segment_frames(1.0)
     for run in sys.argv[2:]:
         loc = load_localizer(root / "runs" / run)
         fr = {s: predict_split(loc, fs, fs.rows(s), 64) for s in ("val", "test")}

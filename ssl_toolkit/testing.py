@@ -6,9 +6,9 @@ import os
 
 import numpy as np
 
-from .artifacts import Manifest, build_artifact
-from .featureset import FeatureWriter
-from .geometry import sph_to_unit
+from .core.artifacts import Manifest, build_artifact
+from .core.geometry import sph_to_unit
+from .features.store import FeatureWriter
 
 
 def random_directions(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -53,6 +53,7 @@ def make_features_artifact(
         "n_channels": 4,
         "format": "mic",
         "chunk_frames": frames,
+        "n_mels": bins,
     }
     with build_artifact(path, "features", cfg, force=force) as b:
         if b.reused:

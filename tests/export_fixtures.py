@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ssl_toolkit.artifacts import build_artifact
+from ssl_toolkit.core.artifacts import build_artifact
 from ssl_toolkit.models import REGISTRY, build_model, register, save_model
 
 FS, HOP, N_FFT = 16000, 320, 256  # 20 ms frames, F = 128 bins for stft features
@@ -18,6 +18,7 @@ PARAMS = {
     "n_channels": 4,
     "format": "mic",
     "chunk_frames": 25,
+    "n_mels": 64,
 }
 
 
@@ -95,6 +96,9 @@ def make_run(path, name="test_tiny_gru", kwargs=None, inputs=(), feature_params=
     torch.manual_seed(0)
     model = build_model(name, **kwargs)
     meta = {"method": "rmcl", "threshold": 0.5, "K": getattr(model, "K", 2)}
+    mean = next(b for n, b in model.named_buffers() if n.split(".")[-1] == "mean")
+    c, f = mean.shape  # the chunks it was "trained" on, as `ssl train` records them
+    meta["input_shape"] = [c, PARAMS["chunk_frames"], f]
     meta.update(extra)
     with build_artifact(path, "run", {"test": name, **kwargs}, list(inputs)) as b:
         save_model(b.dir, model, name, kwargs, feature_params=feature_params or PARAMS, **meta)

@@ -6,8 +6,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from ssl_toolkit.artifacts import MANIFEST, ArtifactError, build_artifact, read_manifest, safe_join
-from ssl_toolkit.config import ConfigError, load_toml, resolve, to_dict
+from ssl_toolkit.core.artifacts import (
+    MANIFEST,
+    ArtifactError,
+    build_artifact,
+    read_manifest,
+    safe_join,
+)
+from ssl_toolkit.core.config import ConfigError, load_toml, resolve, to_dict
 
 
 def _build(out, cfg, **kw):
@@ -174,7 +180,7 @@ def test_config_layers_and_errors(tmp_path):
 def test_write_json_is_strict_json(tmp_path):
     import numpy as np
 
-    from ssl_toolkit.artifacts import write_json
+    from ssl_toolkit.core.artifacts import write_json
 
     write_json(
         tmp_path / "m.json",
@@ -224,7 +230,7 @@ def test_one_writer_per_output_and_leftovers_of_dead_writers_removed(tmp_path):
 def test_full_disk_or_read_only_gives_one_line_and_keeps_the_old_output(tmp_path, monkeypatch):
     import errno
 
-    from ssl_toolkit import artifacts
+    from ssl_toolkit.core import artifacts
 
     out = tmp_path / "feat"
     _build(out, {"a": 1})

@@ -455,7 +455,7 @@ def test_bad_input_is_one_line_and_changes_nothing(
         case.damage(ws)
     before = snapshot(ws)
     if case.memory is not None:
-        monkeypatch.setattr("ssl_toolkit.memory.available_bytes", lambda: case.memory)
+        monkeypatch.setattr("ssl_toolkit.core.memory.available_bytes", lambda: case.memory)
     args = [a.format(ws=ws) for a in case.args]
     res = runner.invoke(app, args)
     out = res.output

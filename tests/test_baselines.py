@@ -15,8 +15,13 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from ssl_toolkit.artifacts import build_artifact
-from ssl_toolkit.baselines import (
+from ssl_toolkit.core.artifacts import build_artifact
+from ssl_toolkit.core.config import ConfigError, resolve
+from ssl_toolkit.core.errors import UserError
+from ssl_toolkit.core.geometry import deg, great_circle, rad, sph_to_unit, unit_to_sph
+from ssl_toolkit.data_prep.featurize import FeatureConfig, compute_features
+from ssl_toolkit.data_prep.synth import SynthConfig, preset_config, synthesize
+from ssl_toolkit.evaluation.baselines import (
     BaselineConfig,
     ClassicalLocalizer,
     SphereGrid,
@@ -24,13 +29,8 @@ from ssl_toolkit.baselines import (
     run_baseline,
     stft,
 )
-from ssl_toolkit.config import ConfigError, resolve
-from ssl_toolkit.data_prep.features import FeatureConfig, compute_features
-from ssl_toolkit.data_prep.synth import SynthConfig, preset_config, synthesize
-from ssl_toolkit.errors import UserError
-from ssl_toolkit.evaluation import Frames, score_predictions
-from ssl_toolkit.featureset import FeatureWriter
-from ssl_toolkit.geometry import deg, great_circle, rad, sph_to_unit, unit_to_sph
+from ssl_toolkit.evaluation.evaluate import Frames, score_predictions
+from ssl_toolkit.features.store import FeatureWriter
 
 FS, T, C = 16000, 10, 343.0  # 0.1 s label frames, 10 frames per chunk
 # DCASE tetrahedral array: radius 4.2 cm at (az, el) = (45, 35), (-45, -35), (135, -35), (-135, 35)
@@ -129,7 +129,17 @@ def make_scenes_and_features(tmp, clips, rng, fs=FS, snr_db=None, k=2):
         w.finish()
         b.extra.update(
             {
-                "feature_params": {"fs": fs, "hop_length": fs // 10, "format": "mic"},
+                "feature_params": {
+                    "type": "logmel",
+                    "fs": fs,
+                    "n_fft": fs // 5,
+                    "win_length": fs // 5,
+                    "hop_length": fs // 10,
+                    "n_mels": 4,
+                    "n_channels": 4,
+                    "format": "mic",
+                    "chunk_frames": T,
+                },
                 "shape": [1, T, 4],
                 "max_sources": k,
                 "n_chunks": len(clips),

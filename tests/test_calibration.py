@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from ssl_toolkit import calibration as C
-from ssl_toolkit.geometry import rad, sph_to_unit
+from ssl_toolkit.analysis import calibration as C
+from ssl_toolkit.core.geometry import rad, sph_to_unit
 
 
 def u(az):

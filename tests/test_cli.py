@@ -63,11 +63,11 @@ def test_config_reference_is_generated_from_the_code():
     import importlib
     from pathlib import Path
 
-    from ssl_toolkit.config_reference import SECTIONS, reference
+    from ssl_toolkit.cli.config_reference import SECTIONS, reference
 
     text = reference()
     committed = (Path(__file__).resolve().parents[1] / "docs" / "CONFIG.md").read_text()
-    assert committed == text, "docs/CONFIG.md is stale: python -m ssl_toolkit.config_reference"
+    assert committed == text, "docs/CONFIG.md is stale: python -m ssl_toolkit.cli.config_reference"
     for module, name, _ in SECTIONS.values():
         for f in dataclasses.fields(getattr(importlib.import_module(module), name)):
             row = next(line for line in text.splitlines() if line.startswith(f"| `{f.name}` |"))
@@ -88,11 +88,11 @@ def test_option_names_are_toml_keys_and_help_shows_their_defaults():
     is `n_clips`) and its --help default is the dataclass default."""
     import dataclasses
 
-    from ssl_toolkit.baselines import BaselineConfig
     from ssl_toolkit.cli._common import shown
-    from ssl_toolkit.data_prep.features import FeatureConfig
+    from ssl_toolkit.data_prep.featurize import FeatureConfig
     from ssl_toolkit.data_prep.synth import SynthConfig
-    from ssl_toolkit.evaluation import EvalConfig
+    from ssl_toolkit.evaluation.baselines import BaselineConfig
+    from ssl_toolkit.evaluation.evaluate import EvalConfig
     from ssl_toolkit.training import TrainConfig
 
     cases = {

@@ -65,7 +65,7 @@ def test_threads_option_and_bad_values():
 
 
 def test_governor_targets_the_cores_others_leave_free():
-    from ssl_toolkit.cpu import Governor, available_cores
+    from ssl_toolkit.core.cpu import Governor, available_cores
 
     g = Governor()
     g.reset(available_cores(), adaptive=True)
@@ -84,7 +84,7 @@ def test_governor_gives_cores_back_to_busy_processes():
 import time, subprocess, sys
 import ssl_toolkit.cli  # configures the CPU runtime
 import torch
-from ssl_toolkit import cpu
+from ssl_toolkit.core import cpu
 n = torch.get_num_threads()
 spin = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
 x = torch.randn(256, 256)

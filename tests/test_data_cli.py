@@ -115,7 +115,7 @@ def test_the_readme_array_toml_serves_synth_and_import(tmp_path):
     import numpy as np
     import pytest
 
-    from ssl_toolkit.config import ConfigError, load_toml
+    from ssl_toolkit.core.config import ConfigError, load_toml
     from ssl_toolkit.data_prep.arrays import read_array_toml
     from ssl_toolkit.data_prep.synth import synth_config
 

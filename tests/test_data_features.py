@@ -8,32 +8,29 @@ import pytest
 import soundfile as sf
 import torch
 
-from ssl_toolkit.config import ConfigError, resolve
-from ssl_toolkit.data_prep.features import (
-    FeatureConfig,
-    compute_features,
-    extract,
-    feature_params,
-)
-from ssl_toolkit.data_prep.labels import frame_labels
+from ssl_toolkit.core.config import ConfigError, resolve
+from ssl_toolkit.core.geometry import rad, sph_to_unit
+from ssl_toolkit.core.labels import frame_labels
+from ssl_toolkit.data_prep.featurize import FeatureConfig, compute_features, make_spec
 from ssl_toolkit.data_prep.synth import SynthConfig, preset_config, synthesize
-from ssl_toolkit.featureset import open_features
-from ssl_toolkit.geometry import rad, sph_to_unit
+from ssl_toolkit.features.extract import extract
+from ssl_toolkit.features.store import open_features
 
 
 def test_params_scale_with_sample_rate():
-    p44 = feature_params(FeatureConfig(), 44100, "foa")
-    assert (p44["n_fft"], p44["win_length"], p44["hop_length"]) == (2048, 1764, 882)
-    p16 = feature_params(FeatureConfig(), 16000, "mic")
-    assert (p16["n_fft"], p16["win_length"], p16["hop_length"]) == (1024, 640, 320)
+    p44 = make_spec(FeatureConfig(), 44100, "foa")
+    assert (p44.n_fft, p44.win_length, p44.hop_length) == (2048, 1764, 882)
+    p16 = make_spec(FeatureConfig(), 16000, "mic")
+    assert (p16.n_fft, p16.win_length, p16.hop_length) == (1024, 640, 320)
+    assert p16.chunk_shape == (8, 25, 512) and p16.hop_s == 0.02
 
 
 def test_stft_features_of_a_sinusoid():
     fs, n = 16000, 16000
-    p = feature_params(FeatureConfig(), fs, "mic")
+    p = make_spec(FeatureConfig(), fs, "mic")
     k = 64  # exactly on bin 64 -> index 63 once DC is dropped
     t = np.arange(n) / fs
-    audio = np.stack([np.sin(2 * np.pi * k * fs / p["n_fft"] * t + ph) for ph in (0, 1, 2, 3)])
+    audio = np.stack([np.sin(2 * np.pi * k * fs / p.n_fft * t + ph) for ph in (0, 1, 2, 3)])
     x = extract(audio, fs, p)
     assert x.shape == (8, 1 + n // 320, 512) and x.dtype == np.float32
     mid = x[:, 10:-10]
@@ -47,7 +44,7 @@ def test_stft_features_of_a_sinusoid():
 
 def test_logmel_gcc_phat_peaks_at_the_delay():
     fs, d = 16000, 3
-    p = feature_params(FeatureConfig(type="logmel"), fs, "mic")
+    p = make_spec(FeatureConfig(type="logmel"), fs, "mic")
     s = np.random.default_rng(0).normal(size=fs + 10)
     audio = np.stack([s[10:], s[10 - d : -d], s[10:], s[10:]])  # channel 1 is 3 samples late
     x = extract(audio, fs, p)
@@ -58,7 +55,7 @@ def test_logmel_gcc_phat_peaks_at_the_delay():
 
 def test_logmel_intensity_of_a_plane_wave_points_to_it():
     fs = 16000
-    p = feature_params(FeatureConfig(type="logmel"), fs, "foa")
+    p = make_spec(FeatureConfig(type="logmel"), fs, "foa")
     u = sph_to_unit(rad(-120.0), rad(30.0))
     s = np.random.default_rng(1).normal(size=fs)
     audio = np.stack([s, u[1] * s, u[2] * s, u[0] * s])  # ACN W, Y, Z, X
@@ -110,7 +107,7 @@ def test_compute_features_artifact(scenes, tmp_path):
     row = fs.index.iloc[5]
     clip = clips.set_index("clip_id").loc[row.clip_id]
     audio, sr = sf.read(scenes.file(clip.audio), always_2d=True)
-    x = extract(audio.T, sr, fs.feature_params)[:, row.start_frame : row.start_frame + 25]
+    x = extract(audio.T, sr, fs.spec)[:, row.start_frame : row.start_frame + 25]
     np.testing.assert_allclose(fs.features[5].astype(np.float32), x, rtol=2e-3, atol=2e-3)
     # frame labels follow the label CSV
     ev = pd.read_csv(scenes.file(clip.labels))
@@ -146,7 +143,7 @@ def test_features_do_not_depend_on_jobs(scenes, tmp_path):
 def test_pooled_frame_stats_equal_the_whole():
     """Per-clip stats pooled with Chan's formula give the mean and std of all frames,
     also far from zero mean (log-mel-like values)."""
-    from ssl_toolkit.featureset import frame_stats, normalization, pool_stats
+    from ssl_toolkit.features.store import frame_stats, normalization, pool_stats
 
     rng = np.random.default_rng(0)
     clips = [(-20 + 3 * rng.standard_normal((2, t, 5))).astype(np.float32) for t in (7, 40, 13)]
@@ -164,7 +161,7 @@ def test_gcc_phat_equals_the_whitened_cross_correlation():
     pure delay of d samples peaks at lag d."""
     from itertools import combinations
 
-    from ssl_toolkit.data_prep.features import _gcc_phat
+    from ssl_toolkit.features.extract import _gcc_phat
 
     rng = np.random.default_rng(0)
     n_fft, lags = 512, 64

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from ssl_toolkit.data_prep.features import FeatureConfig, compute_features
+from ssl_toolkit.core.errors import DataError
+from ssl_toolkit.data_prep.featurize import FeatureConfig, compute_features
 from ssl_toolkit.data_prep.importers import ImportSplit, import_tut2018
-from ssl_toolkit.errors import DataError
-from ssl_toolkit.featureset import open_features
+from ssl_toolkit.features.store import open_features
 
 FS = 8000
 HEADER = "sound_event_recording,start_time,end_time,ele,azi,dist\n"
@@ -92,7 +92,7 @@ def test_import_errors_name_the_file(tmp_path, damage, named):
 
 
 def test_synth_tut2018_output_imports_back(tmp_path):
-    from ssl_toolkit.config import resolve
+    from ssl_toolkit.core.config import resolve
     from ssl_toolkit.data_prep.synth import SynthConfig, preset_config, synthesize
 
     cfg = resolve(
@@ -138,7 +138,7 @@ def test_import_of_a_user_array_records_its_geometry(tmp_path):
 
 
 def test_import_checks_the_array_like_synth(tmp_path):
-    from ssl_toolkit.config import ConfigError
+    from ssl_toolkit.core.config import ConfigError
 
     root = _write_dataset(tmp_path / "mine", channels=3)
     far = [[0.05, 0.0, 0.0], [-0.05, 0.0, 0.0], [0.0, 0.5, 0.0]]
@@ -152,7 +152,7 @@ def test_slots_match_a_brute_force_greedy_and_are_n_log_n(rng):
     max_overlap agrees; 8k overlapping rows import in well under a second (6.8 s before)."""
     import time
 
-    from ssl_toolkit.data_prep.labels import assign_slots, max_overlap
+    from ssl_toolkit.core.labels import assign_slots, max_overlap
 
     def brute(start, end):
         busy, slots = [], np.zeros(len(start), int)

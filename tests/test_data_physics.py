@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from ssl_toolkit.config import resolve
+from ssl_toolkit.core.config import resolve
+from ssl_toolkit.core.geometry import deg, great_circle, rad, sph_to_unit
 from ssl_toolkit.data_prep.arrays import SPEED_OF_SOUND_M_S, tetra_positions_m
 from ssl_toolkit.data_prep.render import impulse_response, lead_samples
 from ssl_toolkit.data_prep.rooms import image_paths, sample_room
 from ssl_toolkit.data_prep.synth import SynthConfig, preset_config, synthesize
-from ssl_toolkit.geometry import deg, great_circle, rad, sph_to_unit
 
 FS = 44100
 

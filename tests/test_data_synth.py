@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from ssl_toolkit.config import ConfigError, resolve
-from ssl_toolkit.data_prep.labels import assign_slots
+from ssl_toolkit.core.config import ConfigError, resolve
+from ssl_toolkit.core.errors import DataError
+from ssl_toolkit.core.labels import assign_slots
 from ssl_toolkit.data_prep.sources import PROCEDURAL, EventLibrary
 from ssl_toolkit.data_prep.synth import SynthConfig, preset_config, synthesize
-from ssl_toolkit.errors import DataError
 
 TINY = {"fs": 8000, "n_clips": 6, "clip_seconds": 3.0, "subsets": ["ov1", "ov2", "ov3"]}
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from ssl_toolkit import demo
 from ssl_toolkit.cli import app
-from ssl_toolkit.config import ConfigError, resolve
-from ssl_toolkit.data_prep.features import FeatureConfig
+from ssl_toolkit.core.config import ConfigError, resolve
+from ssl_toolkit.data_prep.featurize import FeatureConfig
 from ssl_toolkit.data_prep.synth import SynthConfig, preset_config
+from ssl_toolkit.experiments import demo
 from ssl_toolkit.training import TrainConfig
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.integrate import quad
 
-from ssl_toolkit import density as D
+from ssl_toolkit.analysis import density as D
 
 Z = np.array([0.0, 0.0, 1.0])
 

@@ -92,7 +92,7 @@ def test_every_stage_wrote_its_artifact(pipeline):
 
 
 def test_export_matches_checkpoint(pipeline):
-    from ssl_toolkit.featureset import open_features
+    from ssl_toolkit.features.store import open_features
     from ssl_toolkit.models import load_model
 
     wd, _ = pipeline

@@ -7,12 +7,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from ssl_toolkit import metrics
-from ssl_toolkit.artifacts import ArtifactError
-from ssl_toolkit.config import ConfigError
-from ssl_toolkit.errors import UserError
-from ssl_toolkit.evaluation import EvalConfig, evaluate_run
-from ssl_toolkit.featureset import open_features
+from ssl_toolkit.analysis import metrics
+from ssl_toolkit.core.artifacts import ArtifactError
+from ssl_toolkit.core.config import ConfigError
+from ssl_toolkit.core.errors import UserError
+from ssl_toolkit.evaluation.evaluate import EvalConfig, evaluate_run
+from ssl_toolkit.features.store import open_features
 from ssl_toolkit.models import register, save_model
 
 DIRS = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
@@ -37,7 +37,7 @@ class ConstModel(torch.nn.Module):
 def make_run(path, feats, **extra):
     path.mkdir()
     model = ConstModel(DIRS, CONF)
-    params = open_features(feats.path).feature_params
+    params = open_features(feats.path).spec.to_dict()
     save_model(
         path,
         model,
@@ -102,7 +102,7 @@ def test_eval_artifact_matches_metrics_on_the_split(evaluated):
     assert any(p.suffix == ".png" for p in (man.path / "plots").iterdir())
     assert "kappa_vmf" in doc and np.isfinite(doc["overall"]["nll_vmf"])
     # calibration: ECE of the constant confidences against the winners, a val temperature
-    from ssl_toolkit.calibration import reliability, winner_labels
+    from ssl_toolkit.analysis.calibration import reliability, winner_labels
 
     win = winner_labels(hyps, targets, active)
     assert doc["overall"]["ece"] == pytest.approx(reliability(conf, win)["ece"], rel=1e-5)
@@ -173,7 +173,7 @@ def test_eval_cli_prints_table(tmp_path, tiny_features):
 def test_an_export_scores_like_its_run(evaluated):
     """One localizer path: `ssl eval` on the TorchScript export of a run gives the run's
     metrics (and a method without scores gets no frame recall and no thresholds)."""
-    from ssl_toolkit.export import export_run
+    from ssl_toolkit.inference.export import export_run
 
     tmp, run, man, feats = evaluated
     shape = list(open_features(feats.path).shape)

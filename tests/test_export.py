@@ -7,9 +7,9 @@ import pytest
 import torch
 from export_fixtures import make_run
 
-from ssl_toolkit.artifacts import ArtifactError, read_manifest
-from ssl_toolkit.errors import UserError
-from ssl_toolkit.export import export_run, onnx_available, run_onnx
+from ssl_toolkit.core.artifacts import ArtifactError, read_manifest
+from ssl_toolkit.core.errors import UserError
+from ssl_toolkit.inference.export import export_run, onnx_available, run_onnx
 from ssl_toolkit.models import load_model
 
 
@@ -67,11 +67,17 @@ def test_io_json_describes_inputs_outputs_and_features(run, tmp_path):
     assert read_manifest(m.path, "export").inputs[0]["kind"] == "run"
 
 
-def test_input_shape_comes_from_the_features_artifact(tmp_path, tiny_features):
-    # tiny_features: C=8, F=32; model buffers are [8, 32] too, but the manifest is read first
-    run, _ = make_run(tmp_path / "run", kwargs={"channels": 8, "bins": 32}, inputs=[tiny_features])
+def test_input_shape_is_the_one_the_run_recorded(tmp_path):
+    """Export traces the [C, T, F] chunks of model.json (no guessing from buffers or
+    features); a run that lacks it is refused with the file and the fix."""
+    kwargs = {"channels": 8, "bins": 32}
+    run, _ = make_run(tmp_path / "run", kwargs=kwargs, input_shape=[8, 40, 32])
     m = export_run(run.path, tmp_path / "exp")
     assert json.loads(m.file("io.json").read_text())["inputs"][0]["shape"][1::2] == [8, 32]
+    old, _ = make_run(tmp_path / "old", kwargs=kwargs, input_shape=None)
+    with pytest.raises(ArtifactError, match=r"model.json: field 'input_shape'.*ssl train"):
+        export_run(old.path, tmp_path / "exp_old")
+    assert not (tmp_path / "exp_old").exists()
 
 
 def test_untraceable_model_fails_export_and_leaves_nothing(tmp_path):
@@ -101,7 +107,7 @@ def test_every_method_exports_to_onnx_through_the_cli(tmp_path, method):
     from typer.testing import CliRunner
 
     from ssl_toolkit.cli import app
-    from ssl_toolkit.localize import is_scored
+    from ssl_toolkit.models.localize import is_scored
 
     why = onnx_available()
     if why:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_toolkit.geometry import great_circle, sph_to_unit, unit_to_sph, wrap_azimuth
+from ssl_toolkit.core.geometry import great_circle, sph_to_unit, unit_to_sph, wrap_azimuth
 
 D = math.pi / 180
 

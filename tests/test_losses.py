@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from ssl_toolkit.geometry import great_circle, rad, sph_to_unit
+from ssl_toolkit.core.geometry import great_circle, rad, sph_to_unit
 from ssl_toolkit.losses import (
     distance_matrix,
-    oracle_error,
+    oracle_angle,
     pit_loss,
     rmcl_loss,
     temperature_at,
@@ -150,7 +150,7 @@ def test_vectorized_rmcl_matches_per_frame_loop(rng):
     conf = torch.rand(3, 4, 5, generator=g, dtype=D) * 0.98 + 0.01
     ref = loop_rmcl(hyps, conf, targets, active, beta=0.7)
     assert rmcl_loss(hyps, conf, targets, active, beta=0.7).item() == pytest.approx(ref.item())
-    assert oracle_error(hyps, targets, active).item() == pytest.approx(
+    assert oracle_angle(hyps, targets, active).item() == pytest.approx(
         loop_rmcl(hyps, conf, targets, active, beta=0.0).item()
     )
 

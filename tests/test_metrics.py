@@ -1,11 +1,11 @@
-"""Hand-computed cases for ssl_toolkit.metrics, and exactness against POT / scipy."""
+"""Hand-computed cases for ssl_toolkit.analysis.metrics, and exactness against POT / scipy."""
 
 import dcase_reference as R
 import numpy as np
 import pytest
 
-from ssl_toolkit import metrics as M
-from ssl_toolkit.geometry import great_circle, rad, sph_to_unit
+from ssl_toolkit.analysis import metrics as M
+from ssl_toolkit.core.geometry import great_circle, rad, sph_to_unit
 from ssl_toolkit.testing import random_directions
 
 

@@ -9,19 +9,22 @@ from export_fixtures import FS, HOP, N_FFT, PARAMS, make_run
 from scipy.signal import resample_poly
 from typer.testing import CliRunner
 
-from ssl_toolkit.errors import DataError, UserError
-from ssl_toolkit.export import export_run
-from ssl_toolkit.predict import AudioReader, predict_files, stream_features
+from ssl_toolkit.core.errors import DataError, UserError
+from ssl_toolkit.features.spec import FeatureSpec
+from ssl_toolkit.inference.export import export_run
+from ssl_toolkit.inference.predict import AudioReader, predict_files, stream_features
+
+SPEC = FeatureSpec(**PARAMS)
 
 
-def reference_stft(audio, fs, params):
+def reference_stft(audio, fs, spec):
     """Magnitudes then phases of a centred STFT, DC dropped: [2M, T, n_fft // 2]."""
     spec = torch.stft(
         torch.from_numpy(audio),
-        params["n_fft"],
-        params["hop_length"],
-        params["win_length"],
-        torch.hann_window(params["win_length"], dtype=torch.float64),
+        spec.n_fft,
+        spec.hop_length,
+        spec.win_length,
+        torch.hann_window(spec.win_length, dtype=torch.float64),
         center=True,
         return_complex=True,
     )[:, 1:].transpose(1, 2)  # (M, T, F)
@@ -29,7 +32,7 @@ def reference_stft(audio, fs, params):
 
 
 def real_extract():
-    features = pytest.importorskip("ssl_toolkit.data_prep.features")
+    features = pytest.importorskip("ssl_toolkit.data_prep.featurize")
     return features.extract
 
 
@@ -59,9 +62,9 @@ def test_streamed_features_equal_whole_file_features(tmp_path, which, block_fram
     extract = reference_stft if which == "reference" else real_extract()
     audio = np.random.default_rng(1).normal(size=(4, FS + 123)).astype(np.float32)
     path = write_wav(tmp_path / "a.wav", audio, FS)
-    whole = extract(audio, FS, PARAMS)  # (C, T, F)
+    whole = extract(audio, FS, SPEC)  # (C, T, F)
     reader = AudioReader(path, FS, 4)
-    blocks = list(stream_features(reader, PARAMS, block_frames, extract))
+    blocks = list(stream_features(reader, SPEC, block_frames, extract))
     streamed = np.concatenate([b for _, b in blocks], axis=1)
     assert [t0 for t0, _ in blocks] == list(range(0, whole.shape[1], block_frames))
     assert streamed.shape == whole.shape

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from ssl_toolkit.artifacts import ArtifactError, build_artifact
-from ssl_toolkit.evaluation import Frames, score_predictions, write_eval
-from ssl_toolkit.report import make_report
+from ssl_toolkit.core.artifacts import ArtifactError, build_artifact
+from ssl_toolkit.evaluation.evaluate import Frames, score_predictions, write_eval
+from ssl_toolkit.evaluation.report import make_report
 from ssl_toolkit.testing import random_directions
 
 
@@ -160,7 +160,7 @@ def test_report_names_a_damaged_metrics_file(tmp_path):
 def test_report_aggregates_seeds_of_the_same_method_and_data(tmp_path):
     """Three rMCL runs that differ only in their seed: one row of mean ± std (ddof 1) and
     the seed count; a run with another option is not pooled with them."""
-    from ssl_toolkit.artifacts import read_manifest
+    from ssl_toolkit.core.artifacts import read_manifest
     from ssl_toolkit.testing import make_features_artifact
 
     feats = make_features_artifact(tmp_path / "feats", n_chunks=6, bins=8)

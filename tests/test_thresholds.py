@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ssl_toolkit import thresholds as TH
+from ssl_toolkit.analysis import thresholds as TH
 from ssl_toolkit.testing import random_directions
 
 

@@ -8,10 +8,10 @@ import pandas as pd
 import torch
 from typer.testing import CliRunner
 
-from ssl_toolkit.toy import (
+from ssl_toolkit.experiments.toy import (
     QUADRANTS,
     ToyConfig,
-    emd,
+    emd_plane,
     quadrant_probs,
     sample_batch,
     sample_points,
@@ -59,14 +59,14 @@ def test_emd_of_the_truth_and_of_a_point_mass():
     rng = np.random.default_rng(2)
     gt, other = sample_points(rng, np.zeros(2), 400).astype(np.float64)  # t = 0: (-,-), (+,+)
     w = np.full(400, 1 / 400)
-    assert emd(gt, w, gt) < 1e-9
-    assert emd(other, w, gt) < 0.2  # two samples of the same law: sampling noise only
-    assert emd(other * [-1, 1], w, gt) > 0.5  # its mirror image, in (+,-) and (-,+)
+    assert emd_plane(gt, w, gt) < 1e-9
+    assert emd_plane(other, w, gt) < 0.2  # two samples of the same law: sampling noise only
+    assert emd_plane(other * [-1, 1], w, gt) > 0.5  # its mirror image, in (+,-) and (-,+)
     # A point mass at the origin against the uniform law on [-1, 1]^2 (t = 1/2): E|U| for U
     # uniform in the unit square, (sqrt(2) + asinh(1)) / 3.
     uni = sample_points(rng, np.array([0.5]), 4000)[0].astype(np.float64)
     expected = (math.sqrt(2) + math.asinh(1)) / 3
-    assert abs(emd(np.zeros((1, 2)), np.ones(1), uni) - expected) < 0.02
+    assert abs(emd_plane(np.zeros((1, 2)), np.ones(1), uni) - expected) < 0.02
 
 
 def test_wta_loss_hand_computed():

@@ -17,9 +17,9 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from ssl_toolkit.artifacts import ArtifactError
-from ssl_toolkit.config import ConfigError, resolve
-from ssl_toolkit.errors import DataError
+from ssl_toolkit.core.artifacts import ArtifactError
+from ssl_toolkit.core.config import ConfigError, resolve
+from ssl_toolkit.core.errors import DataError
 from ssl_toolkit.models import load_model
 from ssl_toolkit.testing import make_features_artifact
 from ssl_toolkit.training import METHODS, TrainConfig, train
@@ -99,17 +99,17 @@ def test_training_lowers_the_loss(tiny_features, tmp_path):
 
 
 def test_run_threshold_is_sgl_on_the_val_predictions(tiny_features, tmp_path):
-    from ssl_toolkit.evaluation import predict_split, segment_frames
-    from ssl_toolkit.featureset import open_features
-    from ssl_toolkit.localize import model_localizer
-    from ssl_toolkit.metrics import segment_ids
-    from ssl_toolkit.thresholds import learn_threshold_sgl
+    from ssl_toolkit.analysis.frames import predict_split
+    from ssl_toolkit.analysis.metrics import segment_ids
+    from ssl_toolkit.analysis.thresholds import learn_threshold_sgl
+    from ssl_toolkit.features.store import open_features
+    from ssl_toolkit.models.localize import model_localizer
 
     man = train(tiny_features.path, tmp_path / "run", cfg(K=3, epochs=4, batch_size=6, lr=3e-3))
     model, meta = load_model(man.path)
     fs = open_features(tiny_features.path)
     fr = predict_split(model_localizer(model, meta, man.path), fs, fs.rows("val"))
-    seg = segment_ids(fr.clip_id, fr.frame, segment_frames(fs.feature_params, 1.0))
+    seg = segment_ids(fr.clip_id, fr.frame, fs.spec.segment_frames(1.0))
     want = learn_threshold_sgl(fr.conf, fr.hyps, fr.targets, fr.active, seg)
     assert meta["threshold"] == pytest.approx(want, abs=1e-6)
     assert man.extra["threshold"] == meta["threshold"]
@@ -139,7 +139,7 @@ def test_bad_inputs_name_the_problem(tmp_path):
 
 
 def test_distributed_sampler_splits_each_global_batch(tiny_features):
-    from ssl_toolkit.featureset import open_features
+    from ssl_toolkit.features.store import open_features
 
     fs = open_features(tiny_features.path)
     rows = fs.rows("train")  # 18 chunks
@@ -157,10 +157,11 @@ def _cli(*args):
     return [sys.executable, "-m", "ssl_toolkit", "train", *map(str, args)]
 
 
-def test_kill_mid_run_then_resume_with_no_option_reaches_the_same_weights(tmp_path):
+def test_kill_mid_run_then_resume_with_no_option_reaches_the_same_weights(tmp_path, request):
     """A run started with non-default options, killed, then `ssl train FEATS RUN --resume`
     alone: the stored config is used, and the weights equal an uninterrupted run's."""
     from ssl_toolkit.cli import app
+    from ssl_toolkit.core.cpu import available_cores
 
     feats = make_features_artifact(tmp_path / "f", n_chunks=40, bins=32)
     opts = dict(K=3, epochs=5, batch_size=4, lr=2e-3, deterministic=True, patience=100)
@@ -169,6 +170,11 @@ def test_kill_mid_run_then_resume_with_no_option_reaches_the_same_weights(tmp_pa
     out = tmp_path / "run"
     ckpt = tmp_path / ".run.partial" / "checkpoint" / "state.pt"
     flags = ["-K", 3, "--epochs", 5, "--batch-size", 4, "--lr", 2e-3, "--deterministic"]
+    # The weights depend on the thread count (float sums): the in-process runs below use the
+    # subprocess's (the cores), whatever the CPU governor of earlier tests left.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(available_cores())
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
     proc = subprocess.Popen(
         _cli(feats.path, out, *flags, "--patience", 100, "--config", toml),
         cwd=ROOT,
@@ -321,14 +327,14 @@ def test_ddp_trains_every_method(tmp_path):
 
 
 def open_features_shape(feats):
-    from ssl_toolkit.featureset import open_features
+    from ssl_toolkit.features.store import open_features
 
     return open_features(feats.path).shape
 
 
 def test_rmcl_star_validation_loss_is_deterministic(tiny_features):
     """rMCL* draws negatives; its validation loss must not follow the global RNG."""
-    from ssl_toolkit.featureset import open_features
+    from ssl_toolkit.features.store import open_features
     from ssl_toolkit.models import build_model
     from ssl_toolkit.training.engine import Job, validate
     from ssl_toolkit.training.objectives import make_loss
@@ -474,7 +480,7 @@ def test_in_a_terminal_the_bar_counts_epochs_as_history_does(tiny_features, tmp_
 
     from rich.console import Console
 
-    from ssl_toolkit import console
+    from ssl_toolkit.core import console
 
     screen = io.StringIO()
     monkeypatch.setattr(console, "err", Console(file=screen, force_terminal=True, width=200))

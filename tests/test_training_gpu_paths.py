@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from ssl_toolkit.config import ConfigError, resolve
+from ssl_toolkit.core.config import ConfigError, resolve
 from ssl_toolkit.training import TrainConfig, train
 from ssl_toolkit.training.runtime import amp_dtype_for
 

@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import BatchSampler, DistributedSampler
 
-from ssl_toolkit.config import ConfigError, resolve
-from ssl_toolkit.featureset import open_features
+from ssl_toolkit.core.config import ConfigError, resolve
+from ssl_toolkit.features.store import open_features
 from ssl_toolkit.training import TrainConfig, train
 from ssl_toolkit.training import data as loader_module
 from ssl_toolkit.training.data import LoaderOptions, loader_options, make_loader

@@ -2,7 +2,7 @@
 
 The modules are imported in pipeline order, the order ``ssl --help`` lists them in.
 The CPU runtime (threads, OpenMP wait policy) is set up first, before any command body
-imports torch (see :mod:`ssl_toolkit.cpu`).
+imports torch (see :mod:`ssl_toolkit.core.cpu`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-from ..cpu import configure
-from ..errors import UserError
+from ..core.cpu import configure
+from ..core.errors import UserError
 
 try:
     configure()

@@ -55,7 +55,7 @@ def _main(
 ) -> None:
     """Multi-source sound source localization with multi-hypothesis networks (rMCL)."""
     if threads is not None:
-        from ..cpu import configure
+        from ..core.cpu import configure
 
         try:
             configure(threads)
@@ -102,7 +102,7 @@ def user_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ..errors import UserError
+        from ..core.errors import UserError
 
         _sigterm_as_interrupt()
         try:
@@ -110,7 +110,7 @@ def user_errors(fn: F) -> F:
         except UserError as e:
             from rich.markup import escape
 
-            from ..console import err
+            from ..core.console import err
 
             err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None

@@ -18,6 +18,6 @@ def demo(
     force: bool = typer.Option(False, "--force", help="Rebuild every stage."),
 ) -> None:
     """Run every stage (synth, features, train rMCL, eval, export) on a small synthetic set."""
-    from ..demo import print_demo, run_demo
+    from ..experiments.demo import print_demo, run_demo
 
     print_demo(run_demo(workdir, force=force, preset=preset, jobs=jobs))

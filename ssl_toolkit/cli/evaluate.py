@@ -42,9 +42,9 @@ def eval_cmd(
     force: bool = typer.Option(False, "--force", help="Replace an existing eval artifact."),
 ) -> None:
     """Score a trained run or an export: metrics.json, metrics.csv, predictions.npz (and plots)."""
-    from ..config import load_toml, resolve
-    from ..console import print_metrics
-    from ..evaluation import EvalConfig, evaluate_run, load_metrics, summary
+    from ..core.config import load_toml, resolve
+    from ..core.console import print_metrics
+    from ..evaluation.evaluate import EvalConfig, evaluate_run, load_metrics, summary
 
     cli = {
         "split": split,
@@ -98,10 +98,10 @@ def baseline_cmd(
     sets no error floor. Found sources get confidence 1, unused slots are invalid. The
     scenes must carry the features' labels on every scored clip (it refuses others).
     """
-    from ..baselines import BaselineConfig, run_baseline
-    from ..config import load_toml, resolve
-    from ..console import print_metrics
-    from ..evaluation import load_metrics, summary
+    from ..core.config import load_toml, resolve
+    from ..core.console import print_metrics
+    from ..evaluation.baselines import BaselineConfig, run_baseline
+    from ..evaluation.evaluate import load_metrics, summary
 
     cli = {"method": method, "n_sources": n_sources, "split": split, "grid_deg": grid_deg}
     cfg = resolve(BaselineConfig, load_toml(config, "baseline") if config else None, cli)
@@ -121,6 +121,6 @@ def report_cmd(
     force: bool = typer.Option(False, "--force", help="Replace an existing report."),
 ) -> None:
     """One comparison table across eval artifacts (Markdown and CSV), rows labelled uniquely."""
-    from ..report import make_report, print_report
+    from ..evaluation.report import make_report, print_report
 
     print_report(make_report(evals, out, force=force, allow_mixed=allow_mixed))

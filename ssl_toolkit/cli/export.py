@@ -20,7 +20,7 @@ def export_cmd(
     force: bool = typer.Option(False, "--force", help="Rebuild an existing export."),
 ) -> None:
     """Export a trained model to TorchScript / ONNX with its I/O description (io.json)."""
-    from ..export import export_run
+    from ..inference.export import export_run
 
     m = export_run(run, out, formats=tuple(fmt), force=force)
     typer.echo(f"{m.path}  max |diff| vs PyTorch: {m.extra.get('max_abs_diff')}")
@@ -39,7 +39,7 @@ def predict_cmd(
     force: bool = typer.Option(False, "--force", help="Overwrite existing CSVs."),
 ) -> None:
     """Localize sources in raw audio: per-frame hypotheses and detected sources as CSV."""
-    from ..predict import predict_files
+    from ..inference.predict import predict_files
 
     for p in predict_files(model, audio, out, threshold, plot, block_seconds, force, backend):
         typer.echo(str(p))

@@ -14,7 +14,7 @@ def _subsets(text: str | None) -> list[str] | None:
 
 
 def _folds(text: str | None, option: str) -> tuple[int, ...]:
-    from ..config import ConfigError
+    from ..core.config import ConfigError
 
     try:
         return tuple(int(f) for f in (text or "").split(",") if f.strip())
@@ -83,8 +83,8 @@ def synth(
     ),
 ) -> None:
     """Synthesize ANSYN/RESYN-like scenes with labels correct by construction."""
-    from ..config import load_toml
-    from ..console import log
+    from ..core.config import load_toml
+    from ..core.console import log
     from ..data_prep.synth import synth_config, synthesize
 
     toml = load_toml(config, "synth") if config else {}
@@ -141,8 +141,8 @@ def import_(
     ),
 ) -> None:
     """Import ANSYN/RESYN/REAL (TUT2018 layout) as a scenes artifact."""
-    from ..config import ConfigError
-    from ..console import log
+    from ..core.config import ConfigError
+    from ..core.console import log
     from ..data_prep.arrays import read_array_toml
     from ..data_prep.importers import ImportSplit, import_tut2018
 
@@ -179,9 +179,9 @@ def features(
     ),
 ) -> None:
     """Compute chunked features and frame labels (memory-mapped, float16)."""
-    from ..config import load_toml, resolve
-    from ..console import log
-    from ..data_prep.features import FeatureConfig, compute_features
+    from ..core.config import load_toml, resolve
+    from ..core.console import log
+    from ..data_prep.featurize import FeatureConfig, compute_features
 
     toml = load_toml(config, "features") if config else {}
     cfg = resolve(FeatureConfig, toml, {"type": type})

@@ -23,9 +23,9 @@ def toy_cmd(
     force: bool = typer.Option(False, "--force", help="Rebuild an existing output."),
 ) -> None:
     """Train sMCL, rMCL, rMCL* and IE on the 2-D toy and compare their EMD (default: ~1.5 min)."""
-    from ..config import ConfigError, load_toml, resolve
-    from ..console import out as stdout
-    from ..toy import PAPER, QUICK, ToyConfig, run_toy, summary_table
+    from ..core.config import ConfigError, load_toml, resolve
+    from ..core.console import out as stdout
+    from ..experiments.toy import PAPER, QUICK, ToyConfig, run_toy, summary_table
 
     if quick and paper:
         raise ConfigError("give at most one of --quick and --paper")

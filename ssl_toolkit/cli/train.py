@@ -105,10 +105,10 @@ def train_cmd(
 
     Prints the device, precision and threads first, then one line per epoch.
     """
-    from ..config import load_toml
+    from ..core.config import load_toml
     from ..training import train
-    from ..training.report import print_run
     from ..training.resume import train_config
+    from ..training.summary import print_run
 
     toml = load_toml(config, "train") if config else None
     cli = {
@@ -140,7 +140,7 @@ def train_cmd(
 
 def _int_list(flag: str, text: str | None) -> list[int] | None:
     """``"4,4,2"`` -> ``[4, 4, 2]``; None stays None (not given)."""
-    from ..config import ConfigError
+    from ..core.config import ConfigError
 
     if text is None:
         return None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..geometry import rad, sph_to_unit
+from ..core.geometry import rad, sph_to_unit
 
 FORMATS = ("foa", "mic")
 SPEED_OF_SOUND_M_S = 343.0
@@ -43,7 +43,7 @@ def array_positions(mic_positions_m=None) -> np.ndarray:
             position is not [x, y, z], a capsule is further than ``MAX_ARRAY_RADIUS_M``
             from the centre (sources must stay in the far field), or two coincide.
     """
-    from ..config import ConfigError
+    from ..core.config import ConfigError
 
     if mic_positions_m is None or len(mic_positions_m) == 0:
         return tetra_positions_m()
@@ -71,7 +71,7 @@ def read_array_toml(path) -> list[list[float]]:
     Raises:
         ConfigError: naming the file when it has no (or two different) entries.
     """
-    from ..config import ConfigError, load_toml
+    from ..core.config import ConfigError, load_toml
 
     data = load_toml(path)
     found = [

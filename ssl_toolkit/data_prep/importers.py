@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..artifacts import Manifest, build_artifact
-from ..config import ConfigError
-from ..console import log, track
-from ..errors import DataError
-from .labels import max_overlap, read_labels, write_labels
+from ..core.artifacts import Manifest, build_artifact
+from ..core.config import ConfigError
+from ..core.console import log, track
+from ..core.errors import DataError
+from ..core.labels import max_overlap, read_labels, write_labels
 
 WAV_DIR = re.compile(r"^wav_(ov[123])_split(\d+)(?:_.*)?$")
 #: Share of each folder's training clips that becomes validation by default (every fifth).
@@ -295,7 +295,7 @@ def import_tut2018(
 
 def _array(fmt: str, mic_positions_m) -> np.ndarray | None:
     """Capsule positions ``[M, 3]`` of a ``mic`` import (None for ``foa``), checked."""
-    from ..config import ConfigError
+    from ..core.config import ConfigError
     from .arrays import array_positions
 
     if fmt not in ("foa", "mic"):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import ConfigError
+from ..core.config import ConfigError
 
 SABINE_S_PER_M = 24.0 * np.log(10.0) / 343.0  # RT60 = SABINE * V / (S * alpha)
 WALL_MARGIN_M = 0.3

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..core.errors import DataError
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 MIN_CLIP_SECONDS = 0.1

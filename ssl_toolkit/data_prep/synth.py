@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..artifacts import Manifest, build_artifact
-from ..config import ConfigError, check_finite, to_dict
-from ..console import log, progress
-from ..errors import DataError
-from ..geometry import deg, rad, sph_to_unit
+from ..core.artifacts import Manifest, build_artifact
+from ..core.config import ConfigError, check_finite, to_dict
+from ..core.console import log, progress
+from ..core.errors import DataError
+from ..core.geometry import deg, rad, sph_to_unit
+from ..core.labels import LABEL_COLUMNS, max_overlap, write_labels
 from .arrays import FORMATS, array_positions
-from .labels import LABEL_COLUMNS, max_overlap, write_labels
 from .render import impulse_response, lead_samples, spatialize
 from .rooms import free_field_paths, image_paths, max_distance_m, min_rt60_s, sample_room
 from .sources import EventLibrary, check_folder
@@ -200,7 +200,7 @@ def synth_config(toml: dict[str, Any] | None, cli: dict[str, Any] | None) -> Syn
 
     The preset named on the command line beats the TOML's, which beats ``ansyn``.
     """
-    from ..config import resolve
+    from ..core.config import resolve
 
     toml, cli = toml or {}, cli or {}
     name = cli.get("preset") or toml.get("preset") or "ansyn"
@@ -519,7 +519,7 @@ _BYTES_PER_CLIP_ROW = 2000
 
 def _check_memory(cfg: SynthConfig, jobs: int) -> None:
     """Refuse clips too long to render in the available memory (``jobs`` at a time)."""
-    from ..memory import check_fits
+    from ..core.memory import check_fits
 
     channels = len(cfg.mic_positions_m) if cfg.mic_positions_m else 4
     per_clip = cfg.clip_seconds * cfg.fs * channels * 4 * _WORKING_COPIES

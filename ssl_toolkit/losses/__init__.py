@@ -1,7 +1,7 @@
 """Multi-hypothesis losses on the sphere, vectorized over ``[batch, frames, ...]``.
 
 Every loss works on the great-circle distance between unit vectors
-(:func:`ssl_toolkit.geometry.great_circle`). Shapes:
+(:func:`ssl_toolkit.core.geometry.great_circle`). Shapes:
 
 - ``hyps``    ``[B, T, K, 3]`` unit-vector hypotheses;
 - ``conf``    ``[B, T, K]`` confidences in (0, 1);
@@ -19,7 +19,7 @@ from .wta import (
     assignment_weights,
     confidence_loss,
     distance_matrix,
-    oracle_error,
+    oracle_angle,
     rmcl_loss,
     winner_indicator,
 )
@@ -30,7 +30,7 @@ __all__ = [
     "assignment_weights",
     "confidence_loss",
     "distance_matrix",
-    "oracle_error",
+    "oracle_angle",
     "pit_loss",
     "rmcl_loss",
     "temperature_at",

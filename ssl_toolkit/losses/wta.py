@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..geometry import great_circle
+from ..core.geometry import great_circle
 from .annealed import amcl_weights
 
 #: Assignment modes of the distance term.
@@ -189,7 +189,7 @@ def rmcl_loss(
     return loss
 
 
-def oracle_error(hyps: torch.Tensor, targets: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+def oracle_angle(hyps: torch.Tensor, targets: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
     """Mean over active targets of the distance (radians) to the closest hypothesis.
 
     Returns:

@@ -11,18 +11,26 @@ Loading needs nothing else and never unpickles anything.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import readers
-from ..artifacts import safe_join, write_json
-from ..config import ConfigError
-from ..errors import UserError
+from ..core import readers
+from ..core.artifacts import safe_join, write_json
+from ..core.config import ConfigError
+from ..core.errors import UserError
+from ..features.spec import FeatureSpec
 
-#: name -> constructor. A config names an entry and gives its keyword arguments.
+#: name -> constructor of models registered at run time (:func:`register`, tests, plug-ins).
 REGISTRY: dict[str, Callable[..., Any]] = {}
+#: The built-in models as ``module:class``, imported when first built (they import torch,
+#: and the registry never imports its own modules: no import cycle).
+BUILTIN = {
+    "crnn": "ssl_toolkit.models.crnn:CRNN",
+    "ensemble": "ssl_toolkit.models.ensemble:Ensemble",
+}
 
 
 def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -33,6 +41,21 @@ def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return cls
 
     return deco
+
+
+def constructor(name: str) -> Callable[..., Any]:
+    """The class registered as ``name`` (a built-in is imported on first use).
+
+    Raises:
+        UserError: unknown name.
+    """
+    if name in REGISTRY:
+        return REGISTRY[name]
+    if name not in BUILTIN:
+        known = ", ".join(sorted({*REGISTRY, *BUILTIN}))
+        raise UserError(f"unknown model {name!r}; known: {known}")
+    module, cls = BUILTIN[name].split(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def build_model(name: str, **kwargs: Any):
@@ -46,12 +69,10 @@ def build_model(name: str, **kwargs: Any):
         ConfigError: arguments the model does not take or refuses, or a model larger
             than the available memory.
     """
-    _load_builtin()
-    if name not in REGISTRY:
-        raise UserError(f"unknown model {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    make = constructor(name)
     check_model_memory(name, kwargs)
     try:
-        return REGISTRY[name](**kwargs)
+        return make(**kwargs)
     except UserError:
         raise
     except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as e:
@@ -65,7 +86,7 @@ def model_bytes(name: str, kwargs: dict[str, Any]) -> int | None:
 
     try:
         with torch.device("meta"):
-            m = REGISTRY[name](**kwargs)
+            m = constructor(name)(**kwargs)
     except (TypeError, ValueError, KeyError, IndexError, RuntimeError, NotImplementedError) as e:
         if isinstance(e, UserError):  # a member refused by check_model_memory
             raise
@@ -81,7 +102,7 @@ def check_model_memory(name: str, kwargs: dict[str, Any], copies: int = 1) -> No
     Raises:
         ConfigError: naming K and the layer sizes.
     """
-    from ..memory import check_fits
+    from ..core.memory import check_fits
 
     n = model_bytes(name, kwargs)
     if n is not None:
@@ -153,7 +174,7 @@ def read_model_meta(directory: str | os.PathLike, stem: str = "model") -> dict[s
     meta = readers.read_json_object(p, REBUILD)
     readers.check_fields(meta, META_FIELDS, p, REBUILD, ("name", "kwargs"))
     if "feature_params" in meta:
-        readers.check_feature_params(meta["feature_params"], p, REBUILD, required=())
+        FeatureSpec.from_dict(meta["feature_params"], p, REBUILD)
     kw = meta["kwargs"]
     if "K" in meta and "K" in kw and kw["K"] != meta["K"]:
         raise readers.damaged(
@@ -208,8 +229,3 @@ def _load_weights(path, map_location: str) -> dict[str, Any]:
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         why = " ".join(str(e).split()) or type(e).__name__
         raise readers.damaged(path, f"is not a safetensors file ({_short(why)})", REBUILD) from e
-
-
-def _load_builtin() -> None:
-    """Import the modules that register the built-in models."""
-    from . import crnn, ensemble  # noqa: F401  (registration)

@@ -17,8 +17,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import register
-
 OUTPUTS = ("unit", "sph")
 
 
@@ -107,7 +105,6 @@ class DirectionHead(nn.Module):
         return torch.stack((torch.cos(az) * cos_el, torch.sin(az) * cos_el, torch.sin(el)), -1)
 
 
-@register("crnn")
 class CRNN(nn.Module):
     """Multi-hypothesis CRNN: ``x [B, C, T, F] -> (hyps [B, T, K, 3], conf [B, T, K])``.
 

@@ -11,10 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import build_model, register
+from . import build_model
 
 
-@register("ensemble")
 class Ensemble(nn.Module):
     """N members (each ``K=1``) combined as N hypotheses of equal confidence.
 

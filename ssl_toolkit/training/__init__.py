@@ -7,7 +7,7 @@ epoch), ``checkpoint/`` (resume state). Launched by ``torchrun --nproc-per-node 
 NCCL on CUDA) and a distributed sampler; ``batch_size`` is then the global batch.
 """
 
-from .config import METHODS, TrainConfig
+from .options import METHODS, TrainConfig
 from .run import model_kwargs, train
 
 __all__ = ["METHODS", "TrainConfig", "model_kwargs", "train"]

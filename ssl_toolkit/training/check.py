@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
-from .. import console
-from ..artifacts import read_manifest
-from ..featureset import open_features
-from ..metrics import chance_oracle_error
+from ..analysis.metrics import chance_oracle_error
+from ..core import console
+from ..core.artifacts import read_manifest
+from ..features.store import open_features
 
 
 def random_oracle_deg(features, k: int, split: str = "val", seed: int = 0) -> float:

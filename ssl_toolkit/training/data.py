@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
-from ..cpu import available_cores
-from ..featureset import FeatureSet
+from ..core.cpu import available_cores
+from ..features.store import FeatureSet
 
 #: Worker processes chosen at most for an accelerator: one reads about 16,000 chunks/s
 #: of the paper's input from the page cache (2-core machine, busy); more only hold more
@@ -89,7 +89,7 @@ def loader_options(
       input in about 8 ms (page-cached), while a CPU training step takes seconds:
       workers would only take cores from the model.
     - CUDA, MPS: workers read ahead while the device computes: one per core this
-      process may use (its share of :func:`ssl_toolkit.cpu.available_cores` under DDP)
+      process may use (its share of :func:`ssl_toolkit.core.cpu.available_cores` under DDP)
       less one for the training process itself, at least 1 and at most
       :data:`MAX_AUTO_WORKERS`; each 2 batches ahead; page-locked buffers on CUDA.
 

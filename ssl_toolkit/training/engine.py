@@ -15,10 +15,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import cpu
-from ..config import ConfigError
-from ..geometry import deg
-from ..losses import oracle_error
+from ..core import cpu
+from ..core.config import ConfigError
+from ..core.geometry import deg
+from ..losses import oracle_angle
 from .monitor import Monitor, say
 from .runtime import Runtime, rng_state, set_rng_state
 
@@ -199,7 +199,7 @@ def validate(net, job: Job, loader, rt: Runtime, seed: int = 0) -> tuple[float, 
         n_act = float(a.sum())
         sums[0] += job.loss(hyps, conf, d, a, None, generator=gen).item() * len(x)
         sums[1] += len(x)
-        sums[2] += oracle_error(hyps, d, a).item() * n_act
+        sums[2] += oracle_angle(hyps, d, a).item() * n_act
         sums[3] += n_act
     s = rt.all_sum(sums)
     return s[0] / max(s[1], 1), deg(s[2] / max(s[3], 1))

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from .. import console
-from ..errors import UserError
+from ..core import console
+from ..core.errors import UserError
 from .data import LoaderOptions
 from .runtime import Runtime
 

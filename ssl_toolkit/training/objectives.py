@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 from ..losses import pit_loss, rmcl_loss, temperature_at
-from .config import TrainConfig
+from .options import TrainConfig
 
 _WTA_MODES = {"wta": "wta", "wta-relaxed": "relaxed", "wta-top-n": "top-n", "ie": "wta"}
 

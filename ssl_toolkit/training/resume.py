@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import MANIFEST, Manifest, read_manifest, write_json
-from ..artifacts import resumable_dir as partial_dir  # where build_artifact keeps the run
-from ..config import ConfigError, resolve, to_dict
-from ..errors import ArtifactError, UserError
-from .config import RUNTIME_OPTIONS, TrainConfig
+from ..core.artifacts import MANIFEST, Manifest, read_manifest, write_json
+from ..core.artifacts import resumable_dir as partial_dir  # where build_artifact keeps the run
+from ..core.config import ConfigError, resolve, to_dict
+from ..core.errors import ArtifactError, UserError
+from .options import RUNTIME_OPTIONS, TrainConfig
 
 STORED = Path("checkpoint") / "config.json"
 
@@ -80,7 +80,7 @@ def learning_config(cfg_dict: dict[str, Any]) -> dict[str, Any]:
 def check_resume(out: str | Path, cfg: TrainConfig, features: Manifest) -> None:
     """Refuse to resume ``out`` with options or features other than it was started with.
 
-    The :data:`~ssl_toolkit.training.config.RUNTIME_OPTIONS` (device, amp, compile,
+    The :data:`~ssl_toolkit.training.options.RUNTIME_OPTIONS` (device, amp, compile,
     data loading, tensorboard) may differ: a run trained under AMP can go on in fp32.
 
     Raises:

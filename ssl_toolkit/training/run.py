@@ -9,19 +9,19 @@ from typing import Any
 
 import torch
 
-from .. import console
-from ..artifacts import Manifest, build_artifact, fingerprint
-from ..config import ConfigError, to_dict
-from ..errors import DataError
-from ..featureset import FeatureSet, open_features
+from ..core import console
+from ..core.artifacts import Manifest, build_artifact, fingerprint
+from ..core.config import ConfigError, to_dict
+from ..core.errors import DataError
+from ..features.store import FeatureSet, open_features
 from ..models import build_model, save_model
 from ..models.crnn import default_pools, pooled_bins
-from .config import TrainConfig
 from .curves import plot_curves
 from .data import loader_options, make_loader
 from .engine import Job, fit, planned_steps, validate, write_history
 from .monitor import banner, open_tensorboard, precision_name, require_tensorboard, say
 from .objectives import make_loss
+from .options import TrainConfig
 from .resume import check_resume, learning_config, partial_dir, store_config
 from .runtime import Runtime, seed_everything, setup, teardown
 
@@ -47,7 +47,7 @@ def fit_to_features(cfg: TrainConfig, fs: FeatureSet) -> TrainConfig:
 
 def _check_memory(cfg: TrainConfig, fs: FeatureSet) -> None:
     """Refuse, before anything is written, a model or a batch the memory cannot hold."""
-    from ..memory import TRAIN_FACTOR, check_batch
+    from ..core.memory import TRAIN_FACTOR, check_batch
     from ..models import check_model_memory
 
     k = 1 if cfg.method == "ie" else n_outputs(cfg, fs)  # IE: members of one hypothesis
@@ -216,7 +216,7 @@ def _fit_model(fs, rows, loaders, run_dir: Path, cfg, fp: str, rt: Runtime, resu
     seed_everything(cfg.seed, cfg.deterministic)
     model = build_model("crnn", **kwargs)
     model.norm.set_stats(fs.mean, fs.std)
-    meta = {"method": cfg.method, "feature_params": fs.feature_params, "threshold": 0.5, "K": k}
+    meta = {"method": cfg.method, **_input_meta(fs), "threshold": 0.5, "K": k}
     job = Job(
         cfg.method,
         model,
@@ -245,15 +245,15 @@ def _fit_model(fs, rows, loaders, run_dir: Path, cfg, fp: str, rt: Runtime, resu
 
 def learned_threshold(model, fs: FeatureSet, rows, batch_size: int, device) -> float:
     """The detection threshold learned on chunks ``rows`` (SGL-Thresh, location-aware F)."""
-    from ..evaluation import predict_split, segment_frames
-    from ..localize import model_localizer
-    from ..metrics import segment_ids
-    from ..thresholds import learn_threshold_sgl
+    from ..analysis.frames import predict_split
+    from ..analysis.metrics import segment_ids
+    from ..analysis.thresholds import learn_threshold_sgl
+    from ..models.localize import model_localizer
 
     model.eval()
     loc = model_localizer(model, {"K": model.K}, fs.manifest.path, device)
     fr = predict_split(loc, fs, rows, batch_size)
-    seg = segment_ids(fr.clip_id, fr.frame, segment_frames(fs.feature_params, 1.0))
+    seg = segment_ids(fr.clip_id, fr.frame, fs.spec.segment_frames(1.0))
     return learn_threshold_sgl(fr.conf, fr.hyps, fr.targets, fr.active, seg)
 
 
@@ -289,7 +289,7 @@ def _fit_ensemble(fs, rows, loaders, run_dir: Path, cfg, fp: str, rt: Runtime, r
     val_job = Job("ie", ensemble, make_loss(cfg), run_dir / "unused", fp)
     val_loss, val_oracle = validate(ensemble, val_job, loaders[2], rt, cfg.seed)
     if rt.main:
-        meta = {"method": "ie", "feature_params": fs.feature_params, "threshold": 0.5, "K": cfg.K}
+        meta = {"method": "ie", **_input_meta(fs), "threshold": 0.5, "K": cfg.K}
         save_model(run_dir, ensemble, "ensemble", ens_kwargs, **meta)
         write_history(run_dir / "history.csv", history)
     return _summary(cfg, cfg.K, history, best_epochs, val_loss, rt, oracle=val_oracle)
@@ -321,3 +321,8 @@ def _summary(
         "torch_threads": torch.get_num_threads(),
         "threshold": threshold,
     }
+
+
+def _input_meta(fs: FeatureSet) -> dict[str, Any]:
+    """What ``model.json`` records of the model's input: the features' spec and chunk shape."""
+    return {"feature_params": fs.spec.to_dict(), "input_shape": list(fs.shape)}

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..config import ConfigError
-from ..errors import UserError
+from ..core.config import ConfigError
+from ..core.errors import UserError
 
 
 @dataclass

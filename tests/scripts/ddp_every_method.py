@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ssl_toolkit.config import resolve
+from ssl_toolkit.core.config import resolve
 from ssl_toolkit.training import METHODS, TrainConfig, run
 
 TINY = {"channels": [8, 8], "pools": [4, 4], "gru_layers": 1, "gru_units": 16}

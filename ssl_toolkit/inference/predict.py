@@ -27,15 +27,15 @@ import os
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from .artifacts import ArtifactError
-from .cpu import tick
-from .errors import DataError, UserError
-from .geometry import unit_to_sph
-from .localize import Localization, ModelLocalizer, load_localizer
+from ..core.artifacts import ArtifactError
+from ..core.cpu import tick
+from ..core.errors import DataError, UserError
+from ..core.geometry import unit_to_sph
+from ..features.spec import TYPES, FeatureSpec
+from ..models.localize import Localization, ModelLocalizer, load_localizer
 
 HYP_COLUMNS = (
     "frame",
@@ -115,41 +115,41 @@ class AudioReader:
 # --------------------------------------------------------------------------- features
 
 
-def _context_samples(params: dict[str, Any]) -> int:
+def _context_samples(spec: FeatureSpec) -> int:
     """Samples of context a block needs on each side: half a window, rounded up to hops."""
-    hop = int(params["hop_length"])
-    half = max(int(params.get("n_fft", 0)), int(params.get("win_length", 0))) // 2
+    hop = spec.hop_length
+    half = max(spec.n_fft, spec.win_length) // 2
     return -(-half // hop) * hop + hop
 
 
 def stream_features(
     reader: AudioReader,
-    params: dict[str, Any],
+    spec: FeatureSpec,
     block_frames: int,
-    extract: Callable[[np.ndarray, int, dict], np.ndarray] | None = None,
+    extract: Callable[[np.ndarray, int, FeatureSpec], np.ndarray] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Features of a whole file, block by block.
 
     Args:
         reader: the audio (``read(start, stop)`` and ``n`` at the model rate ``reader.fs``).
-        params: feature parameters (``hop_length``, ``n_fft``, ``win_length``, ...).
+        spec: the features' specification (hop, window, FFT size, ...).
         block_frames: frames per block (memory is O(block_frames)).
-        extract: ``extract(audio [M, n], fs, params) -> [C, T, F]``; default
-            ``data_prep.features.extract``.
+        extract: ``extract(audio [M, n], fs, spec) -> [C, T, F]``; default
+            :func:`ssl_toolkit.features.extract.extract`.
 
     Yields:
         ``(first_frame, feats [C, L, F])``; concatenated along T they equal
         ``extract`` of the whole file.
     """
     if extract is None:
-        from .data_prep.features import extract
-    hop = int(params["hop_length"])
-    ctx = _context_samples(params)
+        from ..features.extract import extract
+    hop = spec.hop_length
+    ctx = _context_samples(spec)
     t0 = 0
     while True:
         start = max(0, t0 * hop - ctx)
         stop = min(reader.n, (t0 + block_frames) * hop + ctx)
-        feats = extract(reader.read(start, stop), reader.fs, params)  # (C, T_local, F)
+        feats = extract(reader.read(start, stop), reader.fs, spec)  # (C, T_local, F)
         off = t0 - start // hop
         take = feats[:, off : off + block_frames]
         if take.shape[1] == 0:
@@ -214,12 +214,10 @@ def predict_file(
 
     The CSVs are written to temporary names and renamed once complete.
     """
-    params = predictor.feature_params
-    fs, hop = int(params["fs"]), int(params["hop_length"])
-    chunk = int(params.get("chunk_frames", 25))
+    spec = _spec(predictor)
     thr = predictor.threshold if threshold is None else float(threshold)
-    block = max(chunk, round(block_seconds * fs / hop) // chunk * chunk)
-    reader = AudioReader(audio, fs, params.get("n_channels"))
+    block = _block_frames(spec, block_seconds)
+    reader = AudioReader(audio, spec.fs, spec.n_channels)
     stem = Path(audio).stem
     hyp_path, src_path = out_dir / f"{stem}_hypotheses.csv", out_dir / f"{stem}.csv"
     tmp_h, tmp_s = (p.with_name(f".{p.name}.partial") for p in (hyp_path, src_path))
@@ -228,10 +226,10 @@ def predict_file(
             wh, ws = csv.writer(fh), csv.writer(fsrc)
             wh.writerow(HYP_COLUMNS)
             ws.writerow(SRC_COLUMNS)
-            for t0, feats in stream_features(reader, params, block):
+            for t0, feats in stream_features(reader, spec, block):
                 tick()  # threads follow the machine's load
-                loc = run_chunks(predictor, feats, chunk)
-                hyp_rows, src_rows = _rows(t0, hop / fs, loc, thr)
+                loc = run_chunks(predictor, feats, spec.chunk_frames)
+                hyp_rows, src_rows = _rows(t0, spec.hop_s, loc, thr)
                 wh.writerows(hyp_rows)
                 ws.writerows(src_rows)
         os.replace(tmp_h, hyp_path)
@@ -249,8 +247,8 @@ def plot_predictions(hyp_csv: Path, png: Path, threshold: float) -> Path:
     """Hypotheses over time from ``<stem>_hypotheses.csv``, in the eval plots' encoding."""
     import pandas as pd
 
-    from .geometry import sph_to_unit
-    from .plots import plot_tracks
+    from ..analysis.plots import plot_tracks
+    from ..core.geometry import sph_to_unit
 
     df = pd.read_csv(hyp_csv)
     u = sph_to_unit(np.deg2rad(df.azimuth_deg.to_numpy()), np.deg2rad(df.elevation_deg.to_numpy()))
@@ -262,18 +260,27 @@ def plot_predictions(hyp_csv: Path, png: Path, threshold: float) -> Path:
 
 def _check_block_memory(predictor: ModelLocalizer, n_samples: int, block_seconds: float) -> None:
     """Refuse a ``--block-seconds`` whose block of chunks (one batch) would not fit in memory."""
-    from .data_prep.features import output_shape
-    from .memory import check_batch
+    from ..core.memory import check_batch
 
-    p = predictor.feature_params
-    fs, hop, chunk = int(p["fs"]), int(p["hop_length"]), int(p.get("chunk_frames", 25))
-    try:
-        c, f = output_shape(p)
-    except (KeyError, TypeError):  # parameters of a feature type this toolkit does not make
+    spec = _spec(predictor)
+    if spec.type not in TYPES:  # features this toolkit does not make: extract refuses them
         return
-    block = max(chunk, round(block_seconds * fs / hop) // chunk * chunk)
-    frames = min(block, n_samples // hop + 1)
-    check_batch(-(-frames // chunk), (c, chunk, f), predictor.K, "--block-seconds")
+    frames = min(_block_frames(spec, block_seconds), spec.n_frames(n_samples))
+    chunk = spec.chunk_frames
+    check_batch(-(-frames // chunk), spec.chunk_shape, predictor.K, "--block-seconds")
+
+
+def _block_frames(spec: FeatureSpec, block_seconds: float) -> int:
+    """Frames per block of about ``block_seconds``: a whole number of chunks, at least one."""
+    chunk = spec.chunk_frames
+    return max(chunk, round(block_seconds / spec.hop_s) // chunk * chunk)
+
+
+def _spec(predictor: ModelLocalizer) -> FeatureSpec:
+    """The predictor's feature specification (a run that does not record one is refused)."""
+    if predictor.spec is None:
+        raise ArtifactError(f"{predictor.source}: its model.json has no feature_params")
+    return predictor.spec
 
 
 def predict_files(
@@ -296,7 +303,7 @@ def predict_files(
         plot: also write ``<stem>.png``.
         block_seconds: audio processed per block (bounds memory).
         force: overwrite existing CSVs.
-        backend: see :func:`ssl_toolkit.localize.load_localizer`.
+        backend: see :func:`ssl_toolkit.models.localize.load_localizer`.
 
     Returns:
         The detected-sources CSV of each file.
@@ -305,7 +312,7 @@ def predict_files(
         UserError / DataError: missing files, existing outputs without ``force``,
             unreadable audio or a channel count the model does not take.
     """
-    from .console import track
+    from ..core.console import track
 
     audio_files = [Path(a) for a in audio_files]
     if not audio_files:
@@ -328,12 +335,10 @@ def predict_files(
         if taken:
             raise UserError(f"{taken[0]} exists; pass --force to overwrite")
     predictor = load_localizer(export_or_run, backend)
-    if "fs" not in predictor.feature_params or "hop_length" not in predictor.feature_params:
-        raise ArtifactError(f"{export_or_run}: its feature_params lack fs/hop_length")
-    params = predictor.feature_params
+    spec = _spec(predictor)
     longest = 0
     for a in audio_files:  # every header checked before anything is written
-        r = AudioReader(a, int(params["fs"]), params.get("n_channels"))
+        r = AudioReader(a, spec.fs, spec.n_channels)
         longest = max(longest, r.n)
         r.close()
     _check_block_memory(predictor, longest, block_seconds)

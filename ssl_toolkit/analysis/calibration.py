@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .geometry import great_circle
+from ..core.geometry import great_circle
 
 __all__ = ["apply_temperature", "fit_temperature", "reliability", "winner_labels"]
 

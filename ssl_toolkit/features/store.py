@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import readers
-from .artifacts import MANIFEST, Manifest, read_manifest
+from ..core import readers
+from ..core.artifacts import MANIFEST, Manifest, read_manifest
+from .spec import FeatureSpec
 
 INDEX_COLUMNS = ["chunk", "clip_id", "fold", "split", "subset", "start_frame"]
 SPLITS = ("train", "val", "test")
@@ -46,6 +47,7 @@ class FeatureSet:
         directions: ``[N, T, S, 3]`` float32 memmap.
         index: one row per chunk (see module docstring).
         mean, std: normalization statistics ``[C, F]`` from the train split.
+        spec: how the features were computed (``extra.feature_params`` of the manifest).
     """
 
     manifest: Manifest
@@ -55,17 +57,12 @@ class FeatureSet:
     index: pd.DataFrame
     mean: np.ndarray
     std: np.ndarray
-
-    @property
-    def feature_params(self) -> dict[str, Any]:
-        """Everything needed to recompute the features from raw audio."""
-        return dict(self.manifest.extra["feature_params"])
+    spec: FeatureSpec
 
     @property
     def hop_s(self) -> float:
-        """Seconds between consecutive frames (``hop_length / fs`` of the features)."""
-        p = self.manifest.extra["feature_params"]
-        return float(p["hop_length"]) / float(p["fs"])
+        """Seconds between consecutive frames."""
+        return self.spec.hop_s
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -109,7 +106,7 @@ def open_features(path: str | os.PathLike) -> FeatureSet:
     extra = man.extra
     readers.check_fields(extra, {}, man.path / MANIFEST, REBUILD,
                          ("feature_params", "shape", "max_sources"), "extra.")  # fmt: skip
-    readers.check_feature_params(extra["feature_params"], man.path / MANIFEST, REBUILD,
+    spec = FeatureSpec.from_dict(extra["feature_params"], man.path / MANIFEST, REBUILD,
                                  where="extra.feature_params.")  # fmt: skip
     c, t, f = extra["shape"]
     s = extra["max_sources"]
@@ -130,7 +127,8 @@ def open_features(path: str | os.PathLike) -> FeatureSet:
             raise readers.damaged(npz, f"'{name}' holds NaN or infinite values", REBUILD)
     if (std <= 0).any():
         raise readers.damaged(npz, "'std' has values <= 0", REBUILD)
-    return FeatureSet(man, feats, act, dirs, index, mean.astype(np.float32), std.astype(np.float32))
+    mean, std = mean.astype(np.float32), std.astype(np.float32)
+    return FeatureSet(man, feats, act, dirs, index, mean, std, spec)
 
 
 #: The command that rebuilds a features artifact (named in every damaged-file message).

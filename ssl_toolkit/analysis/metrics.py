@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from .geometry import great_circle
+from ..core.geometry import great_circle
 
 __all__ = [
     "oracle_error",
@@ -571,7 +571,7 @@ def all_metrics(
     """Every metric of this module on one set of frames (see each function).
 
     ``valid [N, K]`` (default all) marks the slots holding an estimate: the others are
-    ignored (``detected`` must already exclude them, as :func:`ssl_toolkit.localize.detect`
+    ignored (``detected`` must already exclude them, as :func:`ssl_toolkit.models.localize.detect`
     does).
 
     Returns:

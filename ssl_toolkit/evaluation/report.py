@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .artifacts import ArtifactError, Manifest, build_artifact, read_manifest
+from ..core.artifacts import ArtifactError, Manifest, build_artifact, read_manifest
 
 __all__ = ["COLUMNS", "aggregate_seeds", "collect", "make_report", "print_report", "unique_labels"]
 
@@ -35,7 +35,7 @@ COLUMNS = {
     "ece": "ECE",
     "emd_deg_calibrated": "EMD (deg, val temperature)",
 }
-SUBSETS = ("D1", "D2", "D3", "overall")
+SCORE_SUBSETS = ("D1", "D2", "D3", "overall")
 
 
 @dataclass
@@ -76,7 +76,7 @@ def _load(path: str | os.PathLike) -> tuple[Manifest, _Eval]:
 def _seed_group(man: Manifest, doc: dict, data_key) -> tuple[str, int | None]:
     """What identifies an eval up to the seed of its run: the run's config without the
     seed, the eval's config and the data (or the eval itself when there is no run)."""
-    from .artifacts import fingerprint
+    from ..core.artifacts import fingerprint
 
     runs = [r for r in man.inputs if r.get("kind") == "run"]
     config = None
@@ -114,7 +114,7 @@ def collect(evals: Sequence[_Eval]) -> tuple[pd.DataFrame, pd.DataFrame]:
         doc = ev.doc
         method = doc.get("label") or doc["method"]
         head = {"eval": ev.label, "method": method, "K": doc["K"], "data": ev.data}
-        for s in SUBSETS:
+        for s in SCORE_SUBSETS:
             if isinstance(doc.get(s), dict):
                 vals = {title: doc[s].get(key) for key, title in COLUMNS.items()}
                 rows.append({**head, "subset": s, **vals})
@@ -252,7 +252,7 @@ def print_report(table: pd.DataFrame) -> None:
     """The comparison table on stdout (rich), main columns only."""
     from rich.table import Table
 
-    from .console import out
+    from ..core.console import out
 
     t = Table(title="ssl report")
     cols = ["eval", "method", "K", "data", "subset"] + [c for c in _SHORT if c in table.columns]

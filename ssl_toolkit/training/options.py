@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import ConfigError
-from ..localize import is_scored
+from ..core.config import ConfigError
 from ..losses.annealed import SCHEDULES
 from ..losses.wta import MODES
+from ..models.localize import is_scored
 
 METHODS = ("rmcl", "wta", "wta-relaxed", "wta-top-n", "amcl", "pit", "ie")
 DEVICES = ("auto", "cpu", "cuda", "mps")

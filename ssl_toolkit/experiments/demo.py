@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .console import log
+from ..core.console import log
 
 #: The embedded default: reverberant rooms, 1 or 2 overlapping sources, 16 kHz.
 DEMO_SYNTH: dict[str, Any] = {
@@ -82,13 +82,13 @@ def run_demo(
         The artifacts' paths, ``metrics.json`` of the eval (with ``chance_oracle_deg``
         added per subset) and the seconds each stage took.
     """
-    from .config import resolve
-    from .data_prep.features import FeatureConfig, compute_features
-    from .data_prep.synth import SynthConfig, preset_config, synthesize
-    from .evaluation import EvalConfig, evaluate_run
-    from .export import export_run
-    from .training import TrainConfig
-    from .training import train as train_run
+    from ..core.config import resolve
+    from ..data_prep.featurize import FeatureConfig, compute_features
+    from ..data_prep.synth import SynthConfig, preset_config, synthesize
+    from ..evaluation.evaluate import EvalConfig, evaluate_run
+    from ..inference.export import export_run
+    from ..training import TrainConfig
+    from ..training import train as train_run
 
     wd = Path(workdir)
     res = DemoResult(wd / "scenes", wd / "features", wd / "run", wd / "eval", wd / "export", {}, {})
@@ -118,7 +118,7 @@ def run_demo(
 
 def add_chance_level(metrics: dict[str, Any], eval_dir: Path, seed: int = 0) -> None:
     """Add ``chance_oracle_deg`` (K uniform random directions) to each subset of ``metrics``."""
-    from .metrics import chance_oracle_error, subset_masks
+    from ..analysis.metrics import chance_oracle_error, subset_masks
 
     with np.load(eval_dir / "predictions.npz", allow_pickle=False) as z:
         targets, active, subset = z["targets"], z["active"], z["subset"]
@@ -144,8 +144,8 @@ TABLE = {
 
 def print_demo(res: DemoResult) -> None:
     """The results table, and what to run next."""
-    from .console import out, print_metrics
-    from .evaluation import summary
+    from ..core.console import out, print_metrics
+    from ..evaluation.evaluate import summary
 
     thr = res.metrics.get("threshold", 0.5)
     print_metrics(

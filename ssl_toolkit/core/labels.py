@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
-from ..geometry import rad, sph_to_unit
+from .errors import DataError
+from .geometry import rad, sph_to_unit
 
 LABEL_COLUMNS = ["sound_event_recording", "start_time", "end_time", "ele", "azi", "dist"]
 

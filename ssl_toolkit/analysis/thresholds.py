@@ -5,7 +5,7 @@ sources, all scored with the location-aware F-score (20 degrees):
 
 - ``fixed``: 0.5;
 - ``grid``: the best of a grid of thresholds, each scored with the DCASE F20
-  (:func:`ssl_toolkit.metrics.dcase_seld`);
+  (:func:`ssl_toolkit.analysis.metrics.dcase_seld`);
 - ``sgl``: surrogate-gradient learning (SGL-Thresh, Pellegrini & Masquelier,
   "Fast threshold optimization for multi-label audio tagging using
   Surrogate gradient learning", ICASSP 2021): the forward pass uses the hard
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.geometry import great_circle
 from . import metrics
-from .geometry import great_circle
 
 __all__ = [
     "best_threshold",
@@ -109,8 +109,8 @@ def sgl_search(
     window first, so that ``t`` feels confidences far from it, then a sharp one), from
     each of ``inits`` (the segment counts make the objective flat in places). As a
     training run keeps its best checkpoint, the iterate with the best exact DCASE F20
-    (:func:`ssl_toolkit.metrics.dcase_seld`) on these frames is returned: the surrogate finds
-    the region, the official metric picks the point (thresholds visited, to 0.001).
+    (:func:`~ssl_toolkit.analysis.metrics.dcase_seld`) on these frames is returned: the
+    surrogate finds the region, the official metric picks the point (thresholds visited, to 0.001).
 
     Args:
         conf: ``[N, K]``; hyps: ``[N, K, 3]``; targets: ``[N, S, 3]``; active: ``[N, S]``;

@@ -1,13 +1,13 @@
 """``ssl eval``: score a trained run on a split of a features artifact.
 
 A trained run or an export (TorchScript / ONNX) is opened as a localizer
-(:mod:`ssl_toolkit.localize`) and run over the split in batches streamed from the
+(:mod:`ssl_toolkit.models.localize`) and run over the split in batches streamed from the
 memmaps; its localizations and the labels are flattened to frames and scored with
-every metric of :mod:`ssl_toolkit.metrics`, overall and per subset (D1/D2/D3 =
-clips of maximum polyphony 1/2/3). Detection is :func:`ssl_toolkit.localize.detect`
+every metric of :mod:`ssl_toolkit.analysis.metrics`, overall and per subset (D1/D2/D3 =
+clips of maximum polyphony 1/2/3). Detection is :func:`ssl_toolkit.models.localize.detect`
 and invalid slots are never scored. The eval artifact (layout in
 docs/ARCHITECTURE.md) holds ``predictions.npz``, ``metrics.json``, ``metrics.csv``
-and optionally ``plots/``. Classical baselines (:mod:`ssl_toolkit.baselines`) write
+and optionally ``plots/``. Classical baselines (:mod:`ssl_toolkit.evaluation.baselines`) write
 the same artifact through :func:`write_eval`.
 """
 
@@ -21,20 +21,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import density, metrics, thresholds
-from .artifacts import Manifest, build_artifact, read_manifest, write_json
-from .config import ConfigError, check_finite, to_dict
-from .errors import UserError
-from .featureset import SPLITS, FeatureSet, open_features
-from .memory import check_batch
+from ..analysis import density, metrics, thresholds
+from ..analysis.frames import Frames, predict_split
+from ..core.artifacts import Manifest, build_artifact, read_manifest, write_json
+from ..core.config import ConfigError, check_finite, to_dict
+from ..core.errors import UserError
+from ..core.memory import check_batch
+from ..features.spec import FeatureSpec
+from ..features.store import SPLITS, FeatureSet, open_features
 
 __all__ = [
     "EvalConfig",
-    "Frames",
     "evaluate_run",
-    "frame_labels",
     "load_metrics",
-    "predict_split",
     "score_predictions",
     "summary",
     "write_eval",
@@ -81,77 +80,12 @@ class EvalConfig:
             raise ConfigError(f"segment_s must be > 0, got {self.segment_s}")
 
 
-@dataclass
-class Frames:
-    """Predictions and labels flattened to frames (N = chunks x frames per chunk).
-
-    Attributes:
-        hyps: ``[N, K, 3]``; conf: ``[N, K]``; valid: ``[N, K]`` bool (slots holding an
-        estimate); targets: ``[N, S, 3]``; active: ``[N, S]``; clip_id: ``[N]`` str;
-        frame: ``[N]`` frame index in its clip; subset: ``[N]`` str.
-    """
-
-    hyps: np.ndarray
-    conf: np.ndarray
-    valid: np.ndarray
-    targets: np.ndarray
-    active: np.ndarray
-    clip_id: np.ndarray
-    frame: np.ndarray
-    subset: np.ndarray
-
-
-def frame_labels(fs: FeatureSet, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Labels and frame identities of chunks ``rows``, flattened to frames."""
-    n, t = len(rows), fs.shape[1]
-    idx = fs.index.iloc[rows]
-    return {
-        "targets": np.asarray(fs.directions[rows], np.float32).reshape(n * t, -1, 3),
-        "active": np.asarray(fs.activity[rows], bool).reshape(n * t, -1),
-        "clip_id": np.repeat(idx["clip_id"].to_numpy().astype(str), t),
-        "frame": (idx["start_frame"].to_numpy()[:, None] + np.arange(t)[None]).ravel(),
-        "subset": np.repeat(idx["subset"].to_numpy().astype(str), t),
-    }
-
-
-def predict_split(localizer, fs: FeatureSet, rows: np.ndarray, batch_size: int = 32) -> Frames:
-    """Run a learned localizer over chunks ``rows`` in batches (progress bar on stderr).
-
-    Args:
-        localizer: a :class:`~ssl_toolkit.localize.ModelLocalizer` (run or export).
-        fs: the features; rows: chunk indices; batch_size: chunks per forward pass.
-    """
-    from . import cpu
-    from .console import progress
-    from .localize import Localization
-
-    parts = []
-    with progress() as p:
-        task = p.add_task("predicting", total=len(rows), info="")
-        for start in range(0, len(rows), batch_size):
-            cpu.tick()  # threads follow the machine's load
-            r = rows[start : start + batch_size]
-            parts.append(localizer.localize(np.asarray(fs.features[r])))  # B * T frames
-            p.advance(task, len(r))
-    loc = Localization.concat(parts, localizer.K)
-    return Frames(hyps=loc.hyps, conf=loc.conf, valid=loc.valid, **frame_labels(fs, rows))
-
-
-def segment_frames(feature_params: dict[str, Any], segment_s: float) -> int:
-    """Frames per DCASE segment from the features' hop and sampling rate."""
-    try:
-        hop_s = float(feature_params["hop_length"]) / float(feature_params["fs"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"feature_params lack hop_length/fs ({e}); rebuild the features") from e
-    return max(1, int(round(segment_s / hop_s)))
-
-
 def score_predictions(
     fr: Frames, threshold: float, seg_frames: int, scored: bool, kappa=None, temperature=None
 ) -> dict[str, dict[str, float]]:
     """Every metric per subset (``D1``, ``D2``, ``D3``, ``overall``).
 
-    Detection is :func:`~ssl_toolkit.localize.detect` at ``threshold``; invalid slots
+    Detection is :func:`~ssl_toolkit.models.localize.detect` at ``threshold``; invalid slots
     are ignored by every metric. A method without scores (WTA variants, IE, a
     baseline given the true count) estimates no source count, so its frame recalls
     are NaN rather than a misleading number.
@@ -164,10 +98,10 @@ def score_predictions(
             ``ece_calibrated`` and ``emd_deg_calibrated``.
 
     Scored methods also get ``ece``, the expected calibration error of the confidences as
-    predictors of the winning hypotheses (:mod:`ssl_toolkit.calibration`).
+    predictors of the winning hypotheses (:mod:`ssl_toolkit.analysis.calibration`).
     """
-    from . import calibration
-    from .localize import detect
+    from ..analysis import calibration
+    from ..models.localize import detect
 
     detected = detect(fr.conf, fr.valid, threshold)
     winners = None
@@ -214,7 +148,7 @@ def write_eval(
     **extra: Any,
 ) -> dict[str, Any]:
     """Write ``predictions.npz``, ``metrics.json`` and ``metrics.csv`` into ``directory``."""
-    from .localize import detect
+    from ..models.localize import detect
 
     np.savez_compressed(
         directory / "predictions.npz",
@@ -240,14 +174,14 @@ def write_eval(
     return doc
 
 
-def _check_compatible(run_params: dict[str, Any], fs: FeatureSet) -> None:
-    data = fs.feature_params
-    bad = [k for k in _MUST_MATCH if k in run_params and k in data and run_params[k] != data[k]]
+def _check_compatible(run: FeatureSpec | None, fs: FeatureSet) -> None:
+    """Refuse features computed otherwise than the run's (``None``: the run does not say)."""
+    bad = [k for k in _MUST_MATCH if run is not None and getattr(run, k) != getattr(fs.spec, k)]
     if bad:
         k = bad[0]
         raise UserError(
-            f"{fs.manifest.path} has {k}={data[k]!r} but the run was trained on {k}="
-            f"{run_params[k]!r}: evaluate on features made with the run's feature parameters"
+            f"{fs.manifest.path} has {k}={getattr(fs.spec, k)!r} but the run was trained on "
+            f"{k}={getattr(run, k)!r}: evaluate on features made with the run's feature parameters"
         )
 
 
@@ -275,7 +209,7 @@ def _calibrate(loc, fs, cfg: EvalConfig, seg_frames: int) -> dict[str, Any]:
         "kappa_voronoi": density.choose_kappa(*args, voronoi=True, valid=val.valid),
     }
     if loc.scored:
-        from . import calibration
+        from ..analysis import calibration
 
         seg = metrics.segment_ids(val.clip_id, val.frame, seg_frames)
         out["thresholds_val"] = thresholds.compare_thresholds(
@@ -328,17 +262,17 @@ def evaluate_run(
     Returns:
         The eval artifact's manifest.
     """
-    from .localize import load_localizer
+    from ..models.localize import load_localizer
 
     cfg = cfg or EvalConfig()
     cfg.validate()
     loc = load_localizer(model)
     model_m = read_manifest(loc.source, ("run", "export"))
     fs = open_features(features)
-    _check_compatible(loc.feature_params, fs)
+    _check_compatible(loc.spec, fs)
     rows = _rows(fs, cfg.split, "--split")
     check_batch(min(cfg.batch_size, len(rows)), fs.shape, loc.K, "--batch-size")
-    seg_frames = segment_frames(fs.feature_params, cfg.segment_s)
+    seg_frames = fs.spec.segment_frames(cfg.segment_s)
     with build_artifact(out, "eval", to_dict(cfg), [model_m, fs.manifest], force=force) as b:
         if b.reused:
             return b.manifest
@@ -351,11 +285,11 @@ def evaluate_run(
         write_eval(b.dir, fr, loc.method, thr, scores, loc.scored, split=cfg.split,
                    label=loc.label, **cal)  # fmt: skip
         if cfg.plots:
-            from .plots import plot_eval
+            from ..analysis.plots import plot_eval
 
             plot_eval(b.dir, fr, fs.hop_s, thr)
             if loc.scored:
-                from .plots import plot_reliability
+                from ..analysis.plots import plot_reliability
 
                 plot_reliability(b.dir / "plots" / "reliability.png", fr, temp, loc.label)
         b.extra.update({"method": loc.method, "K": loc.K, "threshold": thr,

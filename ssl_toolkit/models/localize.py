@@ -29,9 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from . import readers
-from .artifacts import ArtifactError, Manifest, read_manifest
-from .errors import UserError
+from ..core import readers
+from ..core.artifacts import ArtifactError, Manifest, read_manifest
+from ..core.errors import UserError
+from ..features.spec import FeatureSpec
+from . import REBUILD as RUN_REBUILD
 
 __all__ = [
     "SCORED_METHODS",
@@ -151,18 +153,18 @@ class ModelLocalizer(Localizer):
 
     Args:
         fn: ``fn(x float32 [B, C, T, F]) -> (hyps [B, T, K, 3], conf [B, T, K])``.
-        feature_params: the features the model was trained on.
+        spec: the features the model was trained on (``None`` when its run does not say).
         method, K, threshold: see :class:`Localizer`.
         backend: ``torch``, ``torchscript`` or ``onnx``.
         source: the artifact it came from.
         label: the name in reports (default: the method; ``rmcl*`` for rMCL*).
     """
 
-    def __init__(self, fn: Callable, feature_params: dict[str, Any], method: str | None,
+    def __init__(self, fn: Callable, spec: FeatureSpec | None, method: str | None,
                  K: int, threshold: float, backend: str, source: Path,
                  label: str | None = None):  # fmt: skip
         self.fn = fn
-        self.feature_params = dict(feature_params)
+        self.spec = spec
         self.method = str(method or "model")
         self.label = label or self.method
         self.K = int(K)
@@ -202,8 +204,11 @@ def onnx_fn(path: str | os.PathLike) -> Callable:
 
 def model_localizer(model, meta: dict[str, Any], source: Path, device=None) -> ModelLocalizer:
     """Wrap a loaded PyTorch model and its ``model.json`` description."""
+    spec = None
+    if "feature_params" in meta:
+        spec = FeatureSpec.from_dict(meta["feature_params"], source / "model.json", RUN_REBUILD)
     return ModelLocalizer(
-        _torch_fn(model, device), meta.get("feature_params", {}), meta.get("method"),
+        _torch_fn(model, device), spec, meta.get("method"),
         int(meta.get("K", 0)), float(meta.get("threshold", 0.5)), "torch", source,
     )  # fmt: skip
 
@@ -222,7 +227,7 @@ def load_localizer(path: str | os.PathLike, backend: str = "auto") -> ModelLocal
     if m.kind == "run":
         if backend not in ("auto", "torch"):
             raise ArtifactError(f"{path} is a run; backend {backend!r} needs an export")
-        from .models import load_model
+        from . import load_model
 
         model, meta = load_model(m.path)
         loc = model_localizer(model, meta, m.path)
@@ -235,7 +240,8 @@ def load_localizer(path: str | os.PathLike, backend: str = "auto") -> ModelLocal
     if backend not in files:
         raise ArtifactError(f"{path} has no {backend} model (it has: {', '.join(files)})")
     fn = _export_fn(m.file(files[backend]), backend)
-    return ModelLocalizer(fn, io["feature_params"], io.get("method"), int(io.get("K") or 0),
+    spec = FeatureSpec.from_dict(io["feature_params"], m.file("io.json"), EXPORT_REBUILD)
+    return ModelLocalizer(fn, spec, io.get("method"), int(io.get("K") or 0),
                           float(io["threshold"]), backend, m.path, io.get("label"))  # fmt: skip
 
 
@@ -263,7 +269,7 @@ def read_io_json(export: Manifest) -> dict[str, Any]:
     io = readers.read_json_object(path, EXPORT_REBUILD)
     readers.check_fields(io, IO_FIELDS, path, EXPORT_REBUILD,
                          ("feature_params", "threshold", "files"))  # fmt: skip
-    readers.check_feature_params(io["feature_params"], path, EXPORT_REBUILD)
+    FeatureSpec.from_dict(io["feature_params"], path, EXPORT_REBUILD)
     files = io["files"]
     known = ("torchscript", "onnx")
     if not files or any(k not in known or not isinstance(v, str) for k, v in files.items()):

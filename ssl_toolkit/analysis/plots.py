@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .geometry import unit_to_sph
+from ..core.geometry import unit_to_sph
 
 __all__ = ["plot_clip_tracks", "plot_frame_map", "plot_eval", "plot_reliability", "plot_tracks"]
 
@@ -117,9 +117,9 @@ def plot_eval(directory, fr, hop_s: float, threshold: float, max_clips: int = 4,
     ``threshold``) are ringed.
 
     Args:
-        fr: :class:`ssl_toolkit.evaluation.Frames`; hop_s: seconds per frame.
+        fr: :class:`ssl_toolkit.evaluation.evaluate.Frames`; hop_s: seconds per frame.
     """
-    from .localize import detect
+    from ..models.localize import detect
 
     hyps = np.where(fr.valid[..., None], fr.hyps, np.nan)  # NaN: matplotlib skips the point
     det = detect(fr.conf, fr.valid, threshold)

@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import Manifest, build_artifact
-from .config import ConfigError, to_dict
+from ..core.artifacts import Manifest, build_artifact
+from ..core.config import ConfigError, to_dict
 
-METHODS = ("smcl", "rmcl", "rmcl*", "ie")
+TOY_METHODS = ("smcl", "rmcl", "rmcl*", "ie")
 IE_TARGETS = ("closest", "all")
 #: Quadrant centres' signs, in the order (-,-), (+,+), (+,-), (-,+).
 QUADRANTS = np.array([[-1, -1], [1, 1], [1, -1], [-1, 1]], dtype=np.float32)
@@ -76,7 +76,7 @@ class ToyConfig:
     """
 
     K: int = 20
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = TOY_METHODS
     steps: int = 3000
     batch_size: int = 256
     lr: float = 1e-3
@@ -92,9 +92,9 @@ class ToyConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid option."""
-        bad = [m for m in self.methods if m not in METHODS]
+        bad = [m for m in self.methods if m not in TOY_METHODS]
         if bad:
-            raise ConfigError(f"toy option methods: {bad[0]!r} unknown; choose from {METHODS}")
+            raise ConfigError(f"toy option methods: {bad[0]!r} unknown; choose from {TOY_METHODS}")
         for name in ("K", "steps", "batch_size", "hidden", "layers", "ie_members", "n_eval_t"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"toy option {name} must be >= 1")
@@ -327,7 +327,7 @@ def train_method(method: str, cfg: ToyConfig, seed: int, progress=None) -> Train
 # --------------------------------------------------------------------------- evaluation
 
 
-def emd(hyps: np.ndarray, weights: np.ndarray, samples: np.ndarray) -> float:
+def emd_plane(hyps: np.ndarray, weights: np.ndarray, samples: np.ndarray) -> float:
     """Earth mover's distance between weighted points and equally weighted samples.
 
     Args:
@@ -346,7 +346,7 @@ def emd_curve(trained: Trained, ts: np.ndarray, n_gt: int, seed: int) -> np.ndar
     """EMD between the predicted distribution and ``n_gt`` true samples at each t: ``[len(ts)]``."""
     gt = sample_points(np.random.default_rng(seed), ts, n_gt).astype(np.float64)  # (N, n_gt, 2)
     hyps, w = trained.predict(ts)  # (N, H, 2), (N, H)
-    return np.array([emd(hyps[i], w[i], gt[i]) for i in range(len(ts))])
+    return np.array([emd_plane(hyps[i], w[i], gt[i]) for i in range(len(ts))])
 
 
 LABELS = {"smcl": "sMCL", "rmcl": "rMCL", "rmcl*": "rMCL*", "ie": "IE"}
@@ -436,7 +436,7 @@ def run_toy(out: str | os.PathLike, cfg: ToyConfig, force: bool = False) -> Mani
     """
     import pandas as pd
 
-    from .console import log, progress
+    from ..core.console import log, progress
 
     cfg.validate()
     ts = np.linspace(0.0, 1.0, cfg.n_eval_t)

@@ -1,6 +1,6 @@
 """The reference of every TOML key, generated from the config dataclasses.
 
-``python -m ssl_toolkit.config_reference > docs/CONFIG.md`` writes it; a test checks that
+``python -m ssl_toolkit.cli.config_reference > docs/CONFIG.md`` writes it; a test checks that
 the committed file equals what this module generates, so the reference cannot drift from
 the code. Each key's text comes from its class's Google-style ``Attributes:`` docstring.
 """
@@ -17,11 +17,11 @@ __all__ = ["SECTIONS", "reference"]
 #: TOML table -> (module, class, the command that reads it).
 SECTIONS = {
     "synth": ("ssl_toolkit.data_prep.synth", "SynthConfig", "ssl prep synth --config"),
-    "features": ("ssl_toolkit.data_prep.features", "FeatureConfig", "ssl prep features --config"),
-    "train": ("ssl_toolkit.training.config", "TrainConfig", "ssl train --config"),
-    "eval": ("ssl_toolkit.evaluation", "EvalConfig", "ssl eval --config"),
-    "baseline": ("ssl_toolkit.baselines", "BaselineConfig", "ssl baseline --config"),
-    "toy": ("ssl_toolkit.toy", "ToyConfig", "ssl toy --config"),
+    "features": ("ssl_toolkit.data_prep.featurize", "FeatureConfig", "ssl prep features --config"),
+    "train": ("ssl_toolkit.training.options", "TrainConfig", "ssl train --config"),
+    "eval": ("ssl_toolkit.evaluation.evaluate", "EvalConfig", "ssl eval --config"),
+    "baseline": ("ssl_toolkit.evaluation.baselines", "BaselineConfig", "ssl baseline --config"),
+    "toy": ("ssl_toolkit.experiments.toy", "ToyConfig", "ssl toy --config"),
 }
 
 
@@ -69,7 +69,7 @@ def reference() -> str:
     lines = [
         "# Configuration reference",
         "",
-        "Generated from the config dataclasses by `python -m ssl_toolkit.config_reference`;",
+        "Generated from the config dataclasses by `python -m ssl_toolkit.cli.config_reference`;",
         "do not edit by hand. Options resolve as defaults < TOML file < command-line options.",
         "A TOML file may hold the keys at its top level or in the table named below; CLI",
         "options carry the same names with dashes (`n_clips` is `--clips`, as listed in",

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, readers
+from .. import __version__
+from . import readers
 from .errors import ArtifactError  # re-exported: artifacts.ArtifactError
 
 MANIFEST = "manifest.json"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from .. import console
-from ..artifacts import Manifest
+from ..core import console
+from ..core.artifacts import Manifest
 
 
 def print_run(man: Manifest) -> None:

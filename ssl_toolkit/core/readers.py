@@ -1,11 +1,11 @@
 """Validating readers: a damaged or foreign file becomes one line, never a traceback.
 
 Every file a stage reads goes through one reader per file kind, built on these helpers:
-manifests (:func:`ssl_toolkit.artifacts.read_manifest`), the features arrays
-(:func:`ssl_toolkit.featureset.open_features`), ``model.json`` and ``model.safetensors``
-(:func:`ssl_toolkit.models.load_model`), ``io.json`` (:func:`ssl_toolkit.localize.read_io`),
-the clip table of scenes (:func:`ssl_toolkit.data_prep.features.read_clips`). Each refuses
-with :class:`~ssl_toolkit.errors.ArtifactError`::
+manifests (:func:`ssl_toolkit.core.artifacts.read_manifest`), the features arrays
+(:func:`ssl_toolkit.features.store.open_features`), ``model.json`` and ``model.safetensors``
+(:func:`ssl_toolkit.models.load_model`), ``io.json`` (:func:`ssl_toolkit.models.localize.read_io`),
+the clip table of scenes (:func:`ssl_toolkit.data_prep.featurize.read_clips`). Each refuses
+with :class:`~ssl_toolkit.core.errors.ArtifactError`::
 
     <file>: <what is wrong> (rebuild it with `<command>`)
 

@@ -47,7 +47,7 @@ def _valid(conf, valid) -> np.ndarray:
     return np.ones(np.shape(conf), bool) if valid is None else np.asarray(valid, bool)
 
 
-def _weights(conf, valid=None) -> np.ndarray:
+def _mixture_weights(conf, valid=None) -> np.ndarray:
     """Mixture weights ``[N, K]``: floored confidences normalized over the valid slots."""
     v = _valid(conf, valid)
     c = np.where(v, np.clip(np.asarray(conf, np.float64), 0.0, None) + _EPS, 0.0)
@@ -68,7 +68,7 @@ def mixture_nll(hyps, conf, targets, active, kappa: float, valid=None) -> float:
     v = _valid(conf, valid)
     dot = np.einsum("nsd,nkd->nsk", np.asarray(targets, np.float64), np.asarray(hyps, np.float64))
     with np.errstate(divide="ignore"):
-        logw = np.log(_weights(conf, v))  # -inf on invalid slots
+        logw = np.log(_mixture_weights(conf, v))  # -inf on invalid slots
     logp = logw[:, None, :] + vmf_log_norm(kappa) + kappa * (dot - 1.0)
     mx = np.where(np.isfinite(logp), logp, -np.inf).max(-1, keepdims=True)
     mx = np.where(np.isfinite(mx), mx, 0.0)
@@ -108,7 +108,7 @@ def voronoi_nll(
         near = np.nan_to_num(near, nan=-np.inf).argmax(-1)  # (m, M)
         mass[sl] = (near == k_idx[sl, None]).mean(-1)
     mass = np.maximum(mass, 1.0 / n_samples)
-    w = _weights(conf, v)[n_idx, k_idx]
+    w = _mixture_weights(conf, v)[n_idx, k_idx]
     logp = np.log(w) - np.log(mass) + vmf_log_norm(kappa) + kappa * (dot[n_idx, s_idx, k_idx] - 1)
     total = -logp.sum() + UNIFORM_NLL * none.sum()
     return float(total / (len(logp) + none.sum()))

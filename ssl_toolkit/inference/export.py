@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import ArtifactError, Manifest, build_artifact, read_manifest
-from .console import log
-from .errors import UserError
-from .localize import (
+from ..core.artifacts import ArtifactError, Manifest, build_artifact, read_manifest
+from ..core.console import log
+from ..core.errors import UserError
+from ..features.spec import FeatureSpec
+from ..models.localize import (
     ONNX_INPUT,
     ONNX_OUTPUTS,
     is_scored,
@@ -37,7 +38,7 @@ from .localize import (
     read_io_json,
 )
 
-FORMATS = ("torchscript", "onnx")
+EXPORT_FORMATS = ("torchscript", "onnx")
 FILES = {"torchscript": "model.ts", "onnx": "model.onnx"}
 IO_JSON = "io.json"
 ONNX_OPSET = 17
@@ -57,41 +58,27 @@ def onnx_available() -> str | None:
     return None
 
 
-def input_shape(run: Manifest, meta: dict[str, Any], model) -> tuple[int, int]:
-    """Channels C and bins F the model takes, from the run's records.
-
-    Looked up, in order: ``meta["input_shape"]``, the ``shape`` of the features
-    artifact the run was trained on, the ``[C, F]`` normalization buffers of the model.
+def input_shape(run: Manifest, meta: dict[str, Any]) -> tuple[int, int, int]:
+    """``(C, T, F)`` of the chunks the run was trained on (``input_shape`` of model.json).
 
     Raises:
-        ArtifactError: when none of them says it.
+        ArtifactError: when model.json does not record it (a run older than the field).
     """
-    if "input_shape" in meta:
-        c, _, f = meta["input_shape"]
-        return int(c), int(f)
-    for ref in run.inputs:
-        if ref.get("kind") != "features":
-            continue
-        try:
-            shape = read_manifest(ref["path"], "features").extra.get("shape")
-        except ArtifactError:
-            shape = None
-        if shape:
-            return int(shape[0]), int(shape[-1])
-    for name, buf in model.named_buffers():
-        if buf.ndim == 2 and name.split(".")[-1] in ("mean", "feat_mean", "norm_mean"):
-            return int(buf.shape[0]), int(buf.shape[1])
-    raise ArtifactError(
-        f"{run.path}: cannot tell the model's input shape (no input_shape in model.json, "
-        "features artifact gone, no [C, F] mean buffer)"
-    )
+    shape = meta.get("input_shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and v > 0
+                                                                for v in shape)):  # fmt: skip
+        raise ArtifactError(
+            f"{run.path / 'model.json'}: field 'input_shape' must be [C, T, F] positive "
+            f"integers, got {shape!r} (retrain the run with `ssl train ... --force`)"
+        )
+    return tuple(shape)
 
 
-def io_description(meta: dict[str, Any], channels: int, bins: int, formats) -> dict[str, Any]:
+def io_description(
+    meta: dict[str, Any], spec: FeatureSpec, channels: int, bins: int, formats
+) -> dict[str, Any]:
     """The ``io.json`` content: how to feed the exported model and read its outputs."""
-    fp = dict(meta.get("feature_params", {}))
     k = int(meta.get("K", 0)) or None
-    hop_s = fp["hop_length"] / fp["fs"] if "hop_length" in fp and "fs" in fp else None
     return {
         "inputs": [
             {
@@ -99,8 +86,8 @@ def io_description(meta: dict[str, Any], channels: int, bins: int, formats) -> d
                 "shape": ["batch", channels, "frames", bins],
                 "dtype": "float32",
                 "axes": ["batch", "feature channel", "time frame", "frequency bin"],
-                "units": f"raw (un-normalized) {fp.get('type', '?')} features, as "
-                "ssl_toolkit.data_prep.features.extract computes them",
+                "units": f"raw (un-normalized) {spec.type} features, as "
+                "ssl_toolkit.features.extract.extract computes them",
             }
         ],
         "outputs": [
@@ -119,8 +106,8 @@ def io_description(meta: dict[str, Any], channels: int, bins: int, formats) -> d
                 "units": "confidence in (0, 1); detected when >= threshold",
             },
         ],
-        "frame_hop_s": hop_s,
-        "feature_params": fp,
+        "frame_hop_s": spec.hop_s,
+        "feature_params": spec.to_dict(),
         "threshold": float(meta.get("threshold", 0.5)),
         "method": meta.get("method"),
         "scored": is_scored(meta.get("method")),
@@ -202,9 +189,9 @@ def _check_formats(formats) -> tuple[str, ...]:
     formats = tuple(dict.fromkeys(formats))
     if not formats:
         raise UserError("--format: give at least one of torchscript, onnx")
-    bad = [f for f in formats if f not in FORMATS]
+    bad = [f for f in formats if f not in EXPORT_FORMATS]
     if bad:
-        raise UserError(f"--format {bad[0]!r} is unknown; choose from {', '.join(FORMATS)}")
+        raise UserError(f"--format {bad[0]!r} is unknown; choose from {', '.join(EXPORT_FORMATS)}")
     if "onnx" in formats and (why := onnx_available()):
         raise UserError(f"--format onnx: {why}")
     return formats
@@ -235,13 +222,13 @@ def export_run(
     """
     import torch
 
-    from .models import load_model
+    from ..models import REBUILD, load_model
 
     formats = _check_formats(formats)
     run_m = read_manifest(run, "run")
     model, meta = load_model(run_m.path)
-    channels, bins = input_shape(run_m, meta, model)
-    frames = int(meta.get("feature_params", {}).get("chunk_frames", 25))
+    channels, frames, bins = input_shape(run_m, meta)
+    spec = FeatureSpec.from_dict(meta.get("feature_params"), run_m.path / "model.json", REBUILD)
     gen = torch.Generator().manual_seed(0)
     example = torch.randn(2, channels, frames, bins, generator=gen)
     probe = torch.randn(3, channels, frames + 13, bins, generator=gen)  # (B, C, T, F)
@@ -265,7 +252,7 @@ def export_run(
             export_onnx(model, example, b.dir / FILES["onnx"])
             onnx_path = b.dir / FILES["onnx"]
             diffs["onnx"] = _check("ONNX", lambda: run_onnx(onnx_path, probe.numpy()), want, atol)
-        io = io_description(meta, channels, bins, formats)
+        io = io_description(meta, spec, channels, bins, formats)
         io["label"] = method_label(io["method"], run_m.config)
         (b.dir / IO_JSON).write_text(json.dumps(io, indent=2) + "\n")
         b.extra.update({"max_abs_diff": diffs, "K": io["K"], "method": io["method"]})

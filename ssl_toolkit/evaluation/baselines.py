@@ -24,7 +24,7 @@ Source count. ``known``: the number of active sources of the labels; ``estimate`
 aggregated over frequency bins. A frame with no source found holds no valid slot: it
 is scored as a miss, never as a placeholder direction.
 
-Output. :class:`ClassicalLocalizer` is a :class:`~ssl_toolkit.localize.Localizer`:
+Output. :class:`ClassicalLocalizer` is a :class:`~ssl_toolkit.models.localize.Localizer`:
 found sources fill the first slots (strongest first) with confidence 1, the other
 slots are invalid (confidence 0). It is ``scored`` (its confidences carry a source
 count) only with ``--n-sources estimate``; with ``known`` the count came from the
@@ -48,18 +48,19 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .artifacts import Manifest, build_artifact, read_manifest, safe_join
-from .config import ConfigError, to_dict
-from .data_prep.labels import frame_labels as clip_frame_labels
-from .data_prep.labels import read_labels
-from .errors import DataError, UserError
-from .evaluation import Frames, frame_labels, score_predictions, segment_frames, write_eval
-from .featureset import SPLITS, FeatureSet, open_features
-from .geometry import great_circle, rad, sph_to_unit
-from .localize import Localizer
+from ..analysis.frames import Frames, label_frames
+from ..core.artifacts import Manifest, build_artifact, read_manifest, safe_join
+from ..core.config import ConfigError, to_dict
+from ..core.errors import DataError, UserError
+from ..core.geometry import great_circle, rad, sph_to_unit
+from ..core.labels import frame_labels as clip_frame_labels
+from ..core.labels import read_labels
+from ..features.store import SPLITS, FeatureSet, open_features
+from ..models.localize import Localizer
+from .evaluate import score_predictions, write_eval
 
 __all__ = [
-    "METHODS",
+    "CLASSICAL_METHODS",
     "BaselineConfig",
     "ClassicalLocalizer",
     "SpatialSpectrum",
@@ -77,7 +78,7 @@ LABEL_TOLERANCE = 1e-4
 _TWIN = "score the MIC twin of the features' scenes (same seed and options, --format mic)"
 
 #: ``--method`` -> name in ``pyroomacoustics.doa.algorithms``.
-METHODS = {"srp": "SRP", "music": "MUSIC", "normmusic": "NormMUSIC", "tops": "TOPS"}
+CLASSICAL_METHODS = {"srp": "SRP", "music": "MUSIC", "normmusic": "NormMUSIC", "tops": "TOPS"}
 
 #: Source count: an eigenvalue is a source when it exceeds this factor times the
 #: Marchenko-Pastur spread of noise eigenvalues for the frame's snapshots ...
@@ -121,8 +122,10 @@ class BaselineConfig:
     speed_of_sound_m_s: float = 343.0
 
     def validate(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.method not in CLASSICAL_METHODS:
+            raise ConfigError(
+                f"--method must be one of {', '.join(CLASSICAL_METHODS)}, got {self.method!r}"
+            )
         if self.n_sources not in ("known", "estimate"):
             raise ConfigError(f"--n-sources must be known or estimate, got {self.n_sources!r}")
         if self.split not in SPLITS:
@@ -273,7 +276,8 @@ class SpatialSpectrum:
     Steering vectors ``a_b(u) = exp(j omega_b (u . r_m) / c)``.
 
     Args:
-        method: a key of :data:`METHODS`; xs: ``[M, F, S]`` STFT snapshots (F = nfft/2 + 1);
+        method: a key of :data:`CLASSICAL_METHODS`; xs: ``[M, F, S]`` STFT snapshots
+            (F = nfft/2 + 1);
         bins: frequency bins; num_src: sources (MUSIC's signal subspace); mics_m: ``[M, 3]``;
         fs: sampling rate; nfft: STFT size; c: speed of sound; tops: for ``tops``, a
         pyroomacoustics TOPS object for this array (:func:`_pra_doa`).
@@ -358,7 +362,7 @@ def _pra_doa(method: str, mics_m: np.ndarray, fs: int, nfft: int, c: float):
     """A pyroomacoustics DOA object of ``method`` for this array (its grid is replaced)."""
     import pyroomacoustics as pra
 
-    cls = pra.doa.algorithms[METHODS[method]]
+    cls = pra.doa.algorithms[CLASSICAL_METHODS[method]]
     return cls(
         L=np.asarray(mics_m, np.float64).T, fs=fs, nfft=nfft, c=c, num_src=1, dim=3,
         azimuth=np.array([0.0]), colatitude=np.array([np.pi / 2]),
@@ -531,13 +535,13 @@ def check_labels(
     """Refuse scenes whose labels differ from the features' on a scored frame.
 
     Each scored clip's label CSV in ``scenes`` is turned into frame labels with
-    :func:`ssl_toolkit.data_prep.labels.frame_labels` (as ``ssl prep features`` does)
+    :func:`ssl_toolkit.core.labels.frame_labels` (as ``ssl prep features`` does)
     and compared, slot by slot, with the features' activity and directions.
 
     Args:
         scenes: the scenes artifact scored; clips: its ``clips.csv``.
         feats: the features artifact; lab: its scored frames
-            (:func:`ssl_toolkit.evaluation.frame_labels`).
+            (:func:`ssl_toolkit.analysis.frames.label_frames`).
 
     Raises:
         UserError: one line naming the first clip that differs and both artifacts.
@@ -616,11 +620,10 @@ def run_baseline(
     if len(rows) == 0:
         raise UserError(f"{fs_art.manifest.path} has no chunk in split {cfg.split!r} (--split)")
     fs = int(sc.extra["fs"])
-    params = fs_art.feature_params
     hop_s = fs_art.hop_s
     mics = np.asarray(sc.extra["mic_positions_m"], np.float64)  # (M, 3)
     clips = pd.read_csv(sc.file("clips.csv"), dtype={"clip_id": str})
-    lab = frame_labels(fs_art, rows)
+    lab = label_frames(fs_art, rows)
     check_labels(sc, clips, fs_art, lab)
     k = fs_art.max_sources
     with build_artifact(out, "eval", to_dict(cfg), [sc, fs_art.manifest], force=force) as b:
@@ -632,7 +635,7 @@ def run_baseline(
         conf = np.zeros((n, k), np.float32)
         valid = np.zeros((n, k), bool)
         known = lab["active"].sum(1)
-        from .console import track
+        from ..core.console import track
 
         for clip in track(list(dict.fromkeys(lab["clip_id"].tolist())), f"{cfg.method}"):
             sel = np.flatnonzero(lab["clip_id"] == clip)
@@ -641,7 +644,7 @@ def run_baseline(
             out_ = loc.localize((_read_audio(sc, clips, clip, fs), centres, counts))
             hyps[sel], conf[sel], valid[sel] = out_.hyps, out_.conf, out_.valid
         fr = Frames(hyps=hyps, conf=conf, valid=valid, **lab)
-        scores = score_predictions(fr, loc.threshold, segment_frames(params, 1.0), loc.scored)
+        scores = score_predictions(fr, loc.threshold, fs_art.spec.segment_frames(1.0), loc.scored)
         write_eval(b.dir, fr, cfg.method, loc.threshold, scores, loc.scored, split=cfg.split,
                    n_sources=cfg.n_sources)  # fmt: skip
         b.extra.update({"method": cfg.method, "K": k, "threshold": loc.threshold,

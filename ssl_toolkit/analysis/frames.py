@@ -1,0 +1,67 @@
+"""Frames: a localizer's outputs over chunks of a features artifact, with their labels,
+flattened to frames; the unit every score is computed on (training's validation, ``ssl eval``,
+``ssl baseline``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..features.store import FeatureSet
+
+
+@dataclass
+class Frames:
+    """Predictions and labels flattened to frames (N = chunks x frames per chunk).
+
+    Attributes:
+        hyps: ``[N, K, 3]``; conf: ``[N, K]``; valid: ``[N, K]`` bool (slots holding an
+        estimate); targets: ``[N, S, 3]``; active: ``[N, S]``; clip_id: ``[N]`` str;
+        frame: ``[N]`` frame index in its clip; subset: ``[N]`` str.
+    """
+
+    hyps: np.ndarray
+    conf: np.ndarray
+    valid: np.ndarray
+    targets: np.ndarray
+    active: np.ndarray
+    clip_id: np.ndarray
+    frame: np.ndarray
+    subset: np.ndarray
+
+
+def label_frames(fs: FeatureSet, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Labels and frame identities of chunks ``rows``, flattened to frames."""
+    n, t = len(rows), fs.shape[1]
+    idx = fs.index.iloc[rows]
+    return {
+        "targets": np.asarray(fs.directions[rows], np.float32).reshape(n * t, -1, 3),
+        "active": np.asarray(fs.activity[rows], bool).reshape(n * t, -1),
+        "clip_id": np.repeat(idx["clip_id"].to_numpy().astype(str), t),
+        "frame": (idx["start_frame"].to_numpy()[:, None] + np.arange(t)[None]).ravel(),
+        "subset": np.repeat(idx["subset"].to_numpy().astype(str), t),
+    }
+
+
+def predict_split(localizer, fs: FeatureSet, rows: np.ndarray, batch_size: int = 32) -> Frames:
+    """Run a learned localizer over chunks ``rows`` in batches (progress bar on stderr).
+
+    Args:
+        localizer: a :class:`~ssl_toolkit.models.localize.ModelLocalizer` (run or export).
+        fs: the features; rows: chunk indices; batch_size: chunks per forward pass.
+    """
+    from ..core import cpu
+    from ..core.console import progress
+    from ..models.localize import Localization
+
+    parts = []
+    with progress() as p:
+        task = p.add_task("predicting", total=len(rows), info="")
+        for start in range(0, len(rows), batch_size):
+            cpu.tick()  # threads follow the machine's load
+            r = rows[start : start + batch_size]
+            parts.append(localizer.localize(np.asarray(fs.features[r])))  # B * T frames
+            p.advance(task, len(r))
+    loc = Localization.concat(parts, localizer.K)
+    return Frames(hyps=loc.hyps, conf=loc.conf, valid=loc.valid, **label_frames(fs, rows))

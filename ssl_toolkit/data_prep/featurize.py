@@ -1,0 +1,318 @@
+"""``ssl prep features``: chunked features and frame labels, memory-mapped.
+
+The feature kinds and their computation are in :mod:`ssl_toolkit.features.extract`, their
+:class:`~ssl_toolkit.features.spec.FeatureSpec` is written into the manifest (``extra.
+feature_params``): 40 ms Hann window, 20 ms hop, ``n_fft`` the next power of two of the
+window (2048 at 44.1 kHz) by default, every length scaled to the scenes' sample rate.
+
+Frame t is centred at ``t * hop`` (centred STFT, zero padding); labels use the
+same timing. Clips are cut into chunks of ``chunk_frames`` frames (0.5 s);
+the frames after the last full chunk of a clip are dropped. Features are
+stored as float16: the manifest records the resulting error
+(``float16_rel_rms_error``, RMS error over RMS value, per channel group).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..core import readers
+from ..core.artifacts import (
+    CLIP_COLUMNS,
+    MAKERS,
+    Manifest,
+    build_artifact,
+    read_manifest,
+    safe_join,
+)
+from ..core.config import ConfigError, check_finite, to_dict
+from ..core.console import log, progress
+from ..core.cpu import worker_threads
+from ..core.errors import DataError
+from ..core.labels import frame_labels, read_labels
+from ..features.extract import _MEL, _mel_basis, extract
+from ..features.spec import TYPES, FeatureSpec
+from ..features.store import SPLITS, FeatureWriter, frame_stats, write_rows
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Options of ``ssl prep features``.
+
+    Attributes:
+        type: ``stft`` (magnitude + phase) or ``logmel`` (log-mel + IV / GCC-PHAT).
+        win_s: analysis window length in seconds (40 ms).
+        hop_s: hop in seconds (20 ms, the label resolution).
+        n_fft: FFT size; 0 picks the next power of two of the window.
+        n_mels: mel bands (``logmel``), also the GCC-PHAT lags kept.
+        chunk_frames: frames per chunk (25 = 0.5 s).
+    """
+
+    type: str = "stft"
+    win_s: float = 0.04
+    hop_s: float = 0.02
+    n_fft: int = 0
+    n_mels: int = 64
+    chunk_frames: int = 25
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid option."""
+        check_finite(self)
+        if self.type not in TYPES:
+            raise ConfigError(f"option 'type' must be one of {TYPES}, got {self.type!r}")
+        if not 0 < self.hop_s <= self.win_s <= 1:
+            raise ConfigError("options 'hop_s' and 'win_s' need 0 < hop_s <= win_s <= 1 s")
+        if self.n_fft < 0 or self.n_fft & (self.n_fft - 1) and self.n_fft:
+            raise ConfigError(f"option 'n_fft' must be 0 or a power of two, got {self.n_fft}")
+        if not 8 <= self.n_mels <= 256:
+            raise ConfigError(f"option 'n_mels' must be in 8..256, got {self.n_mels}")
+        if self.chunk_frames < 1:
+            raise ConfigError(f"option 'chunk_frames' must be at least 1, got {self.chunk_frames}")
+
+
+def make_spec(cfg: FeatureConfig, fs: int, fmt: str, n_channels: int = 4) -> FeatureSpec:
+    """The :class:`FeatureSpec` of ``cfg`` for audio at ``fs``: window sizes scaled to it."""
+    win = int(round(cfg.win_s * fs))
+    n_fft = cfg.n_fft or 1 << (win - 1).bit_length()
+    if n_fft < win:
+        raise ConfigError(f"option 'n_fft' ({n_fft}) is shorter than the window ({win} samples)")
+    return FeatureSpec(
+        type=cfg.type,
+        fs=int(fs),
+        n_fft=int(n_fft),
+        win_length=win,
+        hop_length=int(round(cfg.hop_s * fs)),
+        n_mels=int(cfg.n_mels),
+        n_channels=int(n_channels),
+        format=fmt,
+        chunk_frames=int(cfg.chunk_frames),
+    )
+
+
+# ----------------------------------------------------------------------------- artifact
+
+
+def read_clips(scenes: Manifest) -> tuple[pd.DataFrame, Path]:
+    """The clip table of a scenes artifact and the folder its audio paths are relative to.
+
+    Raises:
+        ArtifactError: ``clips.csv`` missing, unreadable, lacking a column, empty, or
+            with a row lacking a value or naming an unknown split.
+    """
+    path = scenes.file("clips.csv")
+    rebuild = f"{MAKERS['scenes']} --force"
+    dtype = {c: str for c in ("clip_id", "audio", "labels", "split", "subset")}
+    clips = readers.read_table(path, rebuild, CLIP_COLUMNS, dtype)
+    if clips.empty:
+        raise readers.damaged(path, "lists no clip", rebuild)
+    if not pd.api.types.is_integer_dtype(clips["fold"]):
+        raise readers.damaged(path, "column 'fold' must hold integers", rebuild)
+    bad = clips[list(CLIP_COLUMNS)].isna().any(axis=1) | ~clips["split"].isin(SPLITS)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise readers.damaged(
+            path, f"row {row + 2}: needs every column filled and a split among "
+            f"{', '.join(SPLITS)}", rebuild,
+        )  # fmt: skip
+    root = scenes.extra.get("audio_root", ".")
+    audio_root = scenes.path if root == "." else Path(root)  # checked by read_manifest
+    return clips, audio_root
+
+
+def _clip_frames(clips: pd.DataFrame, audio_root: Path, spec: FeatureSpec) -> np.ndarray:
+    """Frames per clip, from the audio headers (checking channels and rate)."""
+    import soundfile as sf
+
+    frames = []
+    for rel in clips["audio"]:
+        path = safe_join(audio_root, rel)
+        try:
+            info = sf.info(path)
+        except Exception as e:
+            raise DataError(f"cannot read audio {path}: {e}") from e
+        if info.channels != spec.n_channels:
+            raise DataError(f"{path} has {info.channels} channels, expected {spec.n_channels}")
+        if info.samplerate != spec.fs:
+            raise DataError(f"{path} is at {info.samplerate} Hz, the scenes say {spec.fs} Hz")
+        frames.append(spec.n_frames(info.frames))
+    return np.array(frames, dtype=np.int64)
+
+
+def compute_features(
+    scenes_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    cfg: FeatureConfig,
+    force: bool = False,
+    jobs: int = 1,
+) -> Manifest:
+    """Compute a features artifact from a scenes artifact (see ``featureset.py``).
+
+    Args:
+        scenes_dir: a scenes artifact (``ssl prep synth`` or ``ssl prep import``).
+        out: output directory.
+        cfg: feature options.
+        force: rebuild even when ``out`` holds an artifact built otherwise.
+        jobs: worker processes (each writes its clips' chunks into the shared
+            memory-mapped arrays); the output does not depend on it.
+    """
+    cfg.validate()
+    if jobs < 1:
+        raise ConfigError(f"option 'jobs' must be at least 1, got {jobs}")
+    scenes = read_manifest(scenes_dir, "scenes")
+    ex = scenes.extra
+    spec = make_spec(cfg, ex["fs"], ex["format"], ex.get("n_channels", 4))
+    root = str(ex.get("audio_root", "."))  # absolute: an imported dataset left in place
+    protect = (root,) if os.path.isabs(root) else ()
+    with build_artifact(
+        out, "features", to_dict(cfg), [scenes], force=force, protect=protect, log=log
+    ) as b:
+        if b.reused:
+            return b.manifest
+        b.extra.update(_write(scenes, spec, b.dir, jobs))
+    return b.manifest
+
+
+def _write(scenes: Manifest, spec: FeatureSpec, out_dir: Path, jobs: int) -> dict[str, Any]:
+    clips, audio_root = read_clips(scenes)
+    chunk = spec.chunk_frames
+    per_clip = _clip_frames(clips, audio_root, spec) // chunk
+    if per_clip.sum() == 0:
+        raise DataError(f"every clip of {scenes.path} is shorter than one chunk ({chunk} frames)")
+    c, f = spec.channels, spec.bins
+    s = int(scenes.extra["max_sources"])
+    writer = FeatureWriter(out_dir, int(per_clip.sum()), (c, chunk, f), s)
+    first = np.concatenate(([0], np.cumsum(per_clip)[:-1]))
+    tasks = [
+        {
+            "row": row._asdict(),
+            "audio": str(safe_join(audio_root, row.audio)),
+            "labels": str(safe_join(scenes.path, row.labels)),
+            "first": int(i0),
+            "k": int(k),
+            "spec": spec,
+            "max_sources": s,
+            "out_dir": str(out_dir),
+        }
+        for row, i0, k in zip(clips.itertuples(index=False), first, per_clip, strict=True)
+        if k > 0
+    ]
+    err2, val2 = np.zeros(c), np.zeros(c)
+    for rows, e2, v2, sums in _run(tasks, jobs):
+        writer.rows.extend(rows)
+        writer.add_stats(rows[0]["split"], sums)
+        err2, val2 = err2 + e2, val2 + v2
+    writer.finish()
+    rel = np.sqrt(err2 / np.maximum(val2, 1e-30))
+    return {
+        "feature_params": spec.to_dict(),
+        "shape": [c, chunk, f],
+        "max_sources": s,
+        "n_chunks": int(per_clip.sum()),
+        "float16_rel_rms_error": _group_errors(rel, spec),
+    }
+
+
+def _run(tasks: list[dict[str, Any]], jobs: int):
+    """Run :func:`_clip_chunks` over the tasks (in worker processes when ``jobs > 1``).
+
+    Workers are spawned, not forked: a child forked after torch ran in the
+    parent can deadlock in torch's thread pool. Each worker gets its share of the
+    CPU's threads (``jobs`` workers with all threads each would oversubscribe it).
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with progress() as bar:
+        task = bar.add_task("features", total=len(tasks), info="")
+        if jobs == 1:
+            for t in tasks:
+                yield _clip_chunks(t)
+                bar.advance(task)
+            return
+        ctx = multiprocessing.get_context("spawn")
+        threads = worker_threads(jobs)  # the workers split this process's cores
+        if tasks and tasks[0]["spec"].type == "logmel":
+            _mel_basis(tasks[0]["spec"])  # made once here, shipped to the workers
+        with ProcessPoolExecutor(
+            max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads, _MEL)
+        ) as pool:
+            for result in pool.map(_clip_chunks, tasks):
+                yield result
+                bar.advance(task)
+
+
+def _init_worker(threads: int, mel: dict) -> None:
+    """Worker initializer: at most ``threads`` torch threads; the parent's mel filterbanks
+    (so workers need not import librosa)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    _MEL.update(mel)
+
+
+def _clip_chunks(t: dict[str, Any]) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray, tuple]:
+    """Features and frame labels of one clip, written into chunks ``first .. first + k``.
+
+    Returns:
+        The clip's index rows, its float16 squared error and squared values per channel,
+        and the :func:`~ssl_toolkit.features.store.frame_stats` of its features.
+    """
+    import soundfile as sf
+
+    p, k, i0, row = t["spec"], t["k"], t["first"], t["row"]
+    chunk = p.chunk_frames
+    audio, fs = sf.read(t["audio"], dtype="float32", always_2d=True)
+    if not np.isfinite(audio).all():
+        raise DataError(f"audio {t['audio']} holds NaN or infinite samples; fix or remove it")
+    x = extract(audio.T, fs, p)[:, : k * chunk]  # (C, k*chunk, F)
+    x16 = _to_float16(x)
+    e2, v2 = _float16_error(x, x16)
+    events = read_labels(t["labels"])
+    act, dirs = frame_labels(events, k * chunk, p.hop_s, t["max_sources"])
+    c, _, f = x16.shape
+    out = Path(t["out_dir"])
+    write_rows(out / "features.npy", i0, x16.reshape(c, k, chunk, f).transpose(1, 0, 2, 3))
+    for name, arr in (("activity.npy", act), ("directions.npy", dirs)):  # (T, S[, 3])
+        write_rows(out / name, i0, arr.reshape(k, chunk, *arr.shape[1:]))
+    rows = [
+        {
+            "chunk": i0 + j,
+            "clip_id": row["clip_id"],
+            "fold": int(row["fold"]),
+            "split": row["split"],
+            "subset": row["subset"],
+            "start_frame": j * chunk,
+        }
+        for j in range(k)
+    ]
+    return rows, e2, v2, frame_stats(x)
+
+
+def _to_float16(x: np.ndarray) -> np.ndarray:
+    """float32 -> float16 (torch converts several times faster than numpy)."""
+    import torch
+
+    return torch.from_numpy(x).half().numpy()
+
+
+def _float16_error(
+    x: np.ndarray, x16: np.ndarray, every: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """Squared float16 error and squared value per channel, on every ``every``-th frame."""
+    a = x[:, ::every].astype(np.float64)
+    return np.square(x16[:, ::every] - a).sum(axis=(1, 2)), np.square(a).sum(axis=(1, 2))
+
+
+def _group_errors(rel: np.ndarray, spec: FeatureSpec) -> dict[str, float]:
+    """Float16 relative RMS error per channel group (max over the group's channels)."""
+    m = spec.n_channels
+    if spec.type == "stft":
+        return {"magnitude": float(rel[:m].max()), "phase": float(rel[m:].max())}
+    other = "intensity" if spec.format == "foa" else "gcc_phat"
+    return {"logmel": float(rel[:m].max()), other: float(rel[m:].max())}

@@ -1,0 +1,2 @@
+"""The ``ssl export`` and ``ssl predict`` stages: TorchScript/ONNX models and localizing
+sources in audio files."""
