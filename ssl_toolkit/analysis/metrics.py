@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,6 +37,8 @@ __all__ = [
     "dcase_seld",
     "subset_masks",
     "all_metrics",
+    "TITLES",
+    "titles",
 ]
 
 _DEG = 180.0 / math.pi
@@ -587,3 +590,40 @@ def all_metrics(
     res.update(frame_recall(confidences, active, threshold, valid))
     res.update(dcase_seld(hyps, detected, targets, active, segment))
     return res
+
+
+# ----------------------------------------------------------------------------- names
+
+
+@dataclass(frozen=True)
+class Title:
+    """How a ``metrics.json`` key is shown: in files (``report.md``/``.csv``) and terminals."""
+
+    long: str
+    short: str
+
+
+#: Every key ``ssl eval`` writes per subset, with its titles: the one table of metric names.
+TITLES = {
+    "frames": Title("frames", "frames"),
+    "oracle_deg": Title("oracle (deg)", "oracle°"),
+    "chance_oracle_deg": Title("chance oracle (deg)", "chance°"),
+    "emd_deg": Title("EMD (deg)", "EMD°"),
+    "hungarian_deg": Title("Hungarian (deg)", "Hungarian°"),
+    "frame_recall": Title("frame recall", "recall"),
+    "frame_recall_sum": Title("frame recall (sum)", "recall (sum)"),
+    "ER20": Title("ER20", "ER20"),
+    "F20": Title("F20", "F20"),
+    "LE_CD_deg": Title("LE_CD (deg)", "LE_CD°"),
+    "LR_CD": Title("LR_CD", "LR_CD"),
+    "SELD": Title("SELD", "SELD"),
+    "nll_vmf": Title("NLL vMF", "NLL vMF"),
+    "nll_voronoi": Title("NLL Voronoi", "NLL Vor."),
+    "ece": Title("ECE", "ECE"),
+    "emd_deg_calibrated": Title("EMD (deg, val temperature)", "EMD° (T)"),
+}
+
+
+def titles(keys, short: bool = False) -> dict[str, str]:
+    """``{key: title}`` for ``keys`` in their order (short titles for terminal tables)."""
+    return {k: TITLES[k].short if short else TITLES[k].long for k in keys}

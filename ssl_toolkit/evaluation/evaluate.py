@@ -306,15 +306,10 @@ def load_metrics(path: str | os.PathLike) -> dict[str, Any]:
 
 
 #: Columns of the summary table printed by ``ssl eval`` / ``ssl baseline`` (key -> title).
-SUMMARY = {
-    "frames": "frames",
-    "oracle_deg": "oracle°",
-    "emd_deg": "EMD°",
-    "hungarian_deg": "Hungarian°",
-    "frame_recall": "recall",
-    "F20": "F20",
-    "LE_CD_deg": "LE_CD°",
-}
+SUMMARY = metrics.titles(
+    ("frames", "oracle_deg", "emd_deg", "hungarian_deg", "frame_recall", "F20", "LE_CD_deg"),
+    short=True,
+)
 
 
 def summary(doc: dict[str, Any], columns: dict[str, str] | None = None) -> dict[str, Any]:

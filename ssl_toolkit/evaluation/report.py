@@ -16,25 +16,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..analysis.metrics import TITLES, titles
 from ..core.artifacts import ArtifactError, Manifest, build_artifact, read_manifest
 
 __all__ = ["COLUMNS", "aggregate_seeds", "collect", "make_report", "print_report", "unique_labels"]
 
-#: metrics.json key -> column title, in table order.
-COLUMNS = {
-    "oracle_deg": "oracle (deg)",
-    "emd_deg": "EMD (deg)",
-    "hungarian_deg": "Hungarian (deg)",
-    "frame_recall": "frame recall",
-    "frame_recall_sum": "frame recall (sum)",
-    "F20": "F20",
-    "LE_CD_deg": "LE_CD (deg)",
-    "LR_CD": "LR_CD",
-    "nll_vmf": "NLL vMF",
-    "nll_voronoi": "NLL Voronoi",
-    "ece": "ECE",
-    "emd_deg_calibrated": "EMD (deg, val temperature)",
-}
+#: metrics.json key -> column title (analysis.metrics.TITLES), in table order.
+COLUMNS = titles(
+    ("oracle_deg", "emd_deg", "hungarian_deg", "frame_recall", "frame_recall_sum", "F20",
+     "LE_CD_deg", "LR_CD", "nll_vmf", "nll_voronoi", "ece", "emd_deg_calibrated")
+)  # fmt: skip
 SCORE_SUBSETS = ("D1", "D2", "D3", "overall")
 
 
@@ -244,8 +235,10 @@ def _markdown(df: pd.DataFrame, fmt: str) -> str:
 
 
 #: Column title -> short title in the terminal table (the files keep the long ones).
-_SHORT = {"oracle (deg)": "oracle°", "EMD (deg)": "EMD°", "Hungarian (deg)": "Hung.°",
-          "frame recall": "recall", "F20": "F20", "LE_CD (deg)": "LE_CD°"}  # fmt: skip
+_SHORT = {
+    TITLES[k].long: TITLES[k].short
+    for k in ("oracle_deg", "emd_deg", "hungarian_deg", "frame_recall", "F20", "LE_CD_deg")
+}
 
 
 def print_report(table: pd.DataFrame) -> None:

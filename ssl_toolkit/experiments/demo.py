@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..analysis.metrics import titles
 from ..core.console import log
 
 #: The embedded default: reverberant rooms, 1 or 2 overlapping sources, 16 kHz.
@@ -131,15 +132,11 @@ def add_chance_level(metrics: dict[str, Any], eval_dir: Path, seed: int = 0) -> 
 
 
 #: Columns of the demo's table (metrics.json key -> title).
-TABLE = {
-    "frames": "frames",
-    "oracle_deg": "oracle°",
-    "chance_oracle_deg": "chance°",
-    "emd_deg": "EMD°",
-    "hungarian_deg": "Hungarian°",
-    "frame_recall": "recall",
-    "F20": "F20",
-}
+TABLE = titles(
+    ("frames", "oracle_deg", "chance_oracle_deg", "emd_deg", "hungarian_deg", "frame_recall",
+     "F20"),
+    short=True,
+)  # fmt: skip
 
 
 def print_demo(res: DemoResult) -> None:
