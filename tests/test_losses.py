@@ -202,3 +202,22 @@ def test_pit_refuses_slot_count_mismatch():
     h = torch.nn.functional.normalize(torch.randn(1, 1, 5, 3), dim=-1)
     with pytest.raises(ValueError, match="slots"):
         pit_loss(h, torch.rand(1, 1, 5), h[:, :, :3], torch.ones(1, 1, 3, dtype=torch.bool))
+
+
+def test_wta_pieces_take_any_distance_matrix():
+    """Assignment, winner indicator and drawn negatives work on a plane's distances too (the
+    toy uses them): two targets, three hypotheses on a line, hand-computed."""
+    from ssl_toolkit.losses import assigned_distance, negative_mask
+
+    hyps = torch.tensor([[0.0], [1.0], [5.0]])  # (K, 1) points on a line
+    targets = torch.tensor([[0.2], [4.0]])  # (S, 1)
+    dist = (targets[:, None] - hyps[None]).abs().sum(-1)[None]  # (1, S, K)
+    both, first = torch.tensor([[True, True]]), torch.tensor([[True, False]])
+    assert assigned_distance(dist, both).item() == pytest.approx((0.2 + 1.0) / 2)
+    assert assigned_distance(dist, first).item() == pytest.approx(0.2)
+    assert winner_indicator(dist, both).tolist() == [[1.0, 0.0, 1.0]]
+    assert winner_indicator(dist, first).tolist() == [[1.0, 0.0, 0.0]]
+    gen = torch.Generator().manual_seed(0)
+    kept = negative_mask(torch.tensor([[1.0, 0.0, 0.0]]).expand(1000, 3), 1, gen)
+    assert kept[:, 0].all() and (kept[:, 1:].sum(1) == 1).all()  # the winner + one negative
+    assert 0.4 < kept[:, 1].float().mean().item() < 0.6  # drawn uniformly

@@ -8,17 +8,10 @@ import pandas as pd
 import torch
 from typer.testing import CliRunner
 
-from ssl_toolkit.experiments.toy import (
-    QUADRANTS,
-    ToyConfig,
-    emd_plane,
-    quadrant_probs,
-    sample_batch,
-    sample_points,
-    single_hypothesis_loss,
-    toy_loss,
-    train_method,
-)
+from ssl_toolkit.experiments.toy.config import ToyConfig
+from ssl_toolkit.experiments.toy.data import QUADRANTS, quadrant_probs, sample_batch, sample_points
+from ssl_toolkit.experiments.toy.experiment import emd_plane
+from ssl_toolkit.experiments.toy.model import single_hypothesis_loss, toy_loss, train_method
 
 
 def quadrant_of(pts: np.ndarray) -> np.ndarray:

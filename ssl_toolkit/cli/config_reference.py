@@ -21,7 +21,7 @@ SECTIONS = {
     "train": ("ssl_toolkit.training.options", "TrainConfig", "ssl train --config"),
     "eval": ("ssl_toolkit.evaluation.evaluate", "EvalConfig", "ssl eval --config"),
     "baseline": ("ssl_toolkit.evaluation.baselines", "BaselineConfig", "ssl baseline --config"),
-    "toy": ("ssl_toolkit.experiments.toy", "ToyConfig", "ssl toy --config"),
+    "toy": ("ssl_toolkit.experiments.toy.config", "ToyConfig", "ssl toy --config"),
 }
 
 

@@ -25,7 +25,8 @@ def toy_cmd(
     """Train sMCL, rMCL, rMCL* and IE on the 2-D toy and compare their EMD (default: ~1.5 min)."""
     from ..core.config import ConfigError, load_toml, resolve
     from ..core.console import out as stdout
-    from ..experiments.toy import PAPER, QUICK, ToyConfig, run_toy, summary_table
+    from ..experiments.toy.config import PAPER, QUICK, ToyConfig
+    from ..experiments.toy.experiment import run_toy, summary_table
 
     if quick and paper:
         raise ConfigError("give at most one of --quick and --paper")

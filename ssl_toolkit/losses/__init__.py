@@ -9,16 +9,20 @@ Every loss works on the great-circle distance between unit vectors
 - ``active``  ``[B, T, S]`` bool, which source slots are present.
 
 Modules: :mod:`.wta` (MCL, relaxed and top-n WTA, rMCL), :mod:`.annealed`
-(annealed MCL), :mod:`.pit` (permutation-invariant training).
+(annealed MCL), :mod:`.pit` (permutation-invariant training). The WTA pieces (assignment,
+winner indicator, drawn negatives, confidence BCE) take a distance matrix ``[..., S, K]``,
+so the toy experiment uses them on the plane.
 """
 
 from .annealed import amcl_weights, temperature_at
 from .pit import pit_loss
 from .wta import (
     MODES,
+    assigned_distance,
     assignment_weights,
     confidence_loss,
     distance_matrix,
+    negative_mask,
     oracle_angle,
     rmcl_loss,
     winner_indicator,
@@ -27,9 +31,11 @@ from .wta import (
 __all__ = [
     "MODES",
     "amcl_weights",
+    "assigned_distance",
     "assignment_weights",
     "confidence_loss",
     "distance_matrix",
+    "negative_mask",
     "oracle_angle",
     "pit_loss",
     "rmcl_loss",

@@ -5,6 +5,11 @@ References:
     Rupprecht et al., "Learning in an Uncertain World", ICCV 2017 (relaxed epsilon-WTA).
     Makansi et al., "Overcoming Limitations of Mixture Density Networks", CVPR 2019 (top-n).
     Letzelter et al., "Resilient Multiple Choice Learning", NeurIPS 2023 (rMCL).
+
+The assignment, the winner indicator, the drawn negatives and the confidence term work on a
+distance matrix ``dist [..., S, K]`` (targets x hypotheses, any leading axes): great-circle
+distances on the sphere (:func:`distance_matrix`, for the models) or Euclidean ones on the
+plane (the toy experiment). Random draws take their generator as an argument.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ def assignment_weights(
     """How much each hypothesis is pulled towards each target (no gradient).
 
     Args:
-        dist: ``[B, T, S, K]`` distances.
+        dist: ``[..., S, K]`` distances.
         mode: ``wta`` (1 on the closest), ``relaxed`` (1 - epsilon on the closest,
             epsilon / (K - 1) on each other), ``top-n`` (1 / n on each of the n
             closest), ``amcl`` (softmin of dist / temperature; WTA at temperature 0).
@@ -58,7 +63,7 @@ def assignment_weights(
         temperature: of ``amcl``.
 
     Returns:
-        ``[B, T, S, K]`` weights summing to 1 over K.
+        ``[..., S, K]`` weights summing to 1 over K.
     """
     d = dist.detach()
     k = d.shape[-1]
@@ -80,24 +85,40 @@ def winner_indicator(dist: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
     """1 for each hypothesis closest to at least one active target of its frame.
 
     Args:
-        dist: ``[B, T, S, K]`` distances.
-        active: ``[B, T, S]`` bool.
+        dist: ``[..., S, K]`` distances.
+        active: ``[..., S]`` bool.
 
     Returns:
-        ``[B, T, K]`` float in {0, 1}.
+        ``[..., K]`` float in {0, 1}.
     """
     one_hot = F.one_hot(dist.detach().argmin(-1), dist.shape[-1]).bool()  # (B, T, S, K)
     return (one_hot & active.unsqueeze(-1)).any(-2).to(dist.dtype)
 
 
-def _negative_mask(positive: torch.Tensor, n: int, generator=None) -> torch.Tensor:
+def assigned_distance(dist: torch.Tensor, active: torch.Tensor, mode: str = "wta", **kw):
+    """Mean over active targets of their distance to the hypotheses, weighted by
+    :func:`assignment_weights` (``mode`` and its options ``kw``): WTA's distance term.
+
+    Args:
+        dist: ``[..., S, K]`` distances; active: ``[..., S]`` bool.
+
+    Returns:
+        Scalar tensor (0 when nothing is active).
+    """
+    w = assignment_weights(dist, mode, **kw)
+    return masked_mean((w * dist).sum(-1), active)
+
+
+def negative_mask(positive: torch.Tensor, n: int, generator=None) -> torch.Tensor:
     """Positives plus ``n`` negatives drawn uniformly per frame (rMCL*).
 
     Args:
-        positive: ``[B, T, K]`` in {0, 1}.
+        positive: ``[..., K]`` in {0, 1}.
+        n: negatives drawn among the non-positives of each frame (all of them if fewer).
+        generator: the random source (``None``: torch's global one).
 
     Returns:
-        ``[B, T, K]`` bool mask of the terms kept in the confidence loss.
+        ``[..., K]`` bool mask of the terms kept in the confidence loss.
     """
     noise = torch.rand(positive.shape, device=positive.device, generator=generator)
     score = torch.where(positive > 0, torch.full_like(noise, -1.0), noise)  # positives last
@@ -112,12 +133,14 @@ def confidence_loss(
     positive: torch.Tensor,
     negatives: str | int = "all",
     generator: torch.Generator | None = None,
+    *,
+    logits: bool = False,
 ) -> torch.Tensor:
     """rMCL's confidence term: BCE between ``conf`` and the winner indicator.
 
     Args:
-        conf: ``[B, T, K]`` confidences in (0, 1).
-        positive: ``[B, T, K]`` winner indicator (targets of the BCE).
+        conf: ``[..., K]`` confidences in (0, 1), or their logits if ``logits``.
+        positive: ``[..., K]`` winner indicator (targets of the BCE).
         negatives: ``"all"`` (every hypothesis is a term) or an int n: per frame,
             the positives and n negatives drawn uniformly (rMCL*).
         generator: random source for the drawn negatives.
@@ -126,10 +149,11 @@ def confidence_loss(
         Scalar: the mean BCE over the kept ``(b, t, k)``.
     """
     c = full_precision(conf)
-    bce = F.binary_cross_entropy(c, positive.to(c.dtype), reduction="none")  # (B, T, K)
+    bce_of = F.binary_cross_entropy_with_logits if logits else F.binary_cross_entropy
+    bce = bce_of(c, positive.to(c.dtype), reduction="none")  # (..., K)
     if negatives == "all":
         return bce.mean()
-    mask = _negative_mask(positive, int(negatives), generator)
+    mask = negative_mask(positive, int(negatives), generator)
     return (bce * mask).sum() / mask.sum().clamp_min(1)
 
 
@@ -180,9 +204,8 @@ def rmcl_loss(
         Scalar tensor.
     """
     dist = distance_matrix(hyps, targets)  # (B, T, S, K)
-    w = assignment_weights(dist, mode, epsilon=epsilon, top_n=top_n, temperature=temperature)
-    per_target = (w * dist).sum(-1)  # (B, T, S)
-    loss = masked_mean(per_target, active)
+    kw = {"epsilon": epsilon, "top_n": top_n, "temperature": temperature}
+    loss = assigned_distance(dist, active, mode, **kw)
     if beta:
         positive = winner_indicator(dist, active)
         loss = loss + beta * confidence_loss(conf, positive, negatives, generator)
