@@ -467,14 +467,13 @@ def dcase_seld(
     tc, pc, n_classes = _seld_classes(ta, pa, target_class, pred_class, n_classes)
     _, seg = np.unique(np.asarray(segment), return_inverse=True)
     seg = seg.ravel()
-    n_seg, s = int(seg.max(initial=-1)) + 1, ta.shape[1]
+    n_seg = int(seg.max(initial=-1)) + 1
     if n_seg == 0:
         return {k: float("nan") for k in _SELD_KEYS}
     pred, targets = np.asarray(pred), np.asarray(targets)
 
     # Per class: official counters; per segment: loc_FP, loc_FN summed over classes.
-    tp, fp, fp_sp, fn = (np.zeros(n_classes) for _ in range(4))
-    n_ref, total_de, de_tp, de_fn = (np.zeros(n_classes) for _ in range(4))
+    counts = np.zeros((7, n_classes))  # TP, FP, FP_spatial, FN, total DE, DE_TP, n_ref
     loc_fp = np.zeros(n_seg, np.int64)
     loc_fn = np.zeros(n_seg, np.int64)
     for c in range(n_classes):
@@ -482,52 +481,66 @@ def dcase_seld(
             ta_c, pa_c = ta & (tc == c), pa & (pc == c)
         else:  # class-agnostic: everything is class 0
             ta_c, pa_c = (ta, pa) if c == 0 else (np.zeros_like(ta), np.zeros_like(pa))
-        nb_gt = _segment_max(ta_c.sum(1), seg, n_seg)  # 0: class absent (None there)
-        nb_pred = _segment_max(pa_c.sum(1), seg, n_seg)
-        n_ref[c] = nb_gt.sum()
-        # frames holding both; the track of a reference is its rank among them
-        rows = ta_c.any(1) & pa_c.any(1)
-        rows = slice(None) if rows.all() else np.flatnonzero(rows)  # no copy if every frame
-        _, dist = hungarian_match(pred[rows], pa_c[rows], targets[rows], ta_c[rows])
-        matched = ~np.isnan(dist)  # (n, S)
-        rank = np.cumsum(ta_c[rows], axis=1) - 1  # position in the frame's class-c list
-        cell = (seg[rows][:, None] * s + rank)[matched]  # (segment, track)
-        cnt = np.bincount(cell, minlength=n_seg * s).reshape(n_seg, s)
-        tot = np.bincount(cell, weights=dist[matched], minlength=n_seg * s).reshape(n_seg, s)
-        tracks = cnt > 0
-        mean_deg = tot[tracks] / cnt[tracks] * _DEG  # one per (segment, track) matched
-        n_tracks = tracks.sum(1)  # per segment
-        good = np.zeros((n_seg, s), bool)
-        good[tracks] = mean_deg <= threshold_deg
-        n_good = good.sum(1)
-
-        both = (nb_gt > 0) & (nb_pred > 0)
-        linked = n_tracks > 0  # implies both
-        unlinked = both & ~linked  # official: nb_pred (sic) false negatives
-        over = np.where(linked, np.maximum(nb_pred - nb_gt, 0), 0)
-        under = np.where(linked, np.maximum(nb_gt - nb_pred, 0), 0)
-        gt_only = np.where(nb_pred == 0, nb_gt, 0)
-        pred_only = np.where(nb_gt == 0, nb_pred, 0)
-        seg_fn = np.where(unlinked, nb_pred, 0) + under + gt_only
-        seg_fp = over + pred_only
-
-        tp[c] = n_good.sum()
-        fp_sp[c] = (n_tracks - n_good).sum()
-        fp[c] = seg_fp.sum()
-        fn[c] = seg_fn.sum()
-        total_de[c] = mean_deg.sum()
-        de_tp[c] = n_tracks.sum()
-        de_fn[c] = fn[c]  # the official raises DE_FN exactly where it raises FN
-        loc_fp += seg_fp + (n_tracks - n_good)
-        loc_fn += seg_fn
-
-    # S += min(loc_FP, loc_FN), D and I += the excess: S + D + I = max per segment
-    n_err = np.maximum(loc_fp, loc_fn).sum()
-    er = float(n_err / (n_ref.sum() + _EPS)) if n_ref.sum() else float("nan")
-    if average == "micro":
-        tp, fp, fp_sp, fn, total_de, de_tp, de_fn = (
-            np.atleast_1d(x.sum()) for x in (tp, fp, fp_sp, fn, total_de, de_tp, de_fn)
+        counts[:, c], seg_fp, seg_fn = _class_counts(
+            pred, targets, ta_c, pa_c, seg, n_seg, threshold_deg
         )
+        loc_fp += seg_fp
+        loc_fn += seg_fn
+    # S += min(loc_FP, loc_FN), D and I += the excess: S + D + I = max per segment
+    n_ref = counts[6].sum()
+    er = float(np.maximum(loc_fp, loc_fn).sum() / (n_ref + _EPS)) if n_ref else float("nan")
+    return _seld_scores(er, counts[:6], average)
+
+
+def _class_counts(pred, targets, ta_c, pa_c, seg, n_seg: int, threshold_deg: float):
+    """One class's official counters, and its location FP / FN per segment.
+
+    Returns:
+        ``([TP, FP, FP_spatial, FN, total DE, DE_TP, n_ref], seg_fp [n_seg], seg_fn [n_seg])``
+        where ``seg_fp`` counts the spatial false positives too (the ER's insertions).
+    """
+    s = ta_c.shape[1]
+    nb_gt = _segment_max(ta_c.sum(1), seg, n_seg)  # 0: class absent (None there)
+    nb_pred = _segment_max(pa_c.sum(1), seg, n_seg)
+    # frames holding both; the track of a reference is its rank among them
+    rows = ta_c.any(1) & pa_c.any(1)
+    rows = slice(None) if rows.all() else np.flatnonzero(rows)  # no copy if every frame
+    _, dist = hungarian_match(pred[rows], pa_c[rows], targets[rows], ta_c[rows])
+    matched = ~np.isnan(dist)  # (n, S)
+    rank = np.cumsum(ta_c[rows], axis=1) - 1  # position in the frame's class-c list
+    cell = (seg[rows][:, None] * s + rank)[matched]  # (segment, track)
+    cnt = np.bincount(cell, minlength=n_seg * s).reshape(n_seg, s)
+    tot = np.bincount(cell, weights=dist[matched], minlength=n_seg * s).reshape(n_seg, s)
+    tracks = cnt > 0
+    mean_deg = tot[tracks] / cnt[tracks] * _DEG  # one per (segment, track) matched
+    n_tracks = tracks.sum(1)  # per segment
+    good = np.zeros((n_seg, s), bool)
+    good[tracks] = mean_deg <= threshold_deg
+    n_good = good.sum(1)
+
+    both = (nb_gt > 0) & (nb_pred > 0)
+    linked = n_tracks > 0  # implies both
+    unlinked = both & ~linked  # official: nb_pred (sic) false negatives
+    over = np.where(linked, np.maximum(nb_pred - nb_gt, 0), 0)
+    under = np.where(linked, np.maximum(nb_gt - nb_pred, 0), 0)
+    gt_only = np.where(nb_pred == 0, nb_gt, 0)
+    pred_only = np.where(nb_gt == 0, nb_pred, 0)
+    seg_fn = np.where(unlinked, nb_pred, 0) + under + gt_only
+    seg_fp = over + pred_only
+    fn = seg_fn.sum()
+    # the official raises DE_FN exactly where it raises FN: DE_FN = FN
+    counts = [n_good.sum(), seg_fp.sum(), (n_tracks - n_good).sum(), fn, mean_deg.sum(),
+              n_tracks.sum(), nb_gt.sum()]  # fmt: skip
+    return counts, seg_fp + (n_tracks - n_good), seg_fn
+
+
+def _seld_scores(er: float, counts: np.ndarray, average: str) -> dict[str, float]:
+    """F, LE_CD, LR_CD and SELD from the per-class counters ``[6, classes]`` (TP, FP,
+    FP_spatial, FN, total DE, DE_TP), macro- or micro-averaged over classes."""
+    if average == "micro":
+        counts = counts.sum(1, keepdims=True)
+    tp, fp, fp_sp, fn, total_de, de_tp = counts
+    de_fn = fn
     f = tp / (_EPS + tp + fp_sp + 0.5 * (fp + fn))
     le = np.where(de_tp > 0, total_de / (de_tp + _EPS), 180.0)
     lr = de_tp / (_EPS + de_tp + de_fn)
