@@ -412,6 +412,36 @@ def build_artifact(
         lock.__exit__(None, None, None)
 
 
+def _existing(final: Path, kind: str, fp: str) -> Manifest | None:
+    """The artifact already at ``final`` if it is this one (same fingerprint), None if
+    nothing is there.
+
+    Raises:
+        ArtifactError: ``final`` holds another artifact, a damaged one, or foreign files.
+    """
+    if not final.exists():
+        return None
+    if (final / MANIFEST).is_file():
+        try:
+            old = read_manifest(final, kind)
+        except ArtifactError as e:
+            raise ArtifactError(
+                f"{final} already holds another artifact ({e}); choose another path or pass --force"
+            ) from e
+        if old.fingerprint == fp:
+            return old
+        raise ArtifactError(
+            f"{final} was built with another config or inputs; "
+            "pass --force to replace it or choose another output path"
+        )
+    if any(final.iterdir()):
+        raise ArtifactError(
+            f"{final} exists and is not an artifact of this toolkit; "
+            "refusing to write into it (choose another path or pass --force)"
+        )
+    return None
+
+
 def _build(final, kind, config, inputs, force, resumable, fresh, log) -> Iterator[Build]:
     """The body of :func:`build_artifact`, under the writer lock."""
     fp = fingerprint(
@@ -422,32 +452,11 @@ def _build(final, kind, config, inputs, force, resumable, fresh, log) -> Iterato
             "inputs": [m.fingerprint for m in inputs],
         }
     )
-    say = log or (lambda _msg: None)
-    if final.exists() and not force:
-        mpath = final / MANIFEST
-        if mpath.is_file():
-            try:
-                old = read_manifest(final, kind)
-            except ArtifactError as e:
-                raise ArtifactError(
-                    f"{final} already holds another artifact ({e}); "
-                    "choose another path or pass --force"
-                ) from e
-            if old.fingerprint == fp:
-                say(f"{final}: up to date, reusing it (--force rebuilds)")
-                yield Build(
-                    dir=final, final=final, reused=True, extra=dict(old.extra), manifest=old
-                )
-                return
-            raise ArtifactError(
-                f"{final} was built with another config or inputs; "
-                "pass --force to replace it or choose another output path"
-            )
-        if any(final.iterdir()):
-            raise ArtifactError(
-                f"{final} exists and is not an artifact of this toolkit; "
-                "refusing to write into it (choose another path or pass --force)"
-            )
+    old = None if force else _existing(final, kind, fp)
+    if old is not None:
+        (log or (lambda _msg: None))(f"{final}: up to date, reusing it (--force rebuilds)")
+        yield Build(dir=final, final=final, reused=True, extra=dict(old.extra), manifest=old)
+        return
     work = _partial_dir(final, resumable)
     if (fresh or not resumable) and work.exists():
         shutil.rmtree(work)
