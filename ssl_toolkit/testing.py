@@ -59,22 +59,9 @@ def make_features_artifact(
         if b.reused:
             return b.manifest
         w = FeatureWriter(b.dir, n_chunks, (channels, frames, bins), max_sources)
-        freqs = np.linspace(0, np.pi, bins)
         for i in range(n_chunks):
             n_src = 1 + i % max_sources
-            az = rng.uniform(-np.pi, np.pi, n_src)
-            el = rng.uniform(-np.pi / 4, np.pi / 4, n_src)
-            act = np.zeros((frames, max_sources), bool)
-            act[:, :n_src] = True
-            act[: rng.integers(0, 3), :] = False  # a few silent frames at the start
-            dirs = np.zeros((frames, max_sources, 3), np.float32)
-            dirs[:, :n_src] = sph_to_unit(az, el)[None]
-            x = rng.normal(scale=0.3, size=(channels, frames, bins))
-            for s in range(n_src):
-                u = dirs[0, s]
-                for c in range(channels):
-                    pattern = np.cos(freqs * (c + 1) * 0.5 + u[c % 3] * 3.0)
-                    x[c] += act[:, s, None] * pattern[None, :]
+            x, act, dirs = _dummy_chunk(rng, n_src, channels, frames, bins, max_sources)
             split = "train" if i % 5 < 3 else ("val" if i % 5 == 3 else "test")
             w.put(
                 i,
@@ -97,3 +84,27 @@ def make_features_artifact(
             }
         )
     return b.manifest
+
+
+def _dummy_chunk(rng, n_src: int, channels: int, frames: int, bins: int, max_sources: int):
+    """One chunk of :func:`make_features_artifact`: ``n_src`` static sources at random
+    directions (a few silent frames first) and noise plus a pattern of each direction.
+
+    Returns:
+        ``(x [C, T, F] float64, active [T, S], directions [T, S, 3])``.
+    """
+    az = rng.uniform(-np.pi, np.pi, n_src)
+    el = rng.uniform(-np.pi / 4, np.pi / 4, n_src)
+    act = np.zeros((frames, max_sources), bool)
+    act[:, :n_src] = True
+    act[: rng.integers(0, 3), :] = False  # a few silent frames at the start
+    dirs = np.zeros((frames, max_sources, 3), np.float32)
+    dirs[:, :n_src] = sph_to_unit(az, el)[None]
+    x = rng.normal(scale=0.3, size=(channels, frames, bins))
+    freqs = np.linspace(0, np.pi, bins)
+    for s in range(n_src):
+        u = dirs[0, s]
+        for c in range(channels):
+            pattern = np.cos(freqs * (c + 1) * 0.5 + u[c % 3] * 3.0)
+            x[c] += act[:, s, None] * pattern[None, :]
+    return x, act, dirs
