@@ -375,6 +375,9 @@ CASES = [
       lambda ws: edit_json(ws / "mic" / MJ, lambda d: d["extra"].update(fs=None))),
     C("baseline-mic-clips-missing", "mic feats", BL, "clips.csv",
       lambda ws: (ws / "mic" / "clips.csv").unlink()),
+    C("baseline-mic-clips-bad-split", "mic feats", BL, "clips.csv",
+      lambda ws: _csv(ws / "mic" / "clips.csv",
+                      (ws / "mic" / "clips.csv").read_text().replace(",test,", ",tset,"))),
     C("baseline-mic-audio-root", "mic feats", BL, "audio_root",
       lambda ws: edit_json(ws / "mic" / MJ, lambda d: d["extra"].update(audio_root="/tmp"))),
     # --- ssl export

@@ -188,11 +188,44 @@ EXTRA_REQUIRED: dict[str, tuple[str, ...]] = {
 
 #: Columns of a scenes artifact's ``clips.csv`` that stages read.
 CLIP_COLUMNS = ("clip_id", "audio", "labels", "fold", "split", "subset")
+#: The splits of a dataset (``split`` of clips.csv and of a features index).
+SPLITS = ("train", "val", "test")
+
+
+def read_clips(scenes: Manifest) -> tuple[Any, Path]:
+    """The clip table of a scenes artifact (a DataFrame) and the folder its audio paths are
+    relative to.
+
+    Raises:
+        ArtifactError: ``clips.csv`` missing, unreadable, lacking a column, empty, or
+            with a row lacking a value or naming an unknown split.
+    """
+    import numpy as np
+    import pandas as pd
+
+    path = scenes.file("clips.csv")
+    rebuild = f"{MAKERS['scenes']} --force"
+    dtype = {c: str for c in ("clip_id", "audio", "labels", "split", "subset")}
+    clips = readers.read_table(path, rebuild, CLIP_COLUMNS, dtype)
+    if clips.empty:
+        raise readers.damaged(path, "lists no clip", rebuild)
+    if not pd.api.types.is_integer_dtype(clips["fold"]):
+        raise readers.damaged(path, "column 'fold' must hold integers", rebuild)
+    bad = clips[list(CLIP_COLUMNS)].isna().any(axis=1) | ~clips["split"].isin(SPLITS)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise readers.damaged(
+            path, f"row {row + 2}: needs every column filled and a split among "
+            f"{', '.join(SPLITS)}", rebuild,
+        )  # fmt: skip
+    root = scenes.extra.get("audio_root", ".")
+    audio_root = scenes.path if root == "." else Path(root)  # checked by read_manifest
+    return clips, audio_root
 
 
 def _check_clip_header(path: Path, rebuild: str) -> None:
     """A scenes artifact's ``clips.csv`` exists and its header names :data:`CLIP_COLUMNS`
-    (its rows are checked by ``data_prep.features.read_clips``)."""
+    (its rows are checked by :func:`read_clips`)."""
     if not path.is_file():
         raise readers.damaged(path, "is missing", rebuild)
     try:

@@ -4,7 +4,7 @@ Every file a stage reads goes through one reader per file kind, built on these h
 manifests (:func:`ssl_toolkit.core.artifacts.read_manifest`), the features arrays
 (:func:`ssl_toolkit.features.store.open_features`), ``model.json`` and ``model.safetensors``
 (:func:`ssl_toolkit.models.load_model`), ``io.json`` (:func:`ssl_toolkit.models.localize.read_io`),
-the clip table of scenes (:func:`ssl_toolkit.data_prep.featurize.read_clips`). Each refuses
+the clip table of scenes (:func:`ssl_toolkit.core.artifacts.read_clips`). Each refuses
 with :class:`~ssl_toolkit.core.errors.ArtifactError`::
 
     <file>: <what is wrong> (rebuild it with `<command>`)

@@ -22,12 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core import readers
 from ..core.artifacts import (
-    CLIP_COLUMNS,
-    MAKERS,
     Manifest,
     build_artifact,
+    read_clips,
     read_manifest,
     safe_join,
 )
@@ -38,7 +36,7 @@ from ..core.errors import DataError
 from ..core.labels import frame_labels, read_labels
 from ..features.extract import _MEL, _mel_basis, extract
 from ..features.spec import TYPES, FeatureSpec
-from ..features.store import SPLITS, FeatureWriter, frame_stats, write_rows
+from ..features.store import FeatureWriter, frame_stats, write_rows
 
 
 @dataclass(frozen=True)
@@ -96,33 +94,6 @@ def make_spec(cfg: FeatureConfig, fs: int, fmt: str, n_channels: int = 4) -> Fea
 
 
 # ----------------------------------------------------------------------------- artifact
-
-
-def read_clips(scenes: Manifest) -> tuple[pd.DataFrame, Path]:
-    """The clip table of a scenes artifact and the folder its audio paths are relative to.
-
-    Raises:
-        ArtifactError: ``clips.csv`` missing, unreadable, lacking a column, empty, or
-            with a row lacking a value or naming an unknown split.
-    """
-    path = scenes.file("clips.csv")
-    rebuild = f"{MAKERS['scenes']} --force"
-    dtype = {c: str for c in ("clip_id", "audio", "labels", "split", "subset")}
-    clips = readers.read_table(path, rebuild, CLIP_COLUMNS, dtype)
-    if clips.empty:
-        raise readers.damaged(path, "lists no clip", rebuild)
-    if not pd.api.types.is_integer_dtype(clips["fold"]):
-        raise readers.damaged(path, "column 'fold' must hold integers", rebuild)
-    bad = clips[list(CLIP_COLUMNS)].isna().any(axis=1) | ~clips["split"].isin(SPLITS)
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise readers.damaged(
-            path, f"row {row + 2}: needs every column filled and a split among "
-            f"{', '.join(SPLITS)}", rebuild,
-        )  # fmt: skip
-    root = scenes.extra.get("audio_root", ".")
-    audio_root = scenes.path if root == "." else Path(root)  # checked by read_manifest
-    return clips, audio_root
 
 
 def _clip_frames(clips: pd.DataFrame, audio_root: Path, spec: FeatureSpec) -> np.ndarray:

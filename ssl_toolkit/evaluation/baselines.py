@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.frames import Frames, label_frames
-from ..core.artifacts import Manifest, build_artifact, read_manifest, safe_join
+from ..core.artifacts import Manifest, build_artifact, read_clips, read_manifest, safe_join
 from ..core.config import ConfigError, to_dict
 from ..core.errors import DataError, UserError
 from ..core.geometry import great_circle, rad, sph_to_unit
@@ -622,7 +622,7 @@ def run_baseline(
     fs = int(sc.extra["fs"])
     hop_s = fs_art.hop_s
     mics = np.asarray(sc.extra["mic_positions_m"], np.float64)  # (M, 3)
-    clips = pd.read_csv(sc.file("clips.csv"), dtype={"clip_id": str})
+    clips, _ = read_clips(sc)  # checked: columns, values, splits
     lab = label_frames(fs_art, rows)
     check_labels(sc, clips, fs_art, lab)
     k = fs_art.max_sources

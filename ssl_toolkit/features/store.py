@@ -29,11 +29,10 @@ import numpy as np
 import pandas as pd
 
 from ..core import readers
-from ..core.artifacts import MANIFEST, Manifest, read_manifest
+from ..core.artifacts import MANIFEST, SPLITS, Manifest, read_manifest
 from .spec import FeatureSpec
 
 INDEX_COLUMNS = ["chunk", "clip_id", "fold", "split", "subset", "start_frame"]
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
