@@ -81,6 +81,17 @@ def main() -> None:
         f"{t_pot * a.frames / a.check:.1f} s on {a.frames} frames"
     )
 
+    from ssl_toolkit.analysis import density
+
+    n = min(a.frames, 20_000)
+    sl = slice(0, n)
+    args = (hyps[sl], conf[sl], targets[sl], active[sl])
+    grid = np.geomspace(1.0, 3000.0, 15)  # eval's kappa search (15 Voronoi NLLs)
+    _, t_kappa = timed(density.choose_kappa, *args, grid, True)
+    print(
+        f"Voronoi NLL kappa search on {n} frames: {t_kappa:.2f} s ({t_kappa / 15:.2f} s per kappa)"
+    )
+
     for k in [int(x) for x in a.scaling.split(",")]:
         h, c, t, act, _ = make_frames(a.frames, k, seed=1)
         _, dt = timed(metrics.emd_per_frame, h, c, t, act)
