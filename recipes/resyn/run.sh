@@ -19,7 +19,8 @@
 #                   (recipes/conf/train-paper.toml)
 #                   (early stopping after 10 without progress). About 19 GB of audio (FOA and
 #                   MIC) and 22 GB of features; train on a GPU.
-#   --jobs N        worker processes of synth and features (default: all cores).
+#   --jobs N        worker processes of synth and features, and (small and medium scale)
+#                   trainings and evals run at once, one thread each (default: all cores).
 #   --data-root DIR import the original ANSYN/RESYN (TUT2018 layout: wav_ovN_splitK_*/,
 #                   desc_ovN_splitK/) instead of synthesizing. The originals are FOA only, and
 #                   the classical baselines need microphone-array audio: give --mic-root DIR,
@@ -44,6 +45,30 @@ mkdir -p "$w"
 # machine, spinning OpenMP threads slowed the small CRNN's training to 6-40 chunks/s, against
 # 100 chunks/s with one thread.
 [ "$scale" != paper ] && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+# Trainings and evals (stages 4, 5): --jobs of them at once at small and medium scale (one
+# thread each, so one per core), one at a time at paper scale (one GPU). Results do not
+# depend on it. With several at once each writes its output to $w/logs/<step>.log.
+par=1; [ "$scale" != paper ] && par=$jobs
+pids=()
+launch() {  # launch NAME CMD...: run CMD, at most $par at once; a failure stops the recipe
+  local name=$1; shift
+  if [ "$par" -le 1 ]; then "$@"; return; fi
+  if [ ${#pids[@]} -ge "$par" ]; then wait_first; fi
+  mkdir -p "$w/logs"
+  "$@" > "$w/logs/$name.log" 2>&1 &
+  pids+=("$!:$name")
+}
+wait_first() {
+  local p=${pids[0]%%:*} name=${pids[0]#*:}
+  pids=("${pids[@]:1}")
+  if ! wait "$p"; then
+    tail -n 5 "$w/logs/$name.log" >&2
+    echo "recipe: $name failed (log: $w/logs/$name.log)" >&2
+    exit 1
+  fi
+}
+drain() { while [ ${#pids[@]} -gt 0 ]; do wait_first; done; }
+trap 'for p in "${pids[@]}"; do kill "${p%%:*}" 2>/dev/null; done' EXIT
 
 synth=(--preset "$preset" --subsets ov1,ov2,ov3 --seed 0 --jobs "$jobs")
 conf=$(cd "$(dirname "$0")/../conf" && pwd)
@@ -90,15 +115,18 @@ if run_stage 4; then
   for r in "${runs[@]}"; do IFS=: read -r name method k s extra <<< "$r"
     announce 4 "train $name ($method, K = $k, seed $s) -> $w/runs/$name"
     # shellcheck disable=SC2086  # $extra is a list of options
-    ssl train "$w/features" "$w/runs/$name" --method "$method" -K "$k" --seed "$s" \
-      --config "$train_toml" $extra
+    launch "train_$name" ssl train "$w/features" "$w/runs/$name" --method "$method" -K "$k" \
+      --seed "$s" --config "$train_toml" $extra
   done
+  drain
 fi
 if run_stage 5; then
   for r in "${runs[@]}"; do name=${r%%:*}
     announce 5 "eval $name -> $w/evals/$name"
-    ssl eval "$w/runs/$name" "$w/evals/$name" --data "$w/features" --split test
+    launch "eval_$name" ssl eval "$w/runs/$name" "$w/evals/$name" --data "$w/features" \
+      --split test
   done
+  drain
 fi
 baselines=(srp music)
 if run_stage 6 && [ -z "$mic" ]; then echo "Stage 6 skipped: $no_mic" >&2
