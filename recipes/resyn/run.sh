@@ -11,9 +11,12 @@
 #                   features (STFT ones train 3-4x slower on a CPU), a small CRNN
 #                   (recipes/conf/train-small.toml), 20 epochs, a 10-degree search grid for the
 #                   baselines (peaks are refined to 0.1 degree).
-#   --scale medium  about an hour on 2 CPU cores: 240 clips of 10 s (4x small), PIT, WTA-5,
-#                   rMCL, rMCL*, aMCL and IE with 3 seeds each (runs NAME_s0..s2; the report
-#                   adds mean +- std over seeds), 30 epochs (recipes/conf/train-medium.toml).
+#   --scale medium  240 clips of 10 s (4x small), PIT, WTA-5, rMCL, rMCL*, aMCL and IE with
+#                   3 seeds each (runs NAME_s0..s2; the report adds mean +- std over seeds),
+#                   30 epochs (recipes/conf/train-medium.toml). About 1 h 45 min on 2 CPU
+#                   cores with --jobs 2 (estimated from the committed run, where ANSYN and
+#                   RESYN shared the cores: 15 runs in 96 min and 30 min per IE seed, each
+#                   recipe on one core; IE trains its 5 members one after the other).
 #   --scale paper   the paper's sizes: 44.1 kHz, 900 clips of 30 s (300 per overlap subset, as
 #                   one TUT2018 split), STFT magnitude + phase, the default CRNN, 100 epochs
 #                   (recipes/conf/train-paper.toml)
