@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["sph_to_unit", "unit_to_sph", "great_circle", "wrap_azimuth", "deg", "rad"]
+__all__ = ["sph_to_unit", "unit_to_sph", "great_circle", "slerp", "wrap_azimuth", "deg", "rad"]
 
 
 def _is_torch(x: Any) -> bool:
@@ -96,6 +96,31 @@ def great_circle(u, v):
         return torch.acos(dot.clamp(-1 + eps, 1 - eps))
     dot = np.sum(np.asarray(u) * np.asarray(v), axis=-1)
     return np.arccos(np.clip(dot, -1.0, 1.0))
+
+
+def slerp(u, v, w):
+    """Points along the great circle from ``u`` to ``v`` (numpy): ``w = 0`` is ``u``, ``w = 1``
+    is ``v``, and ``w`` outside [0, 1] extrapolates along the same circle at the same
+    angular speed (so a source moving at constant speed on a great circle is recovered
+    exactly from any two of its samples).
+
+    Args:
+        u, v: unit vectors ``[..., 3]``.
+        w: fractions ``[...]`` (broadcast with ``u[..., 0]``).
+
+    Returns:
+        Unit vectors ``[..., 3]`` float64. Where ``u`` and ``v`` coincide (or are opposite, an
+        undefined arc) the result is ``u``.
+    """
+    u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
+    w = np.asarray(w, np.float64)[..., None]
+    theta = great_circle(u, v)[..., None]  # (..., 1)
+    sin = np.sin(theta)
+    ok = (sin > 1e-9) & (theta < np.pi - 1e-6)
+    safe = np.where(ok, sin, 1.0)
+    out = (np.sin((1 - w) * theta) * u + np.sin(w * theta) * v) / safe
+    out = np.where(ok, out, u + 0 * w)
+    return out / np.linalg.norm(out, axis=-1, keepdims=True)
 
 
 def wrap_azimuth(azimuth_rad):

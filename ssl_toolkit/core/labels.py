@@ -1,9 +1,19 @@
-"""The TUT2018 label CSV (ANSYN/RESYN/REAL) and frame labels derived from it.
+"""Label files of the two dataset families, and the frame labels derived from them.
 
-One row per event: ``sound_event_recording,start_time,end_time,ele,azi,dist``
-(class name, seconds, degrees, metres). Frame labels assign each event a
-source slot (greedy interval colouring in onset order: the lowest slot free
-at its onset), so at most S = max overlap slots are ever used.
+- TUT2018 (ANSYN/RESYN/REAL): one row per static event,
+  ``sound_event_recording,start_time,end_time,ele,azi,dist`` (class name, seconds,
+  degrees, metres).
+- DCASE 2020-2024 metadata (TAU-NIGENS Spatial Sound Events 2020/2021, STARSS22/23):
+  one row per active event per 100 ms label frame and no header,
+  ``frame,class,source,azimuth,elevation[,distance]`` (integers in the originals;
+  degrees; distance in cm, DCASE 2024). Sources may move: the row of each frame holds
+  the direction at the frame's start.
+
+Frame labels assign each event a source slot (greedy interval colouring in onset order:
+the lowest slot free at its onset), so at most S = max overlap slots are ever used. A
+DCASE event is a maximal run of consecutive label frames of one ``(class, source)``;
+its direction between label frames is interpolated along the great circle
+(:func:`metadata_frame_labels`).
 """
 
 from __future__ import annotations
@@ -16,9 +26,16 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .geometry import rad, sph_to_unit
+from .geometry import rad, slerp, sph_to_unit
 
 LABEL_COLUMNS = ["sound_event_recording", "start_time", "end_time", "ele", "azi", "dist"]
+#: Columns of a DCASE metadata table in memory (the file has no header; degrees, and the
+#: distance in cm in the file, metres here; NaN when the file has no distance column).
+METADATA_COLUMNS = ["frame", "class", "source", "azimuth_deg", "elevation_deg", "distance_m"]
+#: Label frame of the DCASE metadata files.
+METADATA_HOP_S = 0.1
+#: Label file formats of a scenes artifact (``extra.label_format``; absent: ``tut2018``).
+LABEL_FORMATS = ("tut2018", "dcase")
 
 
 def write_labels(path: str | os.PathLike, events: pd.DataFrame) -> None:
@@ -146,3 +163,197 @@ def frame_labels(
         activity[on, s] = True
         directions[on, s] = u[ev[j[on]]]
     return activity, directions.astype(np.float32)
+
+
+def read_metadata(path: str | os.PathLike) -> pd.DataFrame:
+    """Read and check a DCASE 2020-2024 metadata CSV (5 or 6 columns, no header).
+
+    An empty distance field (a row of a 6-column file) is an unknown distance (NaN).
+
+    Returns:
+        A table of :data:`METADATA_COLUMNS` sorted by frame, class and source (distance
+        in metres, NaN without a distance column).
+
+    Raises:
+        DataError: naming the file and line when it is unreadable, has another number of
+            columns, a value is not a number, a frame, class or source index is negative
+            or not an integer, an angle is out of range (|azimuth| <= 180, |elevation|
+            <= 90), a distance is negative, or a (frame, class, source) repeats.
+    """
+    p = Path(path)
+    try:
+        df = pd.read_csv(p, header=None, skipinitialspace=True, dtype=str)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame({c: pd.Series(dtype=np.float64) for c in METADATA_COLUMNS})
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(f"metadata file {p} is unreadable: {e}") from e
+    if df.shape[1] not in (5, 6):
+        raise DataError(
+            f"metadata file {p} has {df.shape[1]} columns; a DCASE metadata file has 5 "
+            "(frame,class,source,azimuth,elevation) or 6 (and distance in cm)"
+        )
+    first = pd.to_numeric(df.iloc[0], errors="coerce")
+    header = bool(first.isna().all())  # a header line (some copies have one): skip it
+    if header:
+        df = df.iloc[1:]
+    num = df.apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    idx = num[:, :3]
+    bad = (
+        np.isnan(num[:, :5]).any(axis=1)
+        | (idx < 0).any(axis=1)
+        | (idx != np.round(idx)).any(axis=1)
+    )
+    bad |= (np.abs(num[:, 3]) > 180) | (np.abs(num[:, 4]) > 90)
+    if num.shape[1] == 6:
+        bad |= (num[:, 5] < 0) | (np.isnan(num[:, 5]) & df.iloc[:, 5].notna().to_numpy())
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"metadata file {p}, line {row + 1 + header}: malformed row "
+            f"{','.join(df.iloc[row].fillna('').astype(str).tolist())!r} (need integer frame, class and "
+            "source >= 0, |azimuth| <= 180, |elevation| <= 90 degrees, distance >= 0 cm)"
+        )
+    out = pd.DataFrame(
+        {
+            "frame": idx[:, 0].astype(np.int64),
+            "class": idx[:, 1].astype(np.int64),
+            "source": idx[:, 2].astype(np.int64),
+            "azimuth_deg": num[:, 3],
+            "elevation_deg": num[:, 4],
+            "distance_m": num[:, 5] / 100.0 if num.shape[1] == 6 else np.nan,
+        }
+    )
+    dup = out.duplicated(["frame", "class", "source"])
+    if dup.any():
+        row = int(np.flatnonzero(dup.to_numpy())[0])
+        r = out.iloc[row]
+        raise DataError(
+            f"metadata file {p}, line {row + 1 + header}: frame {r['frame']} lists class "
+            f"{r['class']} source {r['source']} twice"
+        )
+    return out.sort_values(["frame", "class", "source"], kind="stable").reset_index(drop=True)
+
+
+def write_metadata(path: str | os.PathLike, meta: pd.DataFrame) -> None:
+    """Write a metadata table (:data:`METADATA_COLUMNS`) as a DCASE CSV (no header).
+
+    Angles are written with 2 decimals (the originals hold integers; the official readers
+    parse floats); the distance column (cm) only when some distance is known.
+    """
+    m = meta.sort_values(["frame", "class", "source"], kind="stable")
+    cols = {
+        "frame": m["frame"].astype(np.int64),
+        "class": m["class"].astype(np.int64),
+        "source": m["source"].astype(np.int64),
+        "azimuth": m["azimuth_deg"].astype(np.float64).round(2),
+        "elevation": m["elevation_deg"].astype(np.float64).round(2),
+    }
+    dist = m["distance_m"].astype(np.float64) if "distance_m" in m else None
+    if dist is not None and dist.notna().any():
+        cols["distance"] = (dist * 100).round(1)
+    pd.DataFrame(cols).to_csv(path, header=False, index=False)
+
+
+def metadata_events(meta: pd.DataFrame) -> np.ndarray:
+    """``[R]`` event index of each metadata row: rows of one ``(class, source)`` in
+    consecutive frames form one event (an event ends where a frame is skipped)."""
+    if len(meta) == 0:
+        return np.zeros(0, np.int64)
+    key = meta["class"].to_numpy() * (1 << 20) + meta["source"].to_numpy()
+    frame = meta["frame"].to_numpy()
+    order = np.lexsort((frame, key))
+    k, f = key[order], frame[order]
+    new = np.ones(len(k), bool)
+    new[1:] = (k[1:] != k[:-1]) | (f[1:] != f[:-1] + 1)
+    ev = np.empty(len(k), np.int64)
+    ev[order] = np.cumsum(new) - 1
+    return ev
+
+
+def metadata_max_overlap(meta: pd.DataFrame) -> int:
+    """Most events active in one label frame."""
+    return int(meta.groupby("frame").size().max()) if len(meta) else 0
+
+
+def metadata_frame_labels(
+    meta: pd.DataFrame,
+    n_frames: int,
+    hop_s: float,
+    max_sources: int,
+    meta_hop_s: float = METADATA_HOP_S,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Activity, directions, classes and distances per feature frame from DCASE metadata.
+
+    Feature frame t (centred at ``t * hop_s``) lies in label frame
+    ``i = floor(t * hop_s / meta_hop_s)``; an event is active in it when the metadata
+    lists it in frame i. Its direction is interpolated along the great circle between
+    its rows of frames i and i + 1 (each row holds the direction at its frame's start),
+    extrapolated along the arc from frame i - 1 in its last frame, and held when the
+    event lasts one frame: exact for a source moving at constant angular speed on a
+    great circle, where linear interpolation in azimuth is not. Distances are
+    interpolated linearly in the same way. Slots are assigned per event as for TUT2018
+    labels (:func:`assign_slots`), so a source keeps its slot while it is active.
+
+    Args:
+        meta: a metadata table (:func:`read_metadata`).
+        n_frames: number of feature frames T.
+        hop_s: feature hop in seconds.
+        max_sources: number of slots S.
+        meta_hop_s: label frame of the metadata (100 ms).
+
+    Returns:
+        ``activity [T, S]`` bool, ``directions [T, S, 3]`` float32 unit vectors (zeros
+        where inactive), ``classes [T, S]`` int16 (-1 where inactive) and
+        ``distance_m [T, S]`` float32 (NaN where inactive or unknown).
+
+    Raises:
+        DataError: when more than ``max_sources`` events overlap.
+    """
+    activity = np.zeros((n_frames, max_sources), bool)
+    directions = np.zeros((n_frames, max_sources, 3), np.float32)
+    classes = np.full((n_frames, max_sources), -1, np.int16)
+    distance = np.full((n_frames, max_sources), np.nan, np.float32)
+    if len(meta) == 0 or n_frames == 0:
+        return activity, directions, classes, distance
+    frame = meta["frame"].to_numpy(np.int64)
+    ev = metadata_events(meta)
+    n_ev = int(ev.max()) + 1
+    start = np.full(n_ev, np.iinfo(np.int64).max)
+    end = np.full(n_ev, -1)
+    np.minimum.at(start, ev, frame)
+    np.maximum.at(end, ev, frame + 1)
+    slot_of = assign_slots(start, end)
+    if slot_of.max() >= max_sources:
+        raise DataError(f"{slot_of.max() + 1} events overlap but max_sources is {max_sources}")
+    u = sph_to_unit(rad(meta["azimuth_deg"].to_numpy()), rad(meta["elevation_deg"].to_numpy()))
+    dist = meta["distance_m"].to_numpy(np.float64)
+    # the row of the same event in the next and the previous label frame (-1: none): an
+    # event's rows are consecutive frames, so they are neighbours in (event, frame) order
+    order = np.lexsort((frame, ev))
+    same = ev[order][1:] == ev[order][:-1]
+    nxt, prv = np.full(len(meta), -1), np.full(len(meta), -1)
+    nxt[order[:-1][same]] = order[1:][same]
+    prv[order[1:][same]] = order[:-1][same]
+    # feature frames of each label frame: t with floor(t * hop / meta_hop) == i
+    t_s = np.arange(n_frames) * hop_s
+    label_frame = np.floor(t_s / meta_hop_s + 1e-9).astype(np.int64)  # (T,)
+    first = np.searchsorted(label_frame, frame, side="left")  # (R,)
+    stop = np.searchsorted(label_frame, frame, side="right")
+    count = stop - first
+    rows = np.repeat(np.arange(len(meta)), count)  # (P,) one pair per (row, feature frame)
+    tt = np.repeat(first - np.cumsum(count) + count, count) + np.arange(count.sum())
+    w = (tt * hop_s - frame[rows] * meta_hop_s) / meta_hop_s  # (P,) in [0, 1)
+    a, b = rows.copy(), nxt[rows]
+    wa = w.copy()
+    back = (b < 0) & (prv[rows] >= 0)  # last frame of an event: extrapolate along its arc
+    a[back], b[back], wa[back] = prv[rows][back], rows[back], 1 + w[back]
+    hold = b < 0
+    b[hold], wa[hold] = a[hold], 0.0
+    dirs = slerp(u[a], u[b], wa)
+    d = dist[a] + wa * (dist[b] - dist[a])
+    s = slot_of[ev[rows]]
+    activity[tt, s] = True
+    directions[tt, s] = dirs
+    classes[tt, s] = meta["class"].to_numpy()[rows]
+    distance[tt, s] = d
+    return activity, directions, classes, distance
