@@ -4,9 +4,11 @@ Usage::
 
     .venv/bin/python benchmarks/threshold_table.py exp/ansyn/evals/*
 
-The val F20 of fixed 0.5 / grid / SGL come from each eval's ``metrics.json``
-(``thresholds_val``); the test F20 at 0.5 and at the stored (SGL) threshold are recomputed
-from its ``predictions.npz`` (official DCASE F20, 1 s segments of 50 frames). Prints a
+The val F20 of fixed 0.5 / grid / SGL and SGL's threshold come from each eval's
+``metrics.json`` (``thresholds_val``, fitted on val by the code that ran the eval, which
+may be newer than the run's stored threshold); the test F20 at 0.5 and at SGL's threshold
+are recomputed from its ``predictions.npz`` (official DCASE F20, 1 s segments of 50
+frames). Prints a
 Markdown table and how many runs meet SGL's targets (val >= grid - 0.005, test >= 0.5's).
 Unscored evals (no confidences) are skipped.
 """
@@ -47,8 +49,9 @@ def row(ev: Path) -> tuple | None:
         return dcase_seld(p["hyps"], det, p["targets"], p["active"], seg)["F20"]
 
     v = {k: d["thresholds_val"][k]["F20"] for k in ("fixed", "grid", "sgl")}
-    fixed, sgl = f20(0.5), f20(d["threshold"])
-    return (ev.name, d["threshold"], v["fixed"], v["grid"], v["sgl"], v["sgl"] - v["grid"],
+    t_sgl = d["thresholds_val"]["sgl"]["threshold"]
+    fixed, sgl = f20(0.5), f20(t_sgl)
+    return (ev.name, t_sgl, v["fixed"], v["grid"], v["sgl"], v["sgl"] - v["grid"],
             fixed, sgl, sgl - fixed)  # fmt: skip
 
 
