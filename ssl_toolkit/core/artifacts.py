@@ -172,12 +172,15 @@ EXTRA_FIELDS: dict[str, dict[str, readers.Check]] = {
         "max_sources": readers.integer(1, 1000),
         "audio_root": readers.text(),
         "mic_positions_m": readers.sequence(readers.sequence(readers.number(), 3)),
+        "label_format": readers.text(("tut2018", "dcase")),  # core.labels.LABEL_FORMATS
+        "n_classes": readers.integer(1, 32767),
     },
     "features": {
         "feature_params": readers.mapping,
         "shape": readers.sequence(readers.integer(1), 3),
         "max_sources": readers.integer(1, 1000),
         "n_chunks": readers.integer(0),
+        "n_classes": readers.integer(1, 32767),  # classes.npy is int16
     },
 }
 #: Extras every reader of the kind needs (the features' are required by ``open_features``).

@@ -168,7 +168,9 @@ def frame_labels(
 def read_metadata(path: str | os.PathLike) -> pd.DataFrame:
     """Read and check a DCASE 2020-2024 metadata CSV (5 or 6 columns, no header).
 
-    An empty distance field (a row of a 6-column file) is an unknown distance (NaN).
+    An empty distance field (a row of a 6-column file) is an unknown distance (NaN). A
+    header line (some copies have one) and blank lines are skipped; line numbers in
+    messages count them.
 
     Returns:
         A table of :data:`METADATA_COLUMNS` sorted by frame, class and source (distance
@@ -181,22 +183,27 @@ def read_metadata(path: str | os.PathLike) -> pd.DataFrame:
             <= 90), a distance is negative, or a (frame, class, source) repeats.
     """
     p = Path(path)
+    empty = pd.DataFrame({c: pd.Series(dtype=np.float64) for c in METADATA_COLUMNS})
     try:
-        df = pd.read_csv(p, header=None, skipinitialspace=True, dtype=str)
+        df = pd.read_csv(p, header=None, skipinitialspace=True, dtype=str, skip_blank_lines=False)
     except pd.errors.EmptyDataError:
-        return pd.DataFrame({c: pd.Series(dtype=np.float64) for c in METADATA_COLUMNS})
+        return empty
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise DataError(f"metadata file {p} is unreadable: {e}") from e
+    line = np.arange(1, len(df) + 1)  # (R,) line of each row in the file
+    filled = df.notna().any(axis=1).to_numpy()  # blank lines are rows of NaN: skip them
+    df, line = df[filled], line[filled]
+    if df.empty:
+        return empty
     if df.shape[1] not in (5, 6):
         raise DataError(
             f"metadata file {p} has {df.shape[1]} columns; a DCASE metadata file has 5 "
             "(frame,class,source,azimuth,elevation) or 6 (and distance in cm)"
         )
     first = pd.to_numeric(df.iloc[0], errors="coerce")
-    header = bool(first.isna().all())  # a header line (some copies have one): skip it
-    if header:
-        df = df.iloc[1:]
-    num = df.apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    if bool(first.isna().all()):  # a header line (some copies have one): skip it
+        df, line = df.iloc[1:], line[1:]
+    num = df.apply(pd.to_numeric, errors="coerce").to_numpy(np.float64).reshape(-1, df.shape[1])
     idx = num[:, :3]
     bad = (
         np.isnan(num[:, :5]).any(axis=1)
@@ -208,10 +215,11 @@ def read_metadata(path: str | os.PathLike) -> pd.DataFrame:
         bad |= (num[:, 5] < 0) | (np.isnan(num[:, 5]) & df.iloc[:, 5].notna().to_numpy())
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
+        text = ",".join(df.iloc[row].fillna("").astype(str).tolist())
         raise DataError(
-            f"metadata file {p}, line {row + 1 + header}: malformed row "
-            f"{','.join(df.iloc[row].fillna('').astype(str).tolist())!r} (need integer frame, class and "
-            "source >= 0, |azimuth| <= 180, |elevation| <= 90 degrees, distance >= 0 cm)"
+            f"metadata file {p}, line {line[row]}: malformed row {text!r} (need integer "
+            "frame, class and source >= 0, |azimuth| <= 180, |elevation| <= 90 degrees, "
+            "distance >= 0 cm)"
         )
     out = pd.DataFrame(
         {
@@ -226,10 +234,9 @@ def read_metadata(path: str | os.PathLike) -> pd.DataFrame:
     dup = out.duplicated(["frame", "class", "source"])
     if dup.any():
         row = int(np.flatnonzero(dup.to_numpy())[0])
-        r = out.iloc[row]
+        f, c, s = (int(out[k].iloc[row]) for k in ("frame", "class", "source"))
         raise DataError(
-            f"metadata file {p}, line {row + 1 + header}: frame {r['frame']} lists class "
-            f"{r['class']} source {r['source']} twice"
+            f"metadata file {p}, line {line[row]}: frame {f} lists class {c} source {s} twice"
         )
     return out.sort_values(["frame", "class", "source"], kind="stable").reset_index(drop=True)
 

@@ -10,6 +10,13 @@ same timing. Clips are cut into chunks of ``chunk_frames`` frames (0.5 s);
 the frames after the last full chunk of a clip are dropped. Features are
 stored as float16: the manifest records the resulting error
 (``float16_rel_rms_error``, RMS error over RMS value, per channel group).
+
+Frame labels come from the scenes' label files, in the format named by the scenes'
+``extra.label_format`` (absent: ``tut2018``): TUT2018 event lists
+(:func:`~ssl_toolkit.core.labels.frame_labels`), or DCASE metadata
+(:func:`~ssl_toolkit.core.labels.metadata_frame_labels`: moving sources interpolated along
+the great circle), which also give ``classes.npy`` and ``distance.npy`` and ``n_classes``
+in the manifest (see :mod:`ssl_toolkit.features.store`).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from ..core.config import ConfigError, check_finite, to_dict
 from ..core.console import log, progress
 from ..core.cpu import worker_threads
 from ..core.errors import DataError
-from ..core.labels import frame_labels, read_labels
+from ..core.labels import frame_labels, metadata_frame_labels, read_labels, read_metadata
 from ..features.extract import _MEL, _mel_basis, extract
 from ..features.spec import TYPES, FeatureSpec
 from ..features.store import FeatureWriter, frame_stats, write_rows
@@ -157,7 +164,9 @@ def _write(scenes: Manifest, spec: FeatureSpec, out_dir: Path, jobs: int) -> dic
         raise DataError(f"every clip of {scenes.path} is shorter than one chunk ({chunk} frames)")
     c, f = spec.channels, spec.bins
     s = int(scenes.extra["max_sources"])
-    writer = FeatureWriter(out_dir, int(per_clip.sum()), (c, chunk, f), s)
+    label_format = scenes.extra.get("label_format", "tut2018")
+    dcase = label_format == "dcase"
+    writer = FeatureWriter(out_dir, int(per_clip.sum()), (c, chunk, f), s, classes=dcase)
     first = np.concatenate(([0], np.cumsum(per_clip)[:-1]))
     tasks = [
         {
@@ -168,25 +177,33 @@ def _write(scenes: Manifest, spec: FeatureSpec, out_dir: Path, jobs: int) -> dic
             "k": int(k),
             "spec": spec,
             "max_sources": s,
+            "label_format": label_format,
             "out_dir": str(out_dir),
         }
         for row, i0, k in zip(clips.itertuples(index=False), first, per_clip, strict=True)
         if k > 0
     ]
     err2, val2 = np.zeros(c), np.zeros(c)
-    for rows, e2, v2, sums in _run(tasks, jobs):
+    largest, has_distance = -1, False  # over the labels written (DCASE labels)
+    for rows, e2, v2, sums, labels in _run(tasks, jobs):
         writer.rows.extend(rows)
         writer.add_stats(rows[0]["split"], sums)
         err2, val2 = err2 + e2, val2 + v2
+        largest, has_distance = max(largest, labels[0]), has_distance or labels[1]
     writer.finish()
     rel = np.sqrt(err2 / np.maximum(val2, 1e-30))
-    return {
+    extra = {
         "feature_params": spec.to_dict(),
         "shape": [c, chunk, f],
         "max_sources": s,
         "n_chunks": int(per_clip.sum()),
         "float16_rel_rms_error": _group_errors(rel, spec),
     }
+    if dcase:  # the scenes' class count (a dataset's), at least what the labels use
+        extra["n_classes"] = max(int(scenes.extra.get("n_classes", 1)), largest + 1)
+        extra["has_distance"] = bool(has_distance)
+        extra["label_format"] = "dcase"
+    return extra
 
 
 def _run(tasks: list[dict[str, Any]], jobs: int):
@@ -227,12 +244,15 @@ def _init_worker(threads: int, mel: dict) -> None:
     _MEL.update(mel)
 
 
-def _clip_chunks(t: dict[str, Any]) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray, tuple]:
+def _clip_chunks(
+    t: dict[str, Any],
+) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray, tuple, tuple[int, bool]]:
     """Features and frame labels of one clip, written into chunks ``first .. first + k``.
 
     Returns:
         The clip's index rows, its float16 squared error and squared values per channel,
-        and the :func:`~ssl_toolkit.features.store.frame_stats` of its features.
+        the :func:`~ssl_toolkit.features.store.frame_stats` of its features, and
+        ``(largest class index written or -1, whether some distance is known)``.
     """
     import soundfile as sf
 
@@ -244,12 +264,20 @@ def _clip_chunks(t: dict[str, Any]) -> tuple[list[dict[str, Any]], np.ndarray, n
     x = extract(audio.T, fs, p)[:, : k * chunk]  # (C, k*chunk, F)
     x16 = _to_float16(x)
     e2, v2 = _float16_error(x, x16)
-    events = read_labels(t["labels"])
-    act, dirs = frame_labels(events, k * chunk, p.hop_s, t["max_sources"])
+    arrays: dict[str, np.ndarray] = {}  # file -> (T, S[, 3]) frame labels
+    labels = (-1, False)
+    if t.get("label_format", "tut2018") == "dcase":
+        meta = read_metadata(t["labels"])
+        act, dirs, cls, dist = _labels_of(meta, t["labels"], k * chunk, p.hop_s, t["max_sources"])
+        arrays = {"classes.npy": cls, "distance.npy": dist}
+        labels = (int(cls.max(initial=-1)), bool(np.isfinite(dist).any()))
+    else:
+        act, dirs = frame_labels(read_labels(t["labels"]), k * chunk, p.hop_s, t["max_sources"])
+    arrays = {"activity.npy": act, "directions.npy": dirs, **arrays}
     c, _, f = x16.shape
     out = Path(t["out_dir"])
     write_rows(out / "features.npy", i0, x16.reshape(c, k, chunk, f).transpose(1, 0, 2, 3))
-    for name, arr in (("activity.npy", act), ("directions.npy", dirs)):  # (T, S[, 3])
+    for name, arr in arrays.items():
         write_rows(out / name, i0, arr.reshape(k, chunk, *arr.shape[1:]))
     rows = [
         {
@@ -262,7 +290,24 @@ def _clip_chunks(t: dict[str, Any]) -> tuple[list[dict[str, Any]], np.ndarray, n
         }
         for j in range(k)
     ]
-    return rows, e2, v2, frame_stats(x)
+    return rows, e2, v2, frame_stats(x), labels
+
+
+def _labels_of(meta: pd.DataFrame, path: str, n_frames: int, hop_s: float, max_sources: int):
+    """:func:`~ssl_toolkit.core.labels.metadata_frame_labels` of a clip's metadata, with the
+    label file named when more sources overlap than the scenes' ``max_sources`` or a class
+    index does not fit ``classes.npy`` (int16).
+
+    Returns:
+        ``activity [T, S]``, ``directions [T, S, 3]``, ``classes [T, S]`` int16 and
+        ``distance_m [T, S]`` float32.
+    """
+    if len(meta) and int(meta["class"].max()) > np.iinfo(np.int16).max:
+        raise DataError(f"label file {path} has class index {int(meta['class'].max())} (> 32767)")
+    try:
+        return metadata_frame_labels(meta, n_frames, hop_s, max_sources)
+    except DataError as e:
+        raise DataError(f"label file {path}: {e} (the scenes' extra.max_sources)") from e
 
 
 def _to_float16(x: np.ndarray) -> np.ndarray:

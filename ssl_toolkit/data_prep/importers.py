@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,12 @@ def find_folders(root: Path) -> list[tuple[str, int, Path, Path]]:
             raise DataError(f"{d} has no label folder {desc.name} next to it")
         pairs.append((m.group(1), int(m.group(2)), d, desc))
     if not pairs:
+        hint = ""
+        if any((root / d).is_dir() for d in ("foa_dev", "mic_dev", "metadata_dev")):
+            hint = " (it holds foa_dev/, mic_dev/ or metadata_dev/: use --layout dcase)"
         raise DataError(
-            f"{root} holds no wav_ovN_splitK_*/ folder: not a TUT2018 (ANSYN/RESYN/REAL) dataset"
+            f"{root} holds no wav_ovN_splitK_*/ folder: not a TUT2018 (ANSYN/RESYN/REAL) "
+            f"dataset{hint}"
         )
     return pairs
 
@@ -104,9 +109,15 @@ def _split_of(wav: Path, rank: int, fold: int, split: ImportSplit) -> str:
     if name.startswith("test"):
         return "test"
     if name.startswith("train"):
-        f = split.val_fraction
-        return "val" if int((rank + 1) * f + 1e-9) > int(rank * f + 1e-9) else "train"
+        return "val" if _is_val(rank, split.val_fraction) else "train"
     raise DataError(f"{wav}: file names must start with train_ or test_ (TUT2018 layout)")
+
+
+def _is_val(rank: int, fraction: float) -> bool:
+    """Whether the ``rank``-th training clip of a folder (0, 1, ... in name order) goes to
+    val: ``floor((rank + 1) f) > floor(rank f)``, a share ``f`` evenly spaced (every fifth
+    clip for 0.2, the fifth first)."""
+    return int((rank + 1) * fraction + 1e-9) > int(rank * fraction + 1e-9)
 
 
 @dataclass(frozen=True)
@@ -131,19 +142,41 @@ class ImportSplit:
             raise ConfigError(f"fold {min(both)} is in both --val-folds and --test-folds")
 
 
-def _check_split(records: list[dict[str, Any]], split: ImportSplit, root: Path) -> None:
-    """Refuse a split that leaves train or val empty, naming the option to use."""
-    folds = sorted({r["fold"] for r in records})
+def _check_split(
+    records: list[dict[str, Any]], split: ImportSplit, root: Path, fraction: bool = True
+) -> None:
+    """Refuse a split that leaves train or val empty, naming the option to use.
+
+    Args:
+        fraction: whether ``--val-fraction`` takes validation clips from training clips
+            (False: only ``--val-folds`` makes val, as for the TAU-NIGENS datasets).
+    """
+    folds = ", ".join(map(str, sorted({r["fold"] for r in records})))
+    raise_it = f"raise --val-fraction (now {split.val_fraction}) or " if fraction else ""
     for name, fix in (
-        ("train", "lower --val-fraction or hold out fewer folds (--val-folds, --test-folds)"),
         (
-            "val",
-            f"raise --val-fraction (now {split.val_fraction}) or give --val-folds "
-            f"(folds here: {', '.join(map(str, folds))})",
+            "train",
+            ("lower --val-fraction or " if fraction else "")
+            + "hold out fewer folds (--val-folds, --test-folds)",
         ),
+        ("val", f"{raise_it}give --val-folds (folds here: {folds})"),
     ):  # fmt: skip  (a dataset without test clips is fine: evaluate on another)
         if not any(r["split"] == name for r in records):
             raise DataError(f"importing {root} this way leaves no {name!r} clip: {fix}")
+
+
+def _check_one_rate(records: list[dict[str, Any]], root: Path) -> None:
+    """Refuse clips of different sample rates, naming a file of each rate.
+
+    Raises:
+        DataError: ``<root> mixes sample rates: 24000 Hz (<file>), 48000 Hz (<file>)...``.
+    """
+    first: dict[int, Path] = {}
+    for r in records:
+        first.setdefault(r["fs"], r["wav"])
+    if len(first) > 1:
+        each = ", ".join(f"{v} Hz ({first[v]})" for v in sorted(first))
+        raise DataError(f"{root} mixes sample rates: {each}; import one rate at a time")
 
 
 def _audio_info(wav: Path, n_channels: int) -> tuple[int, float]:
@@ -215,11 +248,10 @@ def _scan(root: Path, n_channels: int, how: ImportSplit) -> list[dict[str, Any]]
                     "subset": subset,
                     "fs": fs,
                     "duration_s": duration,
+                    "n_sources_max": max_overlap(events),
                 }
             )
-    rates = {r["fs"] for r in records}
-    if len(rates) > 1:
-        raise DataError(f"{root} mixes sample rates {sorted(rates)}; import one rate at a time")
+    _check_one_rate(records, root)
     return records
 
 
@@ -265,10 +297,57 @@ def import_tut2018(
         "files": sorted(str(r["wav"].relative_to(root)) for r in records),
         "split": asdict(split),
     }
+    extra = {
+        "max_sources": max(max(r["n_sources_max"], int(r["subset"][2:])) for r in records),
+        "layout": "tut2018",
+        "classes": sorted({c for r in records for c in r["events"]["sound_event_recording"]}),
+    }
+    return write_scenes(
+        out,
+        config,
+        records,
+        lambda path, r: write_labels(path, r["events"]),
+        extra,
+        root=root,
+        copy=copy,
+        force=force,
+        fmt=fmt,
+        mics=mics,
+    )
+
+
+def write_scenes(
+    out: str | os.PathLike,
+    config: dict[str, Any],
+    records: list[dict[str, Any]],
+    write_label: Callable[[Path, dict[str, Any]], None],
+    extra: dict[str, Any],
+    *,
+    root: Path,
+    copy: bool,
+    force: bool,
+    fmt: str,
+    mics: np.ndarray | None,
+) -> Manifest:
+    """Write the scenes artifact of an import (shared by every layout).
+
+    Args:
+        out: output scenes directory.
+        config: the import's resolved options (fingerprinted; ``root`` is the dataset).
+        records: one per clip, checked: ``clip_id``, ``wav`` (resolved path inside
+            ``root``), ``fold``, ``split``, ``subset``, ``fs``, ``duration_s``,
+            ``n_sources_max``, and what ``write_label`` reads.
+        write_label: writes a record's labels into the artifact (``labels/<clip_id>.csv``).
+        extra: the layout's own manifest extras (``max_sources``, label format, ...).
+        root: the dataset folder (protected: never written into).
+        copy: copy the audio into ``wav/``; otherwise ``audio_root`` is ``root``.
+        force: rebuild even when ``out`` holds an artifact built otherwise.
+        fmt, mics: the audio format and the ``[M, 3]`` capsule positions (``mic``).
+    """
     with build_artifact(out, "scenes", config, force=force, protect=(root,), log=log) as b:
         if b.reused:
             return b.manifest
-        rows = [_write_clip(r, root, b.dir, copy) for r in track(records, "import")]
+        rows = [_write_clip(r, root, b.dir, copy, write_label) for r in track(records, "import")]
         clips = pd.DataFrame(rows)
         clips.to_csv(b.dir / "clips.csv", index=False)
         b.extra.update(
@@ -276,16 +355,10 @@ def import_tut2018(
                 "fs": int(records[0]["fs"]),
                 "format": fmt,
                 "n_channels": N_CHANNELS if mics is None else len(mics),
-                "max_sources": int(
-                    max(clips["n_sources_max"].max(), clips["subset"].str[2:].astype(int).max())
-                ),
                 "audio_root": "." if copy else str(root),
                 "n_clips": len(clips),
                 "hours": float(clips["duration_s"].sum() / 3600),
-                "layout": "tut2018",
-                "classes": sorted(
-                    {c for r in records for c in r["events"]["sound_event_recording"]}
-                ),
+                **extra,
             }
         )
         if mics is not None:
@@ -307,7 +380,9 @@ def _array(fmt: str, mic_positions_m) -> np.ndarray | None:
     return array_positions(mic_positions_m)
 
 
-def _write_clip(r: dict[str, Any], root: Path, out_dir: Path, copy: bool) -> dict[str, Any]:
+def _write_clip(
+    r: dict[str, Any], root: Path, out_dir: Path, copy: bool, write_label: Callable
+) -> dict[str, Any]:
     rel = r["wav"].relative_to(root).as_posix()
     if copy:
         (out_dir / "wav").mkdir(exist_ok=True)
@@ -315,7 +390,7 @@ def _write_clip(r: dict[str, Any], root: Path, out_dir: Path, copy: bool) -> dic
         shutil.copyfile(r["wav"], out_dir / rel)
     (out_dir / "labels").mkdir(exist_ok=True)
     labels = f"labels/{r['clip_id']}.csv"
-    write_labels(out_dir / labels, r["events"])
+    write_label(out_dir / labels, r)
     return {
         "clip_id": r["clip_id"],
         "audio": rel,
@@ -324,5 +399,5 @@ def _write_clip(r: dict[str, Any], root: Path, out_dir: Path, copy: bool) -> dic
         "split": r["split"],
         "subset": r["subset"],
         "duration_s": r["duration_s"],
-        "n_sources_max": max_overlap(r["events"]),
+        "n_sources_max": r["n_sources_max"],
     }

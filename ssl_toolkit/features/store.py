@@ -3,16 +3,25 @@
 Layout of a ``features`` artifact (schema 1)::
 
     manifest.json    config = the FeatureConfig; extra = {"feature_params": {...},
-                     "shape": [C, T, F], "max_sources": S, "n_chunks": N}
+                     "shape": [C, T, F], "max_sources": S, "n_chunks": N
+                     [, "n_classes": K, "has_distance": bool]}
     features.npy     [N, C, T, F] float16   (C channels/maps, T frames per chunk, F bins)
     activity.npy     [N, T, S] bool         (source slot s active in frame t)
     directions.npy   [N, T, S, 3] float32   (unit vectors, DCASE frame; zeros where inactive)
+    classes.npy      [N, T, S] int16        (class index 0..K-1 of slot s; -1 where inactive)
+    distance.npy     [N, T, S] float32      (source distance in metres; NaN where inactive
+                                             or unknown)
     index.csv        one row per chunk: chunk, clip_id, fold, split, subset, start_frame
     norm.npz         mean [C, F], std [C, F] float32, from the ``train`` split only
 
-``split`` is one of ``train``, ``val``, ``test``; ``subset`` is ``ov1``/``ov2``/``ov3``
-(maximum number of overlapping sources of the clip); ``fold`` is the
-cross-validation split of the original datasets (1..3), 1 for synthesized sets.
+``classes.npy`` and ``distance.npy`` exist exactly when the manifest has ``n_classes``:
+features of scenes with DCASE metadata labels (``extra.label_format == "dcase"``: the
+DCASE 2020-2024 imports, synthesized scenes with moving sources). TUT2018 labels carry
+class names only and no such arrays are written (``FeatureSet.classes`` is None).
+
+``split`` is one of ``train``, ``val``, ``test``; ``subset`` is ``ovN`` (maximum number of
+overlapping sources of the clip); ``fold`` is the cross-validation split of the original
+datasets (TUT2018 1..3, the ``foldN`` of DCASE file names), 1 for synthesized sets.
 
 This module is numpy-only: readers (training, evaluation) and the writer
 (``ssl prep features``) share it so the format is stated once.
@@ -47,6 +56,10 @@ class FeatureSet:
         index: one row per chunk (see module docstring).
         mean, std: normalization statistics ``[C, F]`` from the train split.
         spec: how the features were computed (``extra.feature_params`` of the manifest).
+        classes: ``[N, T, S]`` int16 memmap, the class index of each active slot (-1 where
+            inactive); None for features without class labels (TUT2018 scenes).
+        distance: ``[N, T, S]`` float32 memmap, source distances in metres (NaN where
+            inactive or unknown); None exactly when ``classes`` is.
     """
 
     manifest: Manifest
@@ -57,6 +70,14 @@ class FeatureSet:
     mean: np.ndarray
     std: np.ndarray
     spec: FeatureSpec
+    classes: np.ndarray | None = None
+    distance: np.ndarray | None = None
+
+    @property
+    def n_classes(self) -> int | None:
+        """Number of sound classes K of ``classes`` (None without class labels)."""
+        k = self.manifest.extra.get("n_classes")
+        return None if k is None else int(k)
 
     @property
     def hop_s(self) -> float:
@@ -127,7 +148,11 @@ def open_features(path: str | os.PathLike) -> FeatureSet:
     if (std <= 0).any():
         raise readers.damaged(npz, "'std' has values <= 0", REBUILD)
     mean, std = mean.astype(np.float32), std.astype(np.float32)
-    return FeatureSet(man, feats, act, dirs, index, mean, std, spec)
+    classes = distance = None
+    if "n_classes" in extra:
+        classes = readers.open_npy(man.file("classes.npy"), REBUILD, np.int16, (n, t, s))
+        distance = readers.open_npy(man.file("distance.npy"), REBUILD, np.float32, (n, t, s))
+    return FeatureSet(man, feats, act, dirs, index, mean, std, spec, classes, distance)
 
 
 #: The command that rebuilds a features artifact (named in every damaged-file message).
@@ -164,6 +189,10 @@ class FeatureWriter:
         w.put(i, feats, activity, directions, clip_id=..., fold=1, split="train",
               subset="ov2", start_frame=0)
         w.finish()  # index.csv + norm.npz (from the train split)
+
+    With ``classes=True`` it also writes ``classes.npy`` (filled with -1) and
+    ``distance.npy`` (NaN) for :meth:`put`'s ``classes`` and ``distance``; the caller
+    then records ``n_classes`` in the manifest's extra.
     """
 
     def __init__(
@@ -172,9 +201,22 @@ class FeatureWriter:
         n_chunks: int,
         shape: tuple[int, int, int],
         max_sources: int,
+        classes: bool = False,
     ):
         self.dir = Path(directory)
         c, t, f = shape
+        self.classes = self.distance = None
+        if classes:
+            self.classes = np.lib.format.open_memmap(
+                self.dir / "classes.npy", mode="w+", dtype=np.int16,
+                shape=(n_chunks, t, max_sources),
+            )  # fmt: skip
+            self.classes[:] = -1
+            self.distance = np.lib.format.open_memmap(
+                self.dir / "distance.npy", mode="w+", dtype=np.float32,
+                shape=(n_chunks, t, max_sources),
+            )  # fmt: skip
+            self.distance[:] = np.nan
         self.features = np.lib.format.open_memmap(
             self.dir / "features.npy", mode="w+", dtype=np.float16, shape=(n_chunks, c, t, f)
         )
@@ -196,19 +238,34 @@ class FeatureWriter:
             self._stats[key] = pool_stats(self._stats.get(key), stats)
 
     def put(
-        self, i: int, features: np.ndarray, activity: np.ndarray, directions: np.ndarray, **row: Any
+        self,
+        i: int,
+        features: np.ndarray,
+        activity: np.ndarray,
+        directions: np.ndarray,
+        classes: np.ndarray | None = None,
+        distance: np.ndarray | None = None,
+        **row: Any,
     ) -> None:
-        """Store chunk ``i``: features [C, T, F], activity [T, S], directions [T, S, 3]."""
+        """Store chunk ``i``: features [C, T, F], activity [T, S], directions [T, S, 3],
+        and with ``classes=True`` classes [T, S] int (-1 inactive) and distance [T, S] m."""
         self.features[i] = features
         self.activity[i] = activity
         self.directions[i] = directions
+        if (classes is not None or distance is not None) and self.classes is None:
+            raise ValueError("FeatureWriter(..., classes=True) stores classes and distances")
+        if classes is not None:
+            self.classes[i] = classes
+        if distance is not None:
+            self.distance[i] = distance
         self.rows.append({"chunk": i, **row})
         self.add_stats(str(row.get("split")), frame_stats(self.features[i]))
 
     def finish(self) -> pd.DataFrame:
         """Flush arrays, write ``index.csv`` and ``norm.npz``; returns the index."""
-        for a in (self.features, self.activity, self.directions):
-            a.flush()
+        for a in (self.features, self.activity, self.directions, self.classes, self.distance):
+            if a is not None:
+                a.flush()
         index = pd.DataFrame(self.rows).sort_values("chunk").reset_index(drop=True)
         index = index[INDEX_COLUMNS + [c for c in index.columns if c not in INDEX_COLUMNS]]
         index.to_csv(self.dir / "index.csv", index=False)
