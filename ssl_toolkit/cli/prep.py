@@ -72,6 +72,27 @@ def synth(
     seed: int = typer.Option(
         None, "--seed", help="Master seed (clip i depends on seed and i only).", show_default="0"
     ),
+    motion: bool = typer.Option(
+        None,
+        "--motion",
+        help="Moving sources (TAU-NIGENS 2020/2021 style): events travel along great "
+        "circles; onsets on the 100 ms label frame; DCASE metadata labels (not with "
+        "--layout tut2018).",
+        show_default="off",
+    ),
+    angular_speeds_deg_s: str = typer.Option(
+        None,
+        "--angular-speeds-deg-s",
+        "--angular-speeds",
+        help="Comma-separated angular speeds of moving events, degrees per second (--motion).",
+        show_default="10.0,20.0,40.0",
+    ),
+    moving_fraction: float = typer.Option(
+        None,
+        "--moving-fraction",
+        help="Share of the events that move (--motion); the others stay static.",
+        show_default="1.0",
+    ),
     jobs: int = typer.Option(
         1, "--jobs", help="Worker processes (the output does not depend on it)."
     ),
@@ -83,11 +104,20 @@ def synth(
     ),
 ) -> None:
     """Synthesize ANSYN/RESYN-like scenes with labels correct by construction."""
-    from ..core.config import load_toml
+    from ..core.config import ConfigError, load_toml
     from ..core.console import log
     from ..data_prep.synth import synth_config, synthesize
 
     toml = load_toml(config, "synth") if config else {}
+    speeds = None
+    if angular_speeds_deg_s is not None:
+        try:
+            speeds = [float(v) for v in angular_speeds_deg_s.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(
+                f"--angular-speeds takes degrees per second such as 10,20,40 "
+                f"(got {angular_speeds_deg_s!r})"
+            ) from None
     cli = {
         "preset": preset,
         "format": format,
@@ -100,8 +130,14 @@ def synth(
         "seed": seed,
         "sources_dir": str(sources_dir) if sources_dir else None,
         "layout": layout,
+        "motion": motion,
+        "angular_speeds_deg_s": speeds,
+        "moving_fraction": moving_fraction,
     }
     cfg = synth_config(toml, cli)
+    if not cfg.motion and (speeds is not None or moving_fraction is not None):
+        given = "--angular-speeds" if speeds is not None else "--moving-fraction"
+        raise ConfigError(f"{given} needs --motion (or motion = true in the TOML)")
     man = synthesize(out, cfg, jobs=jobs, force=force)
     log(f"scenes: {man.path} ({man.extra['n_clips']} clips, {man.extra['hours'] * 60:.1f} min)")
 
@@ -109,30 +145,44 @@ def synth(
 @prep_app.command("import")
 @user_errors
 def import_(
-    root: Path = typer.Argument(..., help="Folder of the original dataset (wav_*/ and desc_*/)."),
+    root: Path = typer.Argument(
+        ...,
+        help="Folder of the original dataset: wav_*/ and desc_*/ (tut2018), or "
+        "foa_dev/ or mic_dev/ and metadata_dev/ (dcase).",
+    ),
     out: Path = typer.Argument(..., help="Output scenes directory."),
     layout: str = typer.Option(
-        "tut2018", "--layout", help="Dataset layout; tut2018 (ANSYN/RESYN/REAL)."
+        "tut2018",
+        "--layout",
+        help="Dataset layout: tut2018 (ANSYN/RESYN/REAL) or dcase (TAU-NIGENS Spatial "
+        "Sound Events 2020/2021, STARSS22/23, DCASE 2024).",
     ),
-    format: str = typer.Option("foa", "--format", help="foa (4-channel FOA) or mic (an array)."),
+    format: str = typer.Option(
+        "foa", "--format", help="foa (4-channel FOA; foa_dev/) or mic (an array; mic_dev/)."
+    ),
     array: Path = typer.Option(
         None,
         help="TOML file with mic_positions_m = \\[\\[x, y, z], ...] (metres; top level, "
         "\\[array] or \\[synth] table), for --format mic.",
     ),
     val_fraction: float = typer.Option(
-        0.2, "--val-fraction", help="Share of each folder's training clips used for validation."
+        0.2,
+        "--val-fraction",
+        help="Share of each folder's training clips used for validation (tut2018; dcase: "
+        "STARSS dev-train-* folders).",
     ),
     val_folds: str = typer.Option(
         None,
         "--val-folds",
-        help="Folds (splitK) held out for validation, e.g. 3.",
+        help="Folds held out for validation, e.g. 3 (splitK of tut2018 folders, foldN of "
+        "dcase files; TAU-NIGENS default: 2020 fold 2, 2021 fold 5).",
         show_default="none",
     ),
     test_folds: str = typer.Option(
         None,
         "--test-folds",
-        help="Folds held out for testing (default: the file names' train_/test_ split).",
+        help="Folds held out for testing (default: the official split: tut2018 file names' "
+        "train_/test_, STARSS dev-test-* folders, TAU-NIGENS 2020 fold 1, 2021 fold 6).",
         show_default="none",
     ),
     copy: bool = typer.Option(False, "--copy", help="Copy the audio into the artifact."),
@@ -140,18 +190,20 @@ def import_(
         False, "--force", help="Replace an existing output built otherwise."
     ),
 ) -> None:
-    """Import ANSYN/RESYN/REAL (TUT2018 layout) as a scenes artifact."""
+    """Import an original dataset (TUT2018 or DCASE 2020-2024 layout) as a scenes artifact."""
     from ..core.config import ConfigError
     from ..core.console import log
     from ..data_prep.arrays import read_array_toml
+    from ..data_prep.import_dcase import import_dcase
     from ..data_prep.importers import ImportSplit, import_tut2018
 
-    if layout != "tut2018":
-        raise ConfigError(f"option --layout: unknown layout {layout!r} (known: tut2018)")
+    layouts = {"tut2018": import_tut2018, "dcase": import_dcase}
+    if layout not in layouts:
+        raise ConfigError(f"option --layout: unknown layout {layout!r} (known: tut2018, dcase)")
     mics = read_array_toml(array) if array is not None else None
     split = ImportSplit(val_fraction, _folds(val_folds, "--val-folds"),
                         _folds(test_folds, "--test-folds"))  # fmt: skip
-    man = import_tut2018(
+    man = layouts[layout](
         root, out, copy=copy, force=force, fmt=format, mic_positions_m=mics, split=split
     )
     log(f"scenes: {man.path} ({man.extra['n_clips']} clips)")

@@ -108,13 +108,23 @@ def sample_room(
     )
 
 
-def max_distance_m(room: Room, direction: np.ndarray) -> float:
-    """How far from the array a source can stand along ``direction`` and stay inside."""
+def max_distance_m(room: Room, direction: np.ndarray) -> float | np.ndarray:
+    """How far from the array a source can stand along ``direction`` and stay inside.
+
+    Args:
+        room: the room.
+        direction: a unit vector ``[3]`` or unit vectors ``[..., 3]``.
+
+    Returns:
+        The distance in metres: a float for one direction, ``[...]`` for several.
+    """
     a, d = np.asarray(room.array_m), np.asarray(room.dims_m)
-    with np.errstate(divide="ignore"):
-        to_hi = np.where(direction > 0, (d - WALL_MARGIN_M - a) / direction, np.inf)
-        to_lo = np.where(direction < 0, (WALL_MARGIN_M - a) / direction, np.inf)
-    return float(min(to_hi.min(), to_lo.min()))
+    u = np.asarray(direction, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        to_hi = np.where(u > 0, (d - WALL_MARGIN_M - a) / u, np.inf)
+        to_lo = np.where(u < 0, (WALL_MARGIN_M - a) / u, np.inf)
+    out = np.minimum(to_hi.min(axis=-1), to_lo.min(axis=-1))
+    return float(out) if out.ndim == 0 else out
 
 
 def free_field_paths(source_m: np.ndarray) -> Paths:

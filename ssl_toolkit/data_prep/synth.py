@@ -14,6 +14,16 @@ from the event library. Events that overlap in time never share a direction.
 Ambient noise (pink, diffuse) is added at ``snr_db`` below the clip's event
 power, and the clip is scaled to a 0.9 peak. Clip ``i`` depends only on
 ``(seed, i)``, never on ``jobs``.
+
+With ``motion`` (TAU-NIGENS Spatial Sound Events 2020/2021 look-alikes), a share
+``moving_fraction`` of the events moves: each travels along a great circle from its
+planned start direction, at an angular speed drawn from ``angular_speeds_deg_s``, at
+a constant distance, on an arc that stays within ``elevation_range_deg``
+(:func:`plan_motion`). Onsets and durations are quantized to the 100 ms label frame
+and the labels are DCASE metadata (:func:`motion_metadata`); moving events are
+rendered block by block (:func:`.render.spatialize_moving`). The motion is drawn from
+its own generator, so the draws of static scenes, and the static artifacts, are
+unchanged.
 """
 
 from __future__ import annotations
@@ -32,19 +42,51 @@ from ..core.artifacts import Manifest, build_artifact
 from ..core.config import ConfigError, check_finite, to_dict
 from ..core.console import log, progress
 from ..core.errors import DataError
-from ..core.geometry import deg, rad, sph_to_unit
-from ..core.labels import LABEL_COLUMNS, max_overlap, write_labels
-from .arrays import FORMATS, array_positions
-from .render import impulse_response, lead_samples, spatialize
-from .rooms import free_field_paths, image_paths, max_distance_m, min_rt60_s, sample_room
+from ..core.geometry import deg, rad, sph_to_unit, unit_to_sph
+from ..core.labels import (
+    LABEL_COLUMNS,
+    METADATA_COLUMNS,
+    METADATA_HOP_S,
+    assign_slots,
+    max_overlap,
+    metadata_events,
+    metadata_max_overlap,
+    write_labels,
+    write_metadata,
+)
+from .arrays import FORMATS, MAX_ARRAY_RADIUS_M, SPEED_OF_SOUND_M_S, array_positions
+from .render import (
+    BLOCK_HOP_S,
+    SINC_HALF,
+    block_count,
+    impulse_response,
+    lead_samples,
+    spatialize,
+    spatialize_moving,
+)
+from .rooms import (
+    free_field_paths,
+    image_paths,
+    late_tail,
+    max_distance_m,
+    min_rt60_s,
+    sample_room,
+)
 from .sources import EventLibrary, check_folder
 
 SUBSETS = ("ov1", "ov2", "ov3")
 LAYOUTS = ("toolkit", "tut2018")
 PEAK = 0.9
 MIN_SOURCE_DISTANCE_M = 0.5
-#: Sub-streams of a clip's random numbers: event signals, late tails, ambient noise.
-EVENT_STREAM, TAIL_STREAM, NOISE_STREAM = 1, 2, 3
+#: Sub-streams of a clip's random numbers: event signals, late tails, ambient noise, motion.
+EVENT_STREAM, TAIL_STREAM, NOISE_STREAM, MOTION_STREAM = 1, 2, 3, 4
+#: Fastest angular speed of a moving source (9 degrees per 50 ms rendering block).
+MAX_ANGULAR_SPEED_DEG_S = 180.0
+#: Headings drawn per moving event; the first whose arc stays in the elevation range wins.
+HEADING_TRIES = 32
+#: Options that only matter with ``motion``: left out of the manifests of static scenes,
+#: so that those stay byte for byte what they were before motion existed.
+MOTION_OPTIONS = ("motion", "angular_speeds_deg_s", "moving_fraction")
 NOISE_BANK_SAMPLES = 3_000_000  # 68 s at 44.1 kHz
 PINK_B = np.array([0.049922035, -0.095993537, 0.050612699, -0.004408786], np.float32)
 PINK_A = np.array([1.0, -2.494956002, 2.017265875, -0.522189400], np.float32)
@@ -82,6 +124,17 @@ class SynthConfig:
         sources_dir: user folder of event clips (``<class>/<clip>.wav``); empty = built-in.
         layout: ``toolkit`` (``wav/``, ``labels/``) or ``tut2018`` (original folder names).
         subtype: soundfile subtype of the written wavs.
+        motion: moving sources (TAU-NIGENS 2020/2021 style): moving events travel along
+            great circles; onsets and durations fall on the 100 ms label frame and the
+            labels are DCASE metadata CSVs (``label_format`` ``dcase``). Needs layout
+            ``toolkit``, ``clip_seconds`` a multiple of 0.1 s and events of at least 0.1 s.
+        angular_speeds_deg_s: the angular speeds (degrees per second, in (0, 180]) a
+            moving event draws from, uniformly; its heading (the direction of travel,
+            so also the sense) is drawn uniformly around its start direction, redrawn
+            until the whole arc stays within ``elevation_range_deg`` (slower speeds, then
+            a static event, if no heading fits).
+        moving_fraction: share of the events that move (with ``motion``); the others
+            stay static.
     """
 
     preset: str = "ansyn"
@@ -110,6 +163,9 @@ class SynthConfig:
     sources_dir: str = ""
     layout: str = "toolkit"
     subtype: str = "PCM_16"
+    motion: bool = False
+    angular_speeds_deg_s: tuple[float, ...] = (10.0, 20.0, 40.0)
+    moving_fraction: float = 1.0
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid option."""
@@ -150,6 +206,36 @@ class SynthConfig:
             self._validate_array()
         if self.room:
             self._validate_room()
+        self._validate_motion()
+
+    def _validate_motion(self) -> None:
+        _check(
+            len(self.angular_speeds_deg_s) > 0
+            and all(0 < v <= MAX_ANGULAR_SPEED_DEG_S for v in self.angular_speeds_deg_s),
+            "angular_speeds_deg_s",
+            f"must list speeds in (0, {MAX_ANGULAR_SPEED_DEG_S:g}] degrees per second",
+        )
+        _check(0 <= self.moving_fraction <= 1, "moving_fraction", "must be in [0, 1]")
+        if not self.motion:
+            return
+        _check(
+            self.layout != "tut2018",
+            "motion",
+            "cannot be used with option 'layout' = 'tut2018': TUT2018 label files hold "
+            "static events only; use layout 'toolkit' (DCASE metadata labels)",
+        )
+        frames = self.clip_seconds / METADATA_HOP_S
+        _check(
+            abs(frames - round(frames)) < 1e-6,
+            "clip_seconds",
+            f"must be a multiple of the {METADATA_HOP_S} s label frame with motion "
+            f"(got {self.clip_seconds})",
+        )
+        _check(
+            self.event_seconds[0] >= METADATA_HOP_S - 1e-9,
+            "event_seconds",
+            f"must start at {METADATA_HOP_S} s or more with motion (one label frame)",
+        )
 
     def _validate_array(self) -> None:
         _check(self.format == "mic", "mic_positions_m", "needs format 'mic' (FOA has no capsules)")
@@ -241,16 +327,18 @@ def plan_events(
     """Draw the events of one clip: tracks of events, then classes and directions.
 
     Returns:
-        One row per event (onset order): ``class_index, start_time, end_time, azi, ele, dist``.
+        One row per event (onset order): ``class_index, start_time, end_time, track, azi,
+        ele, dist`` (``track``: the index of the track the event belongs to).
     """
     rows = []
-    for _ in range(n_tracks):
+    for track in range(n_tracks):
         t = rng.uniform(0, cfg.gap_seconds[1])
         while t + cfg.event_seconds[0] <= cfg.clip_seconds:
             dur = min(rng.uniform(*cfg.event_seconds), cfg.clip_seconds - t)
-            rows.append((t, t + dur))
+            rows.append((t, t + dur, track))
             t += dur + rng.uniform(*cfg.gap_seconds)
-    ev = pd.DataFrame(rows, columns=["start_time", "end_time"]).sort_values("start_time")
+    ev = pd.DataFrame(rows, columns=["start_time", "end_time", "track"])
+    ev = ev.sort_values("start_time")
     ev = ev.reset_index(drop=True)
     ev.insert(0, "class_index", rng.integers(0, n_classes, len(ev)))
     azi, ele = _directions(rng, cfg, ev["start_time"].to_numpy(), ev["end_time"].to_numpy())
@@ -280,6 +368,223 @@ def _directions(
     return azi, ele
 
 
+# ----------------------------------------------------------------------------- motion
+
+
+def quantize_events(ev: pd.DataFrame, clip_seconds: float) -> pd.DataFrame:
+    """Move onsets and ends to the 100 ms label frame (``motion``), track by track.
+
+    Each time goes to the nearest frame boundary; an event keeps at least one frame and
+    never starts before the previous event of its track ends, so the overlap (at most the
+    number of tracks) is kept.
+
+    Returns:
+        A copy with ``start_frame, end_frame`` (int; the event sounds in label frames
+        ``[start_frame, end_frame)``) and ``start_time, end_time`` on the frame grid.
+    """
+    ev = ev.copy()
+    n_frames = int(round(clip_seconds / METADATA_HOP_S))
+    f0 = np.floor(ev["start_time"].to_numpy() / METADATA_HOP_S + 0.5).astype(np.int64)
+    f1 = np.floor(ev["end_time"].to_numpy() / METADATA_HOP_S + 0.5).astype(np.int64)
+    track = ev["track"].to_numpy()
+    for k in np.unique(track):  # a few events per track: a loop over events, not samples
+        busy_until = 0
+        for i in np.flatnonzero(track == k):  # onset order
+            f0[i] = max(f0[i], busy_until)
+            f1[i] = min(max(f1[i], f0[i] + 1), n_frames)
+            busy_until = f1[i]
+    ev["start_frame"], ev["end_frame"] = f0, f1
+    # a validated config never empties an event (onsets are >= 1 frame before the end);
+    # drop one anyway rather than write an empty event
+    ev = ev[f1 > f0].reset_index(drop=True)
+    ev["start_time"] = ev["start_frame"] * METADATA_HOP_S
+    ev["end_time"] = ev["end_frame"] * METADATA_HOP_S
+    return ev
+
+
+def tangent_directions(azi_deg, ele_deg, heading_rad) -> np.ndarray:
+    """Unit tangents ``[..., 3]`` of the sphere at directions (degrees) along headings.
+
+    Heading 0 points towards increasing azimuth (along the parallel), pi/2 straight up
+    (along the meridian): ``cos(h) e_az + sin(h) e_el``.
+    """
+    az, el = rad(np.asarray(azi_deg, np.float64)), rad(np.asarray(ele_deg, np.float64))
+    h = np.asarray(heading_rad, np.float64)
+    e_az = np.stack((-np.sin(az), np.cos(az), np.zeros_like(az)), axis=-1)
+    e_el = np.stack((-np.cos(az) * np.sin(el), -np.sin(az) * np.sin(el), np.cos(el)), axis=-1)
+    return np.cos(h)[..., None] * e_az + np.sin(h)[..., None] * e_el
+
+
+def arc_directions(u0: np.ndarray, v: np.ndarray, angle_rad) -> np.ndarray:
+    """Points of the great circle through ``u0`` along tangent ``v``: ``cos a u0 + sin a v``.
+
+    Args:
+        u0: unit vectors ``[..., 3]``; v: unit tangents ``[..., 3]`` (``v . u0 = 0``);
+        angle_rad: arc angles ``[...]`` travelled from ``u0``.
+
+    Returns:
+        Unit vectors ``[..., 3]`` float64.
+    """
+    a = np.asarray(angle_rad, np.float64)[..., None]
+    return np.cos(a) * np.asarray(u0, np.float64) + np.sin(a) * np.asarray(v, np.float64)
+
+
+def arc_fits(u0: np.ndarray, v: np.ndarray, arc_rad, sin_lo: float, sin_hi: float) -> np.ndarray:
+    """Whether the arc of ``arc_rad`` from ``u0`` along ``v`` keeps ``z`` (the sine of the
+    elevation) within ``[sin_lo, sin_hi]``, exactly.
+
+    ``z(a) = z0 cos a + v_z sin a = R cos(a - delta)`` is extreme at the arc's ends and at
+    ``a = delta (mod pi)`` inside it.
+
+    Returns:
+        ``[...]`` bool (broadcasting ``u0``, ``v`` ``[..., 3]`` and ``arc_rad`` ``[...]``).
+    """
+    z0, vz = np.asarray(u0)[..., 2], np.asarray(v)[..., 2]
+    arc = np.asarray(arc_rad, np.float64)
+    r, delta = np.hypot(z0, vz), np.arctan2(vz, z0)
+    ends = (z0, z0 * np.cos(arc) + vz * np.sin(arc))
+    first = np.mod(delta, np.pi)  # stationary points: first, first + pi, ... (+R or -R)
+    inner = [np.where(a <= arc, r * np.cos(a - delta), np.nan) for a in (first, first + np.pi)]
+    z = np.stack(np.broadcast_arrays(*ends, *inner))
+    eps = 1e-9
+    return np.all(np.isnan(z) | ((z >= sin_lo - eps) & (z <= sin_hi + eps)), axis=0)
+
+
+def plan_motion(rng: np.random.Generator, cfg: SynthConfig, ev: pd.DataFrame) -> pd.DataFrame:
+    """Draw which events move, their speeds and headings (``motion``).
+
+    ``rng`` is the clip's own motion generator (``(seed, index, MOTION_STREAM)``), so the
+    static draws of a clip stay as they were. For every event, in this order: whether it
+    moves (probability ``moving_fraction``), a speed from ``angular_speeds_deg_s``
+    (uniform) and :data:`HEADING_TRIES` headings (uniform in [0, 2 pi)). A moving event
+    takes the first heading whose arc over its duration stays within
+    ``elevation_range_deg`` (:func:`arc_fits`); if none fits it tries the slower speeds
+    of the set, then stays static. The azimuth range bounds start directions only.
+
+    Args:
+        ev: quantized events (:func:`quantize_events`).
+
+    Returns:
+        A copy with ``speed_deg_s`` (0 for a static event) and ``heading_rad``.
+    """
+    ev = ev.copy()
+    e = len(ev)
+    moving = rng.random(e) < cfg.moving_fraction
+    speeds = np.asarray(cfg.angular_speeds_deg_s, np.float64)
+    speed = speeds[rng.integers(0, len(speeds), e)]
+    headings = rng.uniform(0.0, 2 * np.pi, (e, HEADING_TRIES))
+    azi, ele = ev["azi"].to_numpy(np.float64), ev["ele"].to_numpy(np.float64)
+    u0 = sph_to_unit(rad(azi), rad(ele)).astype(np.float64)  # (E, 3)
+    v = tangent_directions(azi[:, None], ele[:, None], headings)  # (E, T, 3)
+    duration = (ev["end_frame"] - ev["start_frame"]).to_numpy() * METADATA_HOP_S
+    sin_lo, sin_hi = np.sin(rad(np.asarray(cfg.elevation_range_deg, np.float64)))
+    out_speed, out_heading = np.zeros(e), np.zeros(e)
+    for i in np.flatnonzero(moving):  # a few events per clip; headings are vectorized
+        for w in np.sort(np.unique(speeds[speeds <= speed[i]]))[::-1]:
+            ok = arc_fits(u0[i], v[i], rad(w) * duration[i], sin_lo, sin_hi)  # (T,)
+            if ok.any():
+                out_speed[i], out_heading[i] = w, headings[i, int(np.argmax(ok))]
+                break
+    ev["speed_deg_s"], ev["heading_rad"] = out_speed, out_heading
+    return ev
+
+
+def event_directions(ev: pd.DataFrame, e: int, t_s) -> np.ndarray:
+    """Directions ``[..., 3]`` of event ``e`` at times ``t_s [...]`` (seconds from its onset)."""
+    u0 = sph_to_unit(rad(ev.at[e, "azi"]), rad(ev.at[e, "ele"])).astype(np.float64)
+    v = tangent_directions(ev.at[e, "azi"], ev.at[e, "ele"], ev.at[e, "heading_rad"])
+    return arc_directions(u0, v, rad(ev.at[e, "speed_deg_s"]) * np.asarray(t_s, np.float64))
+
+
+def motion_metadata(ev: pd.DataFrame) -> pd.DataFrame:
+    """The DCASE metadata of a clip with motion: one row per event per label frame.
+
+    The row of frame f holds the direction at the frame's start, ``f * 0.1 s`` (exact
+    on the arc); ``class`` is the event's class index, ``source`` the lowest index not
+    taken by an event of the same class sounding at its onset or ending there
+    (:func:`assign_slots` with ends one frame later), so that two events of one class
+    played back to back are never read as one event
+    (:func:`~ssl_toolkit.core.labels.metadata_events`).
+
+    Args:
+        ev: planned events (:func:`quantize_events`, :func:`plan_motion`).
+
+    Returns:
+        A table of :data:`METADATA_COLUMNS` (degrees, metres) sorted by frame, class, source.
+    """
+    f0, f1 = ev["start_frame"].to_numpy(np.int64), ev["end_frame"].to_numpy(np.int64)
+    cls = ev["class_index"].to_numpy(np.int64)
+    source = np.zeros(len(ev), np.int64)
+    for c in np.unique(cls):
+        source[cls == c] = assign_slots(f0[cls == c], f1[cls == c] + 1)
+    count = f1 - f0
+    e = np.repeat(np.arange(len(ev)), count)  # (R,)
+    frame = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count) + f0[e]
+    azi, ele = ev["azi"].to_numpy(np.float64), ev["ele"].to_numpy(np.float64)
+    u0 = sph_to_unit(rad(azi), rad(ele)).astype(np.float64)[e]  # (R, 3)
+    v = tangent_directions(azi, ele, ev["heading_rad"].to_numpy(np.float64))[e]
+    angle = rad(ev["speed_deg_s"].to_numpy(np.float64))[e] * (frame - f0[e]) * METADATA_HOP_S
+    az, el = unit_to_sph(arc_directions(u0, v, angle))
+    meta = pd.DataFrame(
+        {
+            "frame": frame,
+            "class": cls[e],
+            "source": source[e],
+            "azimuth_deg": deg(az),
+            "elevation_deg": deg(el),
+            "distance_m": ev["dist"].to_numpy(np.float64)[e],
+        },
+        columns=METADATA_COLUMNS,
+    )
+    return meta.sort_values(["frame", "class", "source"], kind="stable").reset_index(drop=True)
+
+
+def _block_times_s(ev: pd.DataFrame, e: int, s0: int, n_samples: int, fs: int) -> np.ndarray:
+    """Times (s from the event's labelled onset) of the centres of its rendering blocks."""
+    hop = int(round(BLOCK_HOP_S * fs))
+    k = np.arange(block_count(n_samples, hop))
+    return (s0 + k * hop) / fs - ev.at[e, "start_frame"] * METADATA_HOP_S
+
+
+def _render_moving(
+    cfg: SynthConfig,
+    ev: pd.DataFrame,
+    e: int,
+    sig: np.ndarray,
+    s0: int,
+    room,
+    mic: np.ndarray | None,
+    tail_rng: np.random.Generator,
+) -> np.ndarray:
+    """Render moving event ``e`` block by block (:func:`.render.spatialize_moving`).
+
+    Block k is centred at signal sample ``k * hop`` (hop = 50 ms) and rendered from the
+    source position at that time: the label time is the arrival of the direct sound at
+    the array centre, so block k's direction is the labelled one at its centre. In a room
+    the image sources of every block come from one pyroomacoustics call and the blocks
+    share one late-tail noise.
+
+    Returns:
+        ``[M, len(sig) + L - 1]`` float32, aligned like :func:`.render.spatialize`.
+    """
+    fs = cfg.fs
+    hop = int(round(BLOCK_HOP_S * fs))
+    dirs = event_directions(ev, e, _block_times_s(ev, e, s0, len(sig), fs))  # (B, 3)
+    positions = dirs * ev.at[e, "dist"]
+    paths = image_paths(room, positions, fs) if room else [free_field_paths(p) for p in positions]
+    tail = None
+    if room and cfg.late_tail:
+        longest = max(float(np.linalg.norm(p.positions_m, axis=1).max()) for p in paths)
+        # a bound on every block's response length: its last path's delay, then the tail
+        last = lead_samples(fs, mic) + (longest + MAX_ARRAY_RADIUS_M) / SPEED_OF_SOUND_M_S * fs
+        n_tail = int(np.ceil(last)) + 2 * SINC_HALF + int(room.rt60_s * fs)
+        channels = 4 if mic is None else len(mic)
+        noise = late_tail(tail_rng, n_tail, room.rt60_s, fs, cfg.format, channels)
+        tail = (noise, room.rt60_s)
+    rirs = (impulse_response(p, cfg.format, fs, mic, tail) for p in paths)
+    return spatialize_moving(sig, rirs, hop)
+
+
 # ----------------------------------------------------------------------------- rendering
 
 
@@ -293,44 +598,94 @@ def render_clip(
     ``mic`` renderings of a clip (its MIC twin) hold the same events and signals; only
     the late tails and the ambient noise, drawn per channel, differ.
 
+    With ``motion`` the events are quantized to the label frame and drawn to move
+    (:func:`quantize_events`, :func:`plan_motion`, from the clip's motion generator), moving
+    events are rendered block by block (:func:`_render_moving`), and the labels are DCASE
+    metadata (:func:`motion_metadata`).
+
     Returns:
         ``audio [M, n]`` float32 (M = 4, or the user array's capsules), its label table
-        (TUT2018 columns), and a dict describing the room (empty in free field).
+        (TUT2018 columns; with ``motion`` the :data:`METADATA_COLUMNS` of a DCASE metadata
+        table), and a dict describing the room (empty in free field).
     """
     rng = np.random.default_rng([cfg.seed, index])
     fs, n = cfg.fs, int(round(cfg.clip_seconds * cfg.fs))
     ev = plan_events(rng, cfg, int(subset[2:]), len(library.classes))
+    if cfg.motion:
+        ev = quantize_events(ev, cfg.clip_seconds)
+        ev = plan_motion(np.random.default_rng([cfg.seed, index, MOTION_STREAM]), cfg, ev)
+    moving = ev["speed_deg_s"].to_numpy() > 0 if cfg.motion else np.zeros(len(ev), bool)
     u = sph_to_unit(rad(ev["azi"].to_numpy()), rad(ev["ele"].to_numpy())).astype(np.float64)
     room, info = None, {}
     if cfg.room:
         room = sample_room(rng, cfg.room_min_m, cfg.room_max_m, cfg.rt60_range_s, cfg.max_order)
         reach = np.array([max_distance_m(room, d) for d in u])
+        for e in np.flatnonzero(moving):  # the whole path (every block centre) stays inside
+            s0 = int(round(ev.at[e, "start_time"] * fs))
+            t = _block_times_s(ev, e, s0, int(round(ev.at[e, "end_time"] * fs)) - s0, fs)
+            reach[e] = min(reach[e], max_distance_m(room, event_directions(ev, e, t)).min())
         ev["dist"] = np.clip(ev["dist"].to_numpy(), MIN_SOURCE_DISTANCE_M, reach)
         info = {"room_m": list(room.dims_m), "rt60_s": room.rt60_s, "array_m": list(room.array_m)}
     positions = u * ev["dist"].to_numpy()[:, None]  # (E, 3)
-    paths = image_paths(room, positions, fs) if room else [free_field_paths(p) for p in positions]
+    static = np.flatnonzero(~moving)
+    paths = dict(zip(static.tolist(), _paths(room, positions[static], fs), strict=True))
     mic = mic_positions(cfg)
     lead = lead_samples(fs, mic)
     out = np.zeros((4 if mic is None else len(mic), n + lead), dtype=np.float32)
     for e in range(len(ev)):
         s0 = int(round(ev.at[e, "start_time"] * fs))
-        sig = library.draw(
-            np.random.default_rng([cfg.seed, index, EVENT_STREAM, e]),
-            int(ev.at[e, "class_index"]),
-            int(round(ev.at[e, "end_time"] * fs)) - s0,
-        )
-        ev.at[e, "end_time"] = (s0 + len(sig)) / fs
+        sig = _event_signal(cfg, index, e, ev, s0, library)
         tail_rng = np.random.default_rng([cfg.seed, index, TAIL_STREAM, e])
-        tail = (tail_rng, room.rt60_s) if room and cfg.late_tail else None
-        y = spatialize(sig, impulse_response(paths[e], cfg.format, fs, mic, tail))
+        if moving[e]:
+            y = _render_moving(cfg, ev, e, sig, s0, room, mic, tail_rng)
+        else:
+            tail = (tail_rng, room.rt60_s) if room and cfg.late_tail else None
+            y = spatialize(sig, impulse_response(paths[e], cfg.format, fs, mic, tail))
         stop = min(out.shape[1], s0 + y.shape[1])
         out[:, s0:stop] += y[:, : stop - s0]
     audio = out[:, lead:]  # direct sound at the array centre at the label onsets
     noise_rng = np.random.default_rng([cfg.seed, index, NOISE_STREAM])
     audio = _add_noise(noise_rng, audio, cfg.snr_db, cfg.format, cfg.seed)
     audio *= np.float32(PEAK / max(np.abs(audio).max(), 1e-12))
+    if cfg.motion:
+        return audio.astype(np.float32), motion_metadata(ev), info
     ev["sound_event_recording"] = [library.classes[c] for c in ev["class_index"]]
     return audio.astype(np.float32), ev[LABEL_COLUMNS], info
+
+
+def _paths(room, positions: np.ndarray, fs: int) -> list:
+    """Propagation paths of sources at ``positions [E, 3]`` (image sources in a room)."""
+    if room is None:
+        return [free_field_paths(p) for p in positions]
+    return image_paths(room, positions, fs) if len(positions) else []
+
+
+def _event_signal(
+    cfg: SynthConfig, index: int, e: int, ev: pd.DataFrame, s0: int, library: EventLibrary
+) -> np.ndarray:
+    """Draw the signal of event ``e`` (it starts at sample ``s0``) and fix its end time.
+
+    Static scenes: the label ends where the signal does (a user clip may be shorter than
+    planned). With ``motion`` the end stays on the label frame grid: a shorter user clip
+    is cut at its last whole frame (drawn again from the same generator, so it is the same
+    clip, faded out at the cut) and the event's ``end_frame`` moves there.
+    """
+    fs = cfg.fs
+    cls = int(ev.at[e, "class_index"])
+    seed = [cfg.seed, index, EVENT_STREAM, e]
+    want = int(round(ev.at[e, "end_time"] * fs)) - s0
+    sig = library.draw(np.random.default_rng(seed), cls, want)
+    if not cfg.motion:
+        ev.at[e, "end_time"] = (s0 + len(sig)) / fs
+    elif len(sig) < want:
+        whole = int((s0 + len(sig)) / fs / METADATA_HOP_S + 1e-9)  # frames the clip fills
+        frames = max(1, whole - int(ev.at[e, "start_frame"]))
+        ev.at[e, "end_frame"] = ev.at[e, "start_frame"] + frames
+        ev.at[e, "end_time"] = ev.at[e, "end_frame"] * METADATA_HOP_S
+        sig = library.draw(
+            np.random.default_rng(seed), cls, int(round(ev.at[e, "end_time"] * fs)) - s0
+        )
+    return sig
 
 
 def _add_noise(
@@ -447,7 +802,13 @@ def _make_clip(cfg: SynthConfig, row: dict[str, Any], out_dir: str) -> dict[str,
     for rel in (wav, lab):
         (Path(out_dir) / rel).parent.mkdir(parents=True, exist_ok=True)
     sf.write(Path(out_dir) / wav, audio.T, cfg.fs, subtype=cfg.subtype)
-    write_labels(Path(out_dir) / lab, events)
+    if cfg.motion:  # DCASE metadata: one row per event and 100 ms frame
+        write_metadata(Path(out_dir) / lab, events)
+        n_max = metadata_max_overlap(events)
+        n_events = int(metadata_events(events).max(initial=-1)) + 1
+    else:
+        write_labels(Path(out_dir) / lab, events)
+        n_max, n_events = max_overlap(events), len(events)
     record = {
         "clip_id": cid,
         "audio": wav,
@@ -456,8 +817,8 @@ def _make_clip(cfg: SynthConfig, row: dict[str, Any], out_dir: str) -> dict[str,
         "split": row["split"],
         "subset": row["subset"],
         "duration_s": audio.shape[1] / cfg.fs,
-        "n_sources_max": max_overlap(events),
-        "n_events": len(events),
+        "n_sources_max": n_max,
+        "n_events": n_events,
     }
     if room:  # the drawn room, documented per clip
         record.update({"rt60_s": round(room["rt60_s"], 4)})
@@ -501,7 +862,7 @@ def synthesize(
     _check_memory(cfg, jobs)
     classes = check_folder(cfg.sources_dir, cfg.fs) if cfg.sources_dir else None
     table = clip_table(cfg)
-    with build_artifact(out, "scenes", to_dict(cfg), force=force, log=log) as b:
+    with build_artifact(out, "scenes", config_dict(cfg), force=force, log=log) as b:
         if b.reused:
             return b.manifest
         rows = _run_clips(cfg, table, b.dir, jobs)
@@ -509,6 +870,17 @@ def synthesize(
         clips.to_csv(b.dir / "clips.csv", index=False)
         b.extra.update(_extra(cfg, classes or list(_library(cfg).classes), clips))
     return b.manifest
+
+
+def config_dict(cfg: SynthConfig) -> dict[str, Any]:
+    """The config a scenes manifest records: without :data:`MOTION_OPTIONS` when ``motion``
+    is off, so static artifacts keep the fingerprint they had before motion existed (and
+    are reused, not rebuilt)."""
+    d = to_dict(cfg)
+    if not cfg.motion:
+        for k in MOTION_OPTIONS:
+            d.pop(k)
+    return d
 
 
 #: float32 copies of a clip's audio alive at once while rendering it (signals, noise, output).
@@ -566,4 +938,8 @@ def _extra(cfg: SynthConfig, classes: list[str], clips: pd.DataFrame) -> dict[st
     }
     if cfg.format == "mic":
         extra["mic_positions_m"] = mic_positions(cfg).tolist()
+    if cfg.motion:  # labels/<clip>.csv are DCASE metadata (core.labels.read_metadata)
+        extra["label_format"] = "dcase"
+        extra["n_classes"] = len(classes)
+        extra["has_distance"] = True  # every row carries its source's distance
     return extra
