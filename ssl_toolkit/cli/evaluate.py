@@ -13,9 +13,12 @@ from ._common import app, user_errors
 @user_errors
 def eval_cmd(
     run: Path = typer.Argument(
-        ..., help="Run (from `ssl train`) or export (from `ssl export`) artifact."
+        None,
+        help="Run (from `ssl train`) or export (from `ssl export`) artifact; omitted with "
+        "--dcase-csv (then the only argument is OUT).",
+        show_default=False,
     ),
-    out: Path = typer.Argument(..., help="Eval artifact to create."),
+    out: Path = typer.Argument(None, help="Eval artifact to create.", show_default=False),
     data: Path = typer.Option(..., "--data", help="Features artifact (from `ssl prep features`)."),
     split: str = typer.Option(None, "--split", help="train | val | test.", show_default="test"),
     threshold: float = typer.Option(
@@ -36,26 +39,73 @@ def eval_cmd(
     plots: bool = typer.Option(
         None, "--plots", help="Write PNG plots into OUT/plots.", show_default="off"
     ),
+    dcase_out: bool = typer.Option(
+        None,
+        "--dcase-out",
+        help="Also write the detections as DCASE result files OUT/dcase/<clip_id>.csv "
+        "(100 ms label frames, each from its middle feature frame).",
+        show_default="off",
+    ),
+    dcase_csv: Path = typer.Option(
+        None,
+        "--dcase-csv",
+        help="Score this folder of DCASE result files (<clip_id>.csv per clip of the split, "
+        "from any system) instead of a run: `ssl eval --dcase-csv DIR OUT --data FEATS`.",
+    ),
+    name: str = typer.Option(
+        None,
+        "--name",
+        help="With --dcase-csv: the system's name in reports.",
+        show_default="the folder's name",
+    ),
     config: Path = typer.Option(
         None, "--config", help="TOML file (\\[eval] table or top level; docs/CONFIG.md)."
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing eval artifact."),
 ) -> None:
-    """Score a trained run or an export: metrics.json, metrics.csv, predictions.npz (and plots)."""
+    """Score a trained run or an export: metrics.json, metrics.csv, predictions.npz (and plots).
+
+    With --dcase-csv DIR: score any system's DCASE result files with the same metrics.
+    """
     from ..core.config import load_toml, resolve
     from ..core.console import print_metrics
-    from ..evaluation.evaluate import EvalConfig, evaluate_run, load_metrics, summary
+    from ..core.errors import UserError
+    from ..evaluation.evaluate import (
+        EvalConfig,
+        evaluate_dcase_csv,
+        evaluate_run,
+        load_metrics,
+        summary,
+    )
 
+    if dcase_csv is not None:
+        if out is not None:
+            raise UserError("with --dcase-csv give one argument, OUT (the predictions are DIR)")
+        run, out = None, run
+    elif name is not None:
+        raise UserError("--name names the system of --dcase-csv; a run is named by its method")
+    if out is None:
+        raise UserError(
+            "give RUN and OUT (or --dcase-csv DIR and OUT): ssl eval RUN OUT --data FEATS"
+        )
     cli = {
         "split": split,
         "threshold": threshold,
         "learn_threshold": learn_threshold,
         "batch_size": batch_size,
         "plots": plots,
+        "dcase_out": dcase_out,
     }
     cfg = resolve(EvalConfig, load_toml(config, "eval") if config else None, cli)
-    man = evaluate_run(run, data, out, force=force, cfg=cfg)
-    print_metrics(summary(load_metrics(man.path)), title=f"ssl eval: {man.path}")
+    if dcase_csv is not None:
+        man = evaluate_dcase_csv(dcase_csv, data, out, cfg, name=name, force=force)
+    else:
+        man = evaluate_run(run, data, out, force=force, cfg=cfg)
+    doc = load_metrics(man.path)
+    title = f"ssl eval: {man.path}"
+    if dcase_csv is not None:
+        title = f"ssl eval ({doc.get('label')}, DCASE result files): {man.path}"
+    print_metrics(summary(doc), title=title)
 
 
 @app.command("baseline")

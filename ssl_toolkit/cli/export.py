@@ -34,6 +34,12 @@ def predict_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Directory for the CSVs (and plots)."),
     threshold: float = typer.Option(None, help="Detection threshold (default: the model's)."),
     plot: bool = typer.Option(False, "--plot", help="Also write <stem>.png per file."),
+    dcase: bool = typer.Option(
+        False,
+        "--dcase",
+        help="Also write OUT/dcase/<stem>.csv: the detected sources as a DCASE result file "
+        "(100 ms label frames; `ssl eval --dcase-csv OUT/dcase` scores such a folder).",
+    ),
     block_seconds: float = typer.Option(10.0, help="Audio per streaming block (bounds memory)."),
     backend: str = typer.Option("auto", help="auto, torch, torchscript or onnx."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing CSVs."),
@@ -41,5 +47,6 @@ def predict_cmd(
     """Localize sources in raw audio: per-frame hypotheses and detected sources as CSV."""
     from ..inference.predict import predict_files
 
-    for p in predict_files(model, audio, out, threshold, plot, block_seconds, force, backend):
+    paths = predict_files(model, audio, out, threshold, plot, block_seconds, force, backend, dcase)
+    for p in paths:
         typer.echo(str(p))

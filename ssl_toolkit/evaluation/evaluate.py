@@ -7,8 +7,10 @@ every metric of :mod:`ssl_toolkit.analysis.metrics`, overall and per subset (D1/
 clips of maximum polyphony 1/2/3). Detection is :func:`ssl_toolkit.models.localize.detect`
 and invalid slots are never scored. The eval artifact (layout in
 docs/ARCHITECTURE.md) holds ``predictions.npz``, ``metrics.json``, ``metrics.csv``
-and optionally ``plots/``. Classical baselines (:mod:`ssl_toolkit.evaluation.baselines`) write
-the same artifact through :func:`write_eval`.
+and optionally ``plots/`` and ``dcase/`` (the detections as DCASE result files, one
+``<clip_id>.csv`` per clip: :mod:`ssl_toolkit.analysis.dcase_csv`). Classical baselines
+(:mod:`ssl_toolkit.evaluation.baselines`) write the same artifact through :func:`write_eval`, and
+so does :func:`evaluate_dcase_csv`, which scores DCASE result files made by any system.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ..features.store import SPLITS, FeatureSet, open_features
 
 __all__ = [
     "EvalConfig",
+    "evaluate_dcase_csv",
     "evaluate_run",
     "load_metrics",
     "score_predictions",
@@ -56,6 +59,9 @@ class EvalConfig:
         plots: write PNG plots.
         calibrate: also predict the ``val`` split to choose the vMF kappa and to
             compare thresholds (skipped when the features have no ``val`` chunk).
+        dcase_out: also write the detections as DCASE result files, ``dcase/<clip_id>.csv``
+            per clip of the split (100 ms label frames, each from its middle feature frame;
+            docs/ARCHITECTURE.md).
     """
 
     split: str = "test"
@@ -65,6 +71,7 @@ class EvalConfig:
     segment_s: float = 1.0
     plots: bool = False
     calibrate: bool = True
+    dcase_out: bool = False
 
     def validate(self) -> None:
         check_finite(self)
@@ -81,21 +88,29 @@ class EvalConfig:
 
 
 def score_predictions(
-    fr: Frames, threshold: float, seg_frames: int, scored: bool, kappa=None, temperature=None
+    fr: Frames,
+    threshold: float,
+    seg_frames: int,
+    scored: bool,
+    kappa=None,
+    temperature=None,
+    counts: bool | None = None,
 ) -> dict[str, dict[str, float]]:
     """Every metric per subset (``D1``, ``D2``, ``D3``, ``overall``).
 
     Detection is :func:`~ssl_toolkit.models.localize.detect` at ``threshold``; invalid slots
     are ignored by every metric. A method without scores (WTA variants, IE, a
     baseline given the true count) estimates no source count, so its frame recalls
-    are NaN rather than a misleading number.
+    are NaN rather than a misleading number; ``counts`` says otherwise for a method that
+    has no scores but whose detections are its estimated sources (DCASE result files).
 
     Args:
         fr: the frames; threshold: detection threshold; seg_frames: frames per DCASE
             segment; scored: whether the method has confidence scores; kappa: optional
             ``(mixture, voronoi)`` vMF concentrations for the density scores;
             temperature: a confidence temperature fitted on val (scored methods): adds
-            ``ece_calibrated`` and ``emd_deg_calibrated``.
+            ``ece_calibrated`` and ``emd_deg_calibrated``; counts: whether the detections
+            estimate the number of sources (frame recall reported); None: ``scored``.
 
     Scored methods also get ``ece``, the expected calibration error of the confidences as
     predictors of the winning hypotheses (:mod:`ssl_toolkit.analysis.calibration`).
@@ -104,6 +119,7 @@ def score_predictions(
     from ..models.localize import detect
 
     detected = detect(fr.conf, fr.valid, threshold)
+    counts = scored if counts is None else counts
     winners = None
     if scored:  # calibration is about confidence scores
         winners = calibration.winner_labels(fr.hyps, fr.targets, fr.active, fr.valid)
@@ -119,9 +135,9 @@ def score_predictions(
             fr.hyps[m], fr.conf[m], fr.targets[m], fr.active[m], detected[m], seg[m], threshold,
             valid=fr.valid[m],
         )  # fmt: skip
-        if not scored:
+        if not counts:
             res["frame_recall"] = res["frame_recall_sum"] = float("nan")
-        else:
+        if scored:
             res["ece"] = calibration.reliability(fr.conf[m], winners[m], fr.valid[m])["ece"]
         if tempered is not None:
             res["ece_calibrated"] = calibration.reliability(tempered[m], winners[m], fr.valid[m])[
@@ -284,6 +300,9 @@ def evaluate_run(
         scores = score_predictions(fr, thr, seg_frames, loc.scored, kappa, temp)
         write_eval(b.dir, fr, loc.method, thr, scores, loc.scored, split=cfg.split,
                    label=loc.label, **cal)  # fmt: skip
+        if cfg.dcase_out:  # a class-aware localizer says the class of each slot
+            classes = getattr(loc, "slot_classes", None)
+            b.extra["dcase_files"] = write_dcase(b.dir, fr, thr, fs.hop_s, classes)
         if cfg.plots:
             from ..analysis.plots import plot_eval
 
@@ -293,6 +312,106 @@ def evaluate_run(
 
                 plot_reliability(b.dir / "plots" / "reliability.png", fr, temp, loc.label)
         b.extra.update({"method": loc.method, "K": loc.K, "threshold": thr,
+                        "scored": loc.scored, "frames": int(len(fr.active))})  # fmt: skip
+    return b.manifest
+
+
+def write_dcase(directory: Path, fr: Frames, threshold: float, hop_s: float, classes=None) -> int:
+    """Write ``dcase/<clip_id>.csv`` for every clip of ``fr``: its detections at
+    ``threshold`` decimated to 100 ms label frames
+    (:func:`ssl_toolkit.analysis.dcase_csv.result_tables`); returns the number of files.
+
+    Args:
+        classes: ``[N, K]`` or ``[K]`` int predicted class of each slot (the hook for
+            class-aware localizers: ``ssl eval`` passes the localizer's ``slot_classes``
+            when it has one); None: class 0 (class-agnostic, every localizer today).
+    """
+    from ..analysis.dcase_csv import result_tables, write_results
+    from ..models.localize import detect
+
+    detected = detect(fr.conf, fr.valid, threshold)
+    tables = result_tables(fr.clip_id, fr.frame, fr.hyps, detected, hop_s, classes)
+    return len(write_results(directory / "dcase", tables))
+
+
+def evaluate_dcase_csv(
+    csv_dir: str | os.PathLike,
+    features: str | os.PathLike,
+    out: str | os.PathLike,
+    cfg: EvalConfig | None = None,
+    name: str | None = None,
+    force: bool = False,
+) -> Manifest:
+    """Score a folder of DCASE result files (any system's) on one split, as an eval artifact.
+
+    The folder holds ``<clip_id>.csv`` for every clip of the split (other files are listed
+    in one warning line). Each file is read by
+    :func:`~ssl_toolkit.core.labels.read_metadata` and put behind the localizer interface
+    (:class:`~ssl_toolkit.analysis.dcase_csv.DcaseCsvLocalizer`): a label frame's rows are
+    the predictions of each of its feature frames (held, not interpolated), K is the most
+    rows in one label frame, and the listed rows are the detections (confidence 1, no
+    scores: EMD weighs them uniformly, no calibration; they estimate the source count, so
+    frame recall is reported). Then every metric is computed exactly as for a model
+    (:func:`score_predictions`) into the same ``metrics.json`` / ``metrics.csv`` /
+    ``predictions.npz``, so ``ssl report`` tabulates it beside the models (its method
+    column shows ``name``). Scoring is class-agnostic, as for every method.
+
+    Args:
+        csv_dir: the folder of result files.
+        features: the features artifact whose split, frames and labels are scored.
+        out: the eval artifact to write.
+        cfg: the options (``split``, ``segment_s``, ``plots``, ``dcase_out``; a threshold
+            is refused: the rows are the detections).
+        name: the system's name in reports (default: the folder's name).
+        force: replace an existing, different artifact at ``out``.
+
+    Raises:
+        UserError: a threshold option, no chunk in the split, the folder missing, a clip's
+            file missing (naming it) or malformed (naming the file and line), or ``out``
+            holding something else without ``force``.
+    """
+    import hashlib
+
+    from ..analysis.dcase_csv import DcaseCsvLocalizer, read_results
+    from ..analysis.frames import label_frames
+
+    cfg = cfg or EvalConfig()
+    cfg.validate()
+    if cfg.threshold is not None or cfg.learn_threshold:
+        raise UserError(
+            "--threshold / --learn-threshold do not apply to --dcase-csv: the listed rows are "
+            "the detections"
+        )
+    csv_dir = Path(csv_dir)
+    label = str(name) if name else csv_dir.resolve().name
+    fs = open_features(features)
+    rows = _rows(fs, cfg.split, "--split")
+    lab = label_frames(fs, rows)
+    tables = read_results(csv_dir, lab["clip_id"])
+    digest = hashlib.sha256()
+    for clip in tables:
+        digest.update(clip.encode() + b"\0" + (csv_dir / f"{clip}.csv").read_bytes() + b"\0")
+    config = {**to_dict(cfg), "dcase_csv": str(csv_dir.resolve()), "name": label,
+              "csv_sha256": digest.hexdigest()}  # fmt: skip
+    seg_frames = fs.spec.segment_frames(cfg.segment_s)
+    with build_artifact(out, "eval", config, [fs.manifest], force=force,
+                        protect=(str(csv_dir.resolve()),)) as b:  # fmt: skip
+        if b.reused:
+            return b.manifest
+        loc = DcaseCsvLocalizer(tables, fs.hop_s, label, csv_dir)
+        pred = loc.localize((lab["clip_id"], lab["frame"]))
+        fr = Frames(hyps=pred.hyps, conf=pred.conf, valid=pred.valid, **lab)
+        thr = loc.threshold
+        scores = score_predictions(fr, thr, seg_frames, loc.scored, counts=loc.counts)
+        write_eval(b.dir, fr, loc.method, thr, scores, loc.scored, split=cfg.split,
+                   label=label, source=str(csv_dir.resolve()))  # fmt: skip
+        if cfg.dcase_out:
+            b.extra["dcase_files"] = write_dcase(b.dir, fr, thr, fs.hop_s)
+        if cfg.plots:
+            from ..analysis.plots import plot_eval
+
+            plot_eval(b.dir, fr, fs.hop_s, thr)
+        b.extra.update({"method": loc.method, "label": label, "K": loc.K, "threshold": thr,
                         "scored": loc.scored, "frames": int(len(fr.active))})  # fmt: skip
     return b.manifest
 

@@ -4,12 +4,17 @@ For each audio file the features the model was trained on are computed with
 ``data_prep.features.extract``, block by block (bounded memory for any file
 length), the model runs on chunks of ``chunk_frames`` frames as in training, and
 two CSV files are written, one row per (model) frame and direction, angles in degrees
-(the toolkit's own format, not the DCASE result files of 100 ms frames with a class):
+(the toolkit's own format):
 
 - ``<stem>_hypotheses.csv``: ``frame, time_s, hypothesis, azimuth_deg, elevation_deg,
   confidence, detected`` for all K hypotheses of every frame;
 - ``<stem>.csv``: ``frame, time_s, azimuth_deg, elevation_deg, confidence`` for the
   detected sources only (confidence >= the threshold learned at evaluation or given).
+
+With ``dcase=True`` a third one, ``dcase/<stem>.csv``, holds the detected sources as a
+DCASE result file (100 ms label frames, ``frame,class,source,azimuth,elevation``, no header;
+decimated as :mod:`ssl_toolkit.analysis.dcase_csv` states, streamed block by block): the
+``dcase/`` folder is what ``ssl eval --dcase-csv`` and the DCASE evaluation scripts take.
 
 Streaming: a block of L frames needs the audio of those frames plus half an FFT
 window of context on each side (frames are centred at ``t * hop``), so the
@@ -209,10 +214,12 @@ def predict_file(
     threshold: float | None = None,
     block_seconds: float = 10.0,
     plot: bool = False,
+    dcase: bool = False,
 ) -> Path:
     """Localize the sources of one audio file; returns the detected-sources CSV.
 
-    The CSVs are written to temporary names and renamed once complete.
+    The CSVs are written to temporary names and renamed once complete; with ``dcase`` the
+    DCASE result file goes to ``out_dir / "dcase" / "<stem>.csv"`` (the folder must exist).
     """
     spec = _spec(predictor)
     thr = predictor.threshold if threshold is None else float(threshold)
@@ -220,7 +227,15 @@ def predict_file(
     reader = AudioReader(audio, spec.fs, spec.n_channels)
     stem = Path(audio).stem
     hyp_path, src_path = out_dir / f"{stem}_hypotheses.csv", out_dir / f"{stem}.csv"
-    tmp_h, tmp_s = (p.with_name(f".{p.name}.partial") for p in (hyp_path, src_path))
+    dcase_path = out_dir / "dcase" / f"{stem}.csv"
+    tmp_h, tmp_s, tmp_d = (p.with_name(f".{p.name}.partial") for p in (hyp_path, src_path,
+                                                                       dcase_path))  # fmt: skip
+    decimator = None
+    slot_classes = getattr(predictor, "slot_classes", None)  # [K]: a class-aware localizer
+    if dcase:
+        from ..analysis.dcase_csv import StreamDecimator
+
+        decimator = StreamDecimator(spec.hop_s)
     try:
         with open(tmp_h, "w", newline="") as fh, open(tmp_s, "w", newline="") as fsrc:
             wh, ws = csv.writer(fh), csv.writer(fsrc)
@@ -232,11 +247,20 @@ def predict_file(
                 hyp_rows, src_rows = _rows(t0, spec.hop_s, loc, thr)
                 wh.writerows(hyp_rows)
                 ws.writerows(src_rows)
+                if decimator is not None:
+                    frames = np.arange(t0, t0 + len(loc.conf))
+                    decimator.add(frames, loc.hyps, loc.detected(thr), slot_classes)
+        if decimator is not None:
+            from ..core.labels import write_metadata
+
+            write_metadata(tmp_d, decimator.table())
         os.replace(tmp_h, hyp_path)
         os.replace(tmp_s, src_path)
+        if decimator is not None:
+            os.replace(tmp_d, dcase_path)
     finally:
         reader.close()
-        for p in (tmp_h, tmp_s):
+        for p in (tmp_h, tmp_s, tmp_d):
             p.unlink(missing_ok=True)
     if plot:
         plot_predictions(hyp_path, out_dir / f"{stem}.png", thr)
@@ -292,6 +316,7 @@ def predict_files(
     block_seconds: float = 10.0,
     force: bool = False,
     backend: str = "auto",
+    dcase: bool = False,
 ) -> list[Path]:
     """Localize the sources of each audio file with a run or an export.
 
@@ -304,9 +329,11 @@ def predict_files(
         block_seconds: audio processed per block (bounds memory).
         force: overwrite existing CSVs.
         backend: see :func:`ssl_toolkit.models.localize.load_localizer`.
+        dcase: also write ``out_dir/dcase/<stem>.csv``, the DCASE result file of each file.
 
     Returns:
-        The detected-sources CSV of each file.
+        The detected-sources CSV of each file, then (``dcase``) the DCASE result file of
+        each file.
 
     Raises:
         UserError / DataError: missing files, existing outputs without ``force``,
@@ -331,11 +358,16 @@ def predict_files(
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is an existing file, not a directory")
     if not force:
-        taken = [out / f"{s}.csv" for s in stems if (out / f"{s}.csv").exists()]
+        names = [f"{s}.csv" for s in stems] + [f"dcase/{s}.csv" for s in stems if dcase]
+        taken = [out / n for n in names if (out / n).exists()]
         if taken:
             raise UserError(f"{taken[0]} exists; pass --force to overwrite")
     predictor = load_localizer(export_or_run, backend)
     spec = _spec(predictor)
+    if dcase:
+        from ..analysis.dcase_csv import check_hop
+
+        check_hop(spec.hop_s)
     longest = 0
     for a in audio_files:  # every header checked before anything is written
         r = AudioReader(a, spec.fs, spec.n_channels)
@@ -343,14 +375,21 @@ def predict_files(
         r.close()
     _check_block_memory(predictor, longest, block_seconds)
     created = not out.exists()
+    dcase_dir = out / "dcase"
+    dcase_created = dcase and not dcase_dir.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
-        return [
-            predict_file(predictor, a, out, threshold, block_seconds, plot)
+        if dcase:
+            dcase_dir.mkdir(exist_ok=True)
+        written = [
+            predict_file(predictor, a, out, threshold, block_seconds, plot, dcase)
             for a in track(audio_files, "localizing")
         ]
+        return written + [dcase_dir / f"{s}.csv" for s in stems if dcase]
     except OSError as e:
         raise UserError(f"cannot write {e.filename or out}: {e.strerror or e}") from e
     finally:
+        if dcase_created and dcase_dir.is_dir() and not any(dcase_dir.iterdir()):
+            dcase_dir.rmdir()
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a failed first run leaves no empty output folder
