@@ -68,7 +68,7 @@ def test_every_method_trains_from_the_cli(tiny_features, tmp_path, method):
     k = 3 if method == "pit" else 2  # PIT has one slot per source (S = 3)
     assert meta["method"] == method and meta["K"] == k
     assert meta["feature_params"]["type"] == "dummy"
-    if method in ("rmcl", "amcl", "pit"):  # scored: a threshold learned on val, in (0, 1)
+    if method in ("rmcl", "amcl", "pit", "accdoa"):  # scored: threshold learned on val, in (0, 1)
         assert 0 < meta["threshold"] < 1 and "val" in meta["threshold_source"]
     else:
         assert meta["threshold"] == 0.5

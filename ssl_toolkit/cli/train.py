@@ -21,14 +21,16 @@ def train_cmd(
     method: str = typer.Option(
         None,
         "--method",
-        help="rmcl | wta | wta-relaxed | wta-top-n | amcl | pit | ie",
+        help="rmcl | wta | wta-relaxed | wta-top-n | amcl | pit | ie | accdoa "
+        "(multi-ACCDOA with ADPIT, the DCASE SELD baseline)",
         show_default="rmcl",
     ),
     K: int = typer.Option(
         None,
         "-K",
         "--hypotheses",
-        help="Hypotheses per frame (IE: members; PIT: the features' source slots).",
+        help="Hypotheses per frame (IE: members; PIT: the features' source slots; "
+        "accdoa: tracks per class, default 3).",
         show_default="5",
     ),
     epochs: int = typer.Option(None, "--epochs", help="Maximum epochs.", show_default="50"),
@@ -89,6 +91,12 @@ def train_cmd(
         help="Write TensorBoard event files to RUN/tensorboard (pip install tensorboard).",
         show_default="off",
     ),
+    classes: bool = typer.Option(
+        None,
+        "--classes",
+        help="accdoa: K tracks per class of the features' per-frame classes (else one class).",
+        show_default="off",
+    ),
     config: Path = typer.Option(
         None, "--config", help="TOML file (\\[train] table or top level; docs/CONFIG.md)."
     ),
@@ -129,6 +137,7 @@ def train_cmd(
         "output": output,
         "pools": _int_list("--pools", pools),
         "tensorboard": tensorboard,
+        "classes": classes,
     }
     if out is None:  # ssl train RUN --resume
         features, out = _run_only(features, resume)

@@ -79,7 +79,7 @@ def io_description(
 ) -> dict[str, Any]:
     """The ``io.json`` content: how to feed the exported model and read its outputs."""
     k = int(meta.get("K", 0)) or None
-    return {
+    io = {
         "inputs": [
             {
                 "name": INPUT_NAME,
@@ -115,6 +115,22 @@ def io_description(
         "model": {"name": meta.get("name"), "kwargs": meta.get("kwargs", {})},
         "files": {f: FILES[f] for f in formats},
         "onnx_opset": ONNX_OPSET if "onnx" in formats else None,
+    }
+    if meta.get("name") == "accdoa":
+        io["multi_accdoa"] = accdoa_slots(meta.get("kwargs", {}))
+    return io
+
+
+def accdoa_slots(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """How the outputs of a multi-ACCDOA model (``AccdoaCRNN``) map to tracks and classes."""
+    return {
+        "tracks": kwargs.get("tracks", 3),
+        "n_classes": kwargs.get("n_classes", 1),
+        "slot_order": "class-major: slot k is track k % tracks of class k // tracks",
+        "conf": "norm of the track's ACCDOA vector, clipped to [0, 1]",
+        "empty_slots": "zero vector and conf 0: a track unified with an earlier track of "
+        f"its class closer than {kwargs.get('unify_deg', 15.0)} degrees (the group's slot "
+        "holds the direction of their mean and their largest norm)",
     }
 
 

@@ -1,7 +1,9 @@
 """Model registry and self-describing checkpoints.
 
 Every model maps features ``[B, C, T, F]`` to ``(hyps [B, T, K, 3], conf [B, T, K])``:
-K unit-vector hypotheses per frame and their confidences in (0, 1).
+K unit-vector hypotheses per frame and their confidences in (0, 1). A zero vector (with
+zero confidence) is an empty slot, which the localizer marks invalid: multi-ACCDOA
+(``accdoa``) empties the tracks it unifies with another.
 
 A checkpoint is two files in a run directory:
 ``<stem>.safetensors`` (the state dict) and ``<stem>.json``
@@ -29,6 +31,7 @@ REGISTRY: dict[str, Callable[..., Any]] = {}
 #: and the registry never imports its own modules: no import cycle).
 BUILTIN = {
     "crnn": "ssl_toolkit.models.crnn:CRNN",
+    "accdoa": "ssl_toolkit.models.crnn:AccdoaCRNN",
     "ensemble": "ssl_toolkit.models.ensemble:Ensemble",
 }
 
@@ -111,7 +114,7 @@ def check_model_memory(name: str, kwargs: dict[str, Any], copies: int = 1) -> No
                    "lower -K or the layer sizes (channels, gru_units)")  # fmt: skip
 
 
-_SIZE_ARGS = ("K", "members", "channels", "gru_layers", "gru_units")
+_SIZE_ARGS = ("K", "tracks", "n_classes", "members", "channels", "gru_layers", "gru_units")
 
 
 def _short(v: Any, n: int = 120) -> str:

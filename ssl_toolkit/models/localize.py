@@ -5,7 +5,8 @@ Whatever localizes yields, per frame, a :class:`Localization`:
 - ``hyps [N, K, 3]`` unit vectors in the DCASE frame,
 - ``conf [N, K]`` confidences in [0, 1],
 - ``valid [N, K]`` bool: the slots that hold a real estimate (a classical method
-  that finds fewer sources than K leaves the rest invalid; learned models fill every slot).
+  that finds fewer sources than K leaves the rest invalid; learned models fill every slot,
+  except multi-ACCDOA, whose model empties the tracks it unifies: zero ``hyps`` vectors).
 
 Detection is one function, :func:`detect`; metrics ignore invalid slots. Whether a
 method has scores (its confidences say whether a source is there) is a property of
@@ -46,8 +47,9 @@ __all__ = [
     "method_label",
 ]
 
-#: Learned methods whose models learn confidence scores (the others output conf = 1).
-SCORED_METHODS = ("rmcl", "amcl", "pit")
+#: Learned methods whose models learn confidence scores (the others output conf = 1);
+#: multi-ACCDOA's are the norms of its tracks.
+SCORED_METHODS = ("rmcl", "amcl", "pit", "accdoa")
 #: ONNX graph names of the exported model.
 ONNX_INPUT, ONNX_OUTPUTS = "features", ("hyps", "conf")
 

@@ -109,9 +109,25 @@ def loader_options(
     )
 
 
+def batch_arrays(fs: FeatureSet, classes: bool = False) -> tuple[np.ndarray, ...]:
+    """The arrays a batch is read from: features, directions, activity (and classes).
+
+    Raises:
+        ValueError: ``classes`` on features without per-frame classes.
+    """
+    arrays = (fs.features, fs.directions, fs.activity)
+    if not classes:
+        return arrays
+    c = getattr(fs, "classes", None)
+    if c is None:
+        raise ValueError(f"{fs.manifest.path} has no per-frame classes")
+    return (*arrays, c)
+
+
 class BatchRing:
     """``slots`` reusable batch buffers: features float16 ``[slots, B, C, T, F]``,
-    directions float32 ``[slots, B, T, S, 3]``, activity bool ``[slots, B, T, S]``.
+    directions float32 ``[slots, B, T, S, 3]``, activity bool ``[slots, B, T, S]`` (and,
+    with ``classes``, classes int16 ``[slots, B, T, S]``).
 
     Args:
         fs: the features whose chunks the slots hold.
@@ -119,11 +135,21 @@ class BatchRing:
         slots: number of slots.
         shared: in shared memory (filled by worker processes).
         pin: page-locked for CUDA; on failure the ring stays pageable (with a warning).
+        classes: also hold the features' per-frame classes.
     """
 
-    def __init__(self, fs: FeatureSet, batch_size: int, slots: int, *, shared: bool, pin: bool):
-        arrays = (fs.features, fs.directions, fs.activity)
-        dtypes = (torch.float16, torch.float32, torch.bool)
+    def __init__(
+        self,
+        fs: FeatureSet,
+        batch_size: int,
+        slots: int,
+        *,
+        shared: bool,
+        pin: bool,
+        classes: bool = False,
+    ):
+        arrays = batch_arrays(fs, classes)
+        dtypes = (torch.float16, torch.float32, torch.bool, torch.int16)[: len(arrays)]
         self.slots = slots
         self.pinned = False
         if pin and not shared:
@@ -147,7 +173,7 @@ class BatchRing:
                 self.pinned = _register_pinned(self.buffers, self)
 
     def slot(self, i: int, n: int | None = None) -> tuple[torch.Tensor, ...]:
-        """Views of slot ``i`` (its first ``n`` chunks): ``(x, d, a)``."""
+        """Views of slot ``i`` (its first ``n`` chunks): ``(x, d, a)`` (and classes)."""
         return tuple(b[i, :n] for b in self.buffers)
 
 
@@ -194,10 +220,10 @@ class ChunkBatches(Dataset):
     maps and a handle on the shared ring, never the data.
     """
 
-    def __init__(self, fs: FeatureSet, rows: np.ndarray, ring: BatchRing):
+    def __init__(self, fs: FeatureSet, rows: np.ndarray, ring: BatchRing, classes: bool = False):
         self.rows = np.asarray(rows)
         self.ring = ring
-        arrays = (fs.features, fs.directions, fs.activity)
+        arrays = batch_arrays(fs, classes)
         self._maps = [_map_of(a) for a in arrays]
         self._arrays = [np.asarray(a).view(np.ndarray) for a in arrays]  # no memmap overhead
 
@@ -260,7 +286,8 @@ class Batches:
     """The training loader: ``(x, d, a)`` on the device, in the sampler's order.
 
     ``x [b, C, T, F]`` float32 (converted on the device), ``d [b, T, S, 3]`` float32,
-    ``a [b, T, S]`` bool. Each batch is a new tensor of its own (a copy out of the ring).
+    ``a [b, T, S]`` bool; a loader made with ``classes`` adds ``classes [b, T, S]`` int64
+    (-1 where inactive). Each batch is a new tensor of its own (a copy out of the ring).
 
     Attributes:
         loader: the underlying :class:`DataLoader` (it yields slot numbers).
@@ -297,16 +324,17 @@ class Batches:
             yield self._deliver(self.ring.slot(slot, n))
 
     def _deliver(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        x, d, a = batch
+        x, d, a, *rest = batch  # rest: classes (b, T, S) int16, when read
         if self.device.type == "cpu":
-            return _float32(x), d.clone(), a.clone()
+            return (_float32(x), d.clone(), a.clone(), *(c.long() for c in rest))
         nb = self.ring.pinned
-        x, d, a = (t.to(self.device, non_blocking=nb) for t in (x, d, a))
+        x, d, a, *rest = (t.to(self.device, non_blocking=nb) for t in (x, d, a, *rest))
         if nb:
             event = torch.cuda.Event()
             event.record()
             self._in_flight.append(event)
-        return x.float(), d, a  # (b, C, T, F) float16 -> float32 on the device
+        # (b, C, T, F) float16 -> float32 on the device; classes int16 -> int64
+        return (x.float(), d, a, *(c.long() for c in rest))
 
 
 def _float32(x: torch.Tensor) -> torch.Tensor:
@@ -328,6 +356,7 @@ def make_loader(
     device: torch.device | str = "cpu",
     options: LoaderOptions | None = None,
     context: str | None = None,
+    classes: bool = False,
 ) -> tuple[Batches, DistributedSampler]:
     """A loader over ``rows`` whose order depends only on ``seed`` and the epoch.
 
@@ -345,6 +374,8 @@ def make_loader(
         device: where batches are delivered (features converted to float32 there).
         options: workers, pinning, prefetching (default: no worker).
         context: multiprocessing start method of the workers (default: the platform's).
+        classes: also deliver the features' per-frame classes (class-aware accdoa);
+            off, batches are ``(x, d, a)`` as ever.
     """
     opts = options or LoaderOptions()
     ring = BatchRing(
@@ -353,8 +384,9 @@ def make_loader(
         opts.ahead + 2,  # the batches in flight, the one in use and the one before
         shared=opts.num_workers > 0,
         pin=opts.pin_memory,
+        classes=classes,
     )
-    ds = ChunkBatches(fs, rows, ring)
+    ds = ChunkBatches(fs, rows, ring, classes)
     sampler = DistributedSampler(
         ds, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
     )

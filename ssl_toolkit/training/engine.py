@@ -23,6 +23,7 @@ from .monitor import Monitor, say
 from .runtime import Runtime, rng_state, set_rng_state
 
 #: loss(hyps, conf, directions, activity, progress) -> scalar; progress None = validation.
+#: Batches with classes (class-aware accdoa) also pass ``classes=[b, T, S]``.
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Any], torch.Tensor]
 
 
@@ -38,6 +39,8 @@ class Job:
         fingerprint: of the run's config; a resume with another config is refused.
         on_best: called with the bare model whenever the val loss improves.
         tag: prefix of its TensorBoard tags (``member0/`` for an IE member).
+        forward_kwargs: keyword arguments of the model's forward in training and
+            validation (accdoa: ``raw=True``, every track for ADPIT).
     """
 
     label: str
@@ -47,6 +50,12 @@ class Job:
     fingerprint: str
     on_best: Callable[[nn.Module], None] = lambda _m: None
     tag: str = ""
+    forward_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _extra(rest: list) -> dict[str, Any]:
+    """The loss's keyword arguments from a batch's items after ``(x, d, a)``: its classes."""
+    return {"classes": rest[0]} if rest else {}
 
 
 @dataclass
@@ -132,7 +141,8 @@ def train_step(
     Args:
         net: the model as trained (DDP-wrapped and/or compiled).
         job: its loss and bare model (gradient clipping).
-        batch: ``(x [b, C, T, F], d [b, T, S, 3], a [b, T, S])``.
+        batch: ``(x [b, C, T, F], d [b, T, S, 3], a [b, T, S])``, then ``classes [b, T, S]``
+            when the loader reads classes.
         optim: ``(optimizer, scheduler, grad scaler)``.
         cfg: the TrainConfig (``grad_clip``).
         rt: the runtime (autocast).
@@ -141,10 +151,10 @@ def train_step(
             each phase ends; ``benchmarks/bench_train.py`` times them.
     """
     opt, sched, scaler = optim
-    x, d, a = batch  # (b, C, T, F), (b, T, S, 3), (b, T, S)
+    x, d, a, *rest = batch  # (b, C, T, F), (b, T, S, 3), (b, T, S)[, classes (b, T, S)]
     with rt.autocast():
-        hyps, conf = net(x)  # (b, T, K, 3), (b, T, K)
-    loss = job.loss(hyps.float(), conf.float(), d, a, progress)
+        hyps, conf = net(x, **job.forward_kwargs)  # (b, T, K, 3), (b, T, K)
+    loss = job.loss(hyps.float(), conf.float(), d, a, progress, **_extra(rest))
     mark("forward")
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
@@ -192,12 +202,12 @@ def validate(net, job: Job, loader, rt: Runtime, seed: int = 0) -> tuple[float, 
     net.eval()
     gen = torch.Generator(device=rt.device).manual_seed(int(seed) * 1009 + rt.rank)
     sums = [0.0, 0.0, 0.0, 0.0]  # loss * chunks, chunks, oracle * active, active
-    for x, d, a in loader:  # on the device
+    for x, d, a, *rest in loader:  # on the device
         with rt.autocast():
-            hyps, conf = net(x)
+            hyps, conf = net(x, **job.forward_kwargs)
         hyps, conf = hyps.float(), conf.float()
         n_act = float(a.sum())
-        sums[0] += job.loss(hyps, conf, d, a, None, generator=gen).item() * len(x)
+        sums[0] += job.loss(hyps, conf, d, a, None, generator=gen, **_extra(rest)).item() * len(x)
         sums[1] += len(x)
         sums[2] += oracle_angle(hyps, d, a).item() * n_act
         sums[3] += n_act

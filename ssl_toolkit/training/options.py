@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from ..core.config import ConfigError
+from ..core.config import ConfigError, resolve, to_dict
+from ..losses.adpit import MAX_TRACKS
 from ..losses.annealed import SCHEDULES
 from ..losses.wta import MODES
 from ..models.localize import is_scored
 
-METHODS = ("rmcl", "wta", "wta-relaxed", "wta-top-n", "amcl", "pit", "ie")
+METHODS = ("rmcl", "wta", "wta-relaxed", "wta-top-n", "amcl", "pit", "ie", "accdoa")
+#: Defaults that depend on the method, applied under the TOML and CLI layers by
+#: :func:`resolve_train_config` (``accdoa``: 3 tracks, as the DCASE baselines).
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {"accdoa": {"K": 3}}
+#: Options added after runs existed: left out of a run's recorded config (and fingerprint)
+#: while they have their default, so that older runs stay up to date and resumable.
+LATE_OPTIONS = {"classes": False}
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AMP_DTYPES = ("auto", "bf16", "fp16")
 #: Options of how a run is executed, not of what it learns: ``--resume`` may change them
@@ -34,9 +42,14 @@ class TrainConfig:
     Attributes:
         method: ``rmcl`` (WTA variant + confidence BCE), ``wta`` (MCL), ``wta-relaxed``
             (epsilon-WTA), ``wta-top-n``, ``amcl`` (annealed MCL, with scores), ``pit``
-            (S slots, permutation search; K is set to the features' S) or ``ie``
-            (K single-hypothesis models trained with seeds seed, seed+1, ...).
-        K: hypotheses per frame (IE: members).
+            (S slots, permutation search; K is set to the features' S), ``ie``
+            (K single-hypothesis models trained with seeds seed, seed+1, ...) or
+            ``accdoa`` (multi-ACCDOA trained with ADPIT, the DCASE 2022-2024 SELD
+            baseline: K tracks per class of Cartesian vectors whose norms are the
+            activities; duplicated tracks closer than 15 degrees are unified; the
+            hypotheses are the K x classes tracks, the norms their confidences).
+        K: hypotheses per frame (IE: members; accdoa: tracks per class, 1 to 6; when
+            neither the TOML nor the CLI sets it, 3 for accdoa and 5 for the others).
         epochs: maximum number of epochs.
         batch_size: chunks per optimizer step (global: split across DDP processes).
         lr: peak learning rate of AdamW.
@@ -83,6 +96,9 @@ class TrainConfig:
         prefetch_factor: batches each worker reads ahead (unset: 2).
         tensorboard: also write TensorBoard event files to ``RUN/tensorboard/``
             (needs ``pip install tensorboard``).
+        classes: class-aware training (``accdoa`` only): one set of K tracks per class of
+            the features' per-frame classes (features without classes are refused).
+            Off: class-agnostic, every source is of one class.
     """
 
     method: str = "rmcl"
@@ -120,6 +136,7 @@ class TrainConfig:
     pin_memory: bool | None = None
     prefetch_factor: int | None = None
     tensorboard: bool = False
+    classes: bool = False
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first invalid option."""
@@ -155,6 +172,15 @@ class TrainConfig:
             raise ConfigError(f"option 'num_workers' must be >= 0, got {self.num_workers}")
         if self.prefetch_factor is not None and self.prefetch_factor < 1:
             raise ConfigError(f"option 'prefetch_factor' must be >= 1, got {self.prefetch_factor}")
+        if self.classes and self.method != "accdoa":
+            raise ConfigError(
+                f"option 'classes' (--classes) is for --method accdoa, not {self.method!r}"
+            )
+        if self.method == "accdoa" and self.K > MAX_TRACKS:
+            raise ConfigError(
+                f"option 'K' (-K) is the number of accdoa tracks per class: 1 to {MAX_TRACKS}, "
+                f"got {self.K}"
+            )
 
     def _validate_blocks(self) -> None:
         if not self.channels or min(self.channels) < 1:
@@ -171,6 +197,23 @@ class TrainConfig:
     def scored(self) -> bool:
         """Whether the model learns confidence scores."""
         return is_scored(self.method)
+
+
+def resolve_train_config(*layers: dict[str, Any] | None) -> TrainConfig:
+    """:func:`~ssl_toolkit.core.config.resolve` a TrainConfig with the defaults of its
+    method (:data:`METHOD_DEFAULTS`) under ``layers`` (TOML, CLI: None = not given)."""
+    method = TrainConfig.method
+    for layer in layers:
+        if (layer or {}).get("method") is not None:
+            method = layer["method"]  # type: ignore[index]
+    return resolve(TrainConfig, METHOD_DEFAULTS.get(method), *layers)
+
+
+def config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """The config a run records (manifest, fingerprint, resume state): :func:`to_dict`
+    less the :data:`LATE_OPTIONS` at their default."""
+    d = to_dict(cfg)
+    return {k: v for k, v in d.items() if not (k in LATE_OPTIONS and v == LATE_OPTIONS[k])}
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -14,9 +14,9 @@ from typing import Any
 
 from ..core.artifacts import MANIFEST, Manifest, read_manifest, write_json
 from ..core.artifacts import resumable_dir as partial_dir  # where build_artifact keeps the run
-from ..core.config import ConfigError, resolve, to_dict
+from ..core.config import ConfigError
 from ..core.errors import ArtifactError, UserError
-from .options import RUNTIME_OPTIONS, TrainConfig
+from .options import RUNTIME_OPTIONS, TrainConfig, config_dict, resolve_train_config
 
 STORED = Path("checkpoint") / "config.json"
 
@@ -44,7 +44,7 @@ def store_config(run_dir: Path, cfg: TrainConfig, features: Manifest) -> None:
     """Write ``cfg`` and its features (absolute path, fingerprint) for ``--resume``."""
     ref = {"path": str(Path(features.path).resolve()), "fingerprint": features.fingerprint}
     (run_dir / STORED).parent.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / STORED, {"config": to_dict(cfg), "features": ref})
+    write_json(run_dir / STORED, {"config": config_dict(cfg), "features": ref})
 
 
 def train_config(
@@ -56,7 +56,8 @@ def train_config(
         out: the run directory.
         features: the features artifact; None to take the stored one (``resume`` only).
         resume: start from the run's stored config (when it has one), then ``layers``.
-        layers: a TOML table, CLI options (None = not given), in increasing priority.
+        layers: a TOML table, CLI options (None = not given), in increasing priority,
+            over the defaults of the method (``options.METHOD_DEFAULTS``).
             With ``resume``, those that differ from the stored config make
             :func:`check_resume` refuse the run, naming them.
 
@@ -67,8 +68,8 @@ def train_config(
     if stored is None:
         if features is None:
             raise UserError(f"--resume: {out} has no run to continue; give its features too")
-        return resolve(TrainConfig, *layers), Path(features)
-    cfg = resolve(TrainConfig, stored["config"], *layers)
+        return resolve_train_config(*layers), Path(features)
+    cfg = resolve_train_config(stored["config"], *layers)
     return cfg, Path(features or stored["features"]["path"])
 
 
@@ -95,7 +96,7 @@ def check_resume(out: str | Path, cfg: TrainConfig, features: Manifest) -> None:
             f"--resume: {out} was started on other features ({stored['features']['path']}); "
             "give those, or start over without --resume"
         )
-    old, new = learning_config(stored["config"]), learning_config(to_dict(cfg))
+    old, new = learning_config(stored["config"]), learning_config(config_dict(cfg))
     changed = [
         f"option {k!r} is {new.get(k)!r} here but {old.get(k)!r} there"
         for k in sorted(set(old) | set(new))

@@ -7,11 +7,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..core import console
 from ..core.artifacts import Manifest, build_artifact, fingerprint
-from ..core.config import ConfigError, to_dict
+from ..core.config import ConfigError
 from ..core.errors import DataError
 from ..features.store import FeatureSet, open_features
 from ..models import build_model, save_model
@@ -21,7 +22,7 @@ from .data import loader_options, make_loader
 from .engine import Job, fit, planned_steps, validate, write_history
 from .monitor import banner, open_tensorboard, precision_name, require_tensorboard, say
 from .objectives import make_loss
-from .options import TrainConfig
+from .options import TrainConfig, config_dict
 from .resume import check_resume, learning_config, partial_dir, store_config
 from .runtime import Runtime, seed_everything, setup, teardown
 
@@ -51,19 +52,88 @@ def _check_memory(cfg: TrainConfig, fs: FeatureSet) -> None:
     from ..models import check_model_memory
 
     k = 1 if cfg.method == "ie" else n_outputs(cfg, fs)  # IE: members of one hypothesis
-    check_model_memory("crnn", model_kwargs(cfg, fs, k), copies=4)  # weights, grads, 2 moments
+    kwargs = model_kwargs(cfg, fs, k)
+    check_model_memory(model_name(cfg), kwargs, copies=4)  # weights, grads, 2 moments
     check_batch(cfg.batch_size, fs.shape, k, "--batch-size", TRAIN_FACTOR)
 
 
 def n_outputs(cfg: TrainConfig, fs: FeatureSet) -> int:
-    """Hypotheses of the model: PIT has one slot per source of the features, else K."""
-    return fs.max_sources if cfg.method == "pit" else cfg.K
+    """Hypotheses of the model: PIT has one slot per source of the features, accdoa K
+    tracks per class (one class unless ``classes``), the others K."""
+    if cfg.method == "pit":
+        return fs.max_sources
+    if cfg.method == "accdoa":
+        return cfg.K * n_classes(cfg, fs)
+    return cfg.K
+
+
+def model_name(cfg: TrainConfig) -> str:
+    """The registered model a method trains (IE: of its members)."""
+    return "accdoa" if cfg.method == "accdoa" else "crnn"
+
+
+def feature_classes(fs: FeatureSet) -> tuple[Any, int] | None:
+    """``(classes [N, T, S] int, n_classes)`` of features that carry per-frame classes
+    (``FeatureSet.classes``, ``n_classes`` in the manifest's extras), else None."""
+    classes = getattr(fs, "classes", None)
+    n = fs.manifest.extra.get("n_classes")
+    if classes is None or n is None:
+        return None
+    return classes, int(n)
+
+
+def n_classes(cfg: TrainConfig, fs: FeatureSet) -> int:
+    """Classes the model tells apart: the features' with ``classes``, else 1.
+
+    Raises:
+        ConfigError: ``classes`` on features without per-frame classes.
+    """
+    if not cfg.classes:
+        return 1
+    found = feature_classes(fs)
+    if found is None:
+        raise ConfigError(
+            f"option 'classes' (--classes): {fs.manifest.path} has no per-frame classes; "
+            "drop --classes (class-agnostic) or give features made with classes"
+        )
+    return found[1]
+
+
+def check_classes(fs: FeatureSet, n: int) -> None:
+    """Refuse features whose active slots have a class outside ``0..n-1``.
+
+    Raises:
+        DataError: naming the features, the first bad value and ``n``.
+    """
+    classes, _ = feature_classes(fs)
+    for start in range(0, len(classes), 4096):  # chunk by chunk: no whole copy in memory
+        c = np.asarray(classes[start : start + 4096])
+        a = np.asarray(fs.activity[start : start + 4096])
+        bad = a & ((c < 0) | (c >= n))
+        if bad.any():
+            raise DataError(
+                f"{fs.manifest.path}: an active source has class {int(c[bad][0])}, outside "
+                f"0..{n - 1} (n_classes = {n}); rebuild the features"
+            )
 
 
 def model_kwargs(cfg: TrainConfig, fs: FeatureSet, k: int) -> dict[str, Any]:
-    """Constructor arguments of the CRNN for ``cfg`` on features ``fs`` with ``k`` outputs."""
+    """Constructor arguments of :func:`model_name`'s model for ``cfg`` on features ``fs``
+    with ``k`` outputs (accdoa: ``k`` = K tracks x classes)."""
     cfg = fit_to_features(cfg, fs)
     c, _t, f = fs.shape
+    if cfg.method == "accdoa":
+        return {
+            "n_channels": int(c),
+            "n_bins": int(f),
+            "tracks": cfg.K,
+            "n_classes": k // cfg.K,
+            "channels": list(cfg.channels),
+            "pools": list(cfg.pools),
+            "gru_layers": cfg.gru_layers,
+            "gru_units": cfg.gru_units,
+            "dropout": cfg.dropout,
+        }
     return {
         "n_channels": int(c),
         "n_bins": int(f),
@@ -110,6 +180,8 @@ def train(
         require_tensorboard()
     fs = open_features(features)
     cfg = fit_to_features(cfg, fs)
+    if cfg.classes:
+        check_classes(fs, n_classes(cfg, fs))
     if resume:
         check_resume(out, cfg, fs.manifest)
     rows = {s: fs.rows(s) for s in ("train", "val")}
@@ -127,7 +199,7 @@ def train(
 def _train(fs, rows, out: Path, cfg, rt: Runtime, force: bool, resume: bool) -> Manifest:
     if cfg.batch_size % rt.world:
         raise DataError(f"--batch-size {cfg.batch_size} is not a multiple of {rt.world} processes")
-    cfg_dict = to_dict(cfg)
+    cfg_dict = config_dict(cfg)
     work = partial_dir(out)
     if not rt.main:
         rt.all_sum([0.0])  # learn from rank 0 whether the run is up to date
@@ -203,6 +275,7 @@ def _loaders(fs, rows, cfg, rt: Runtime) -> tuple:
             world=rt.world,
             device=rt.device,
             options=opts,
+            classes=cfg.classes,
         )
     )
 
@@ -213,8 +286,9 @@ def _fit_model(fs, rows, loaders, run_dir: Path, cfg, fp: str, rt: Runtime, resu
     if cfg.method == "pit" and k != cfg.K and rt.main:
         say(f"pit: {k} slots (the features' max sources), not K={cfg.K}")
     kwargs = model_kwargs(cfg, fs, k)
+    name = model_name(cfg)
     seed_everything(cfg.seed, cfg.deterministic)
-    model = build_model("crnn", **kwargs)
+    model = build_model(name, **kwargs)
     model.norm.set_stats(fs.mean, fs.std)
     meta = {"method": cfg.method, **_input_meta(fs), "threshold": 0.5, "K": k}
     job = Job(
@@ -223,7 +297,8 @@ def _fit_model(fs, rows, loaders, run_dir: Path, cfg, fp: str, rt: Runtime, resu
         make_loss(cfg),
         run_dir / "checkpoint" / "state.pt",
         fp,
-        on_best=lambda m: save_model(run_dir, m, "crnn", kwargs, **meta),
+        on_best=lambda m: save_model(run_dir, m, name, kwargs, **meta),
+        forward_kwargs={"raw": True} if cfg.method == "accdoa" else {},  # ADPIT: every track
     )
     st = fit(
         job,
@@ -239,7 +314,7 @@ def _fit_model(fs, rows, loaders, run_dir: Path, cfg, fp: str, rt: Runtime, resu
             per_rank = cfg.batch_size // rt.world
             meta["threshold"] = learned_threshold(model, fs, rows["val"], per_rank, rt.device)
             meta["threshold_source"] = "SGL-Thresh on the val split"
-        save_model(run_dir, model, "crnn", kwargs, **meta)
+        save_model(run_dir, model, name, kwargs, **meta)
     return _summary(cfg, k, st.history, st.best_epoch, st.best_val, rt, threshold=meta["threshold"])
 
 
