@@ -36,7 +36,6 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +51,7 @@ from .importers import (
     _check_split,
     _inside,
     _is_val,
+    import_config,
     write_scenes,
 )
 
@@ -250,15 +250,7 @@ def import_dcase(
     edition, records = _scan(root, fmt, N_CHANNELS if mics is None else len(mics), split)
     _check_split(records, split, root, fraction=edition == "starss")
     test_folds, val_folds = _effective_split(edition, split)
-    config = {
-        "layout": "dcase",
-        "root": str(root),
-        "copy": copy,
-        "format": fmt,
-        "mic_positions_m": None if mics is None else mics.tolist(),
-        "files": sorted(str(r["wav"].relative_to(root)) for r in records),
-        "split": asdict(split),
-    }
+    config = import_config("dcase", root, records, split, copy=copy, fmt=fmt, mics=mics)
     largest = max((int(r["meta"]["class"].max()) for r in records if len(r["meta"])), default=-1)
     extra = {
         "max_sources": max(1, max(r["n_sources_max"] for r in records)),

@@ -255,6 +255,23 @@ def _scan(root: Path, n_channels: int, how: ImportSplit) -> list[dict[str, Any]]
     return records
 
 
+def import_config(
+    layout: str, root: Path, records: list[dict[str, Any]], split: ImportSplit, **how: Any
+) -> dict[str, Any]:
+    """The config an import artifact records (and is reused by): the layout, the dataset
+    folder, the options (``copy``, ``fmt``, ``mics``), every imported file and the split."""
+    mics = how["mics"]
+    return {
+        "layout": layout,
+        "root": str(root),
+        "copy": how["copy"],
+        "format": how["fmt"],
+        "mic_positions_m": None if mics is None else mics.tolist(),
+        "files": sorted(str(r["wav"].relative_to(root)) for r in records),
+        "split": asdict(split),
+    }
+
+
 def import_tut2018(
     root: str | os.PathLike,
     out: str | os.PathLike,
@@ -288,15 +305,7 @@ def import_tut2018(
     split.validate()
     records = _scan(root, N_CHANNELS if mics is None else len(mics), split)
     _check_split(records, split, root)
-    config = {
-        "layout": "tut2018",
-        "root": str(root),
-        "copy": copy,
-        "format": fmt,
-        "mic_positions_m": None if mics is None else mics.tolist(),
-        "files": sorted(str(r["wav"].relative_to(root)) for r in records),
-        "split": asdict(split),
-    }
+    config = import_config("tut2018", root, records, split, copy=copy, fmt=fmt, mics=mics)
     extra = {
         "max_sources": max(max(r["n_sources_max"], int(r["subset"][2:])) for r in records),
         "layout": "tut2018",
