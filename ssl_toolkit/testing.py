@@ -35,6 +35,7 @@ def make_features_artifact(
     bins: int = 64,
     max_sources: int = 3,
     seed: int = 0,
+    n_classes: int | None = None,
     force: bool = False,
 ) -> Manifest:
     """A features artifact whose features encode the labelled directions.
@@ -42,8 +43,14 @@ def make_features_artifact(
     Each chunk has 1..max_sources static sources; the features are noise plus
     a pattern of the directions (so a model can learn something). Splits are
     60 % train, 20 % val, 20 % test; subset ``ovN`` = number of sources.
+
+    With ``n_classes`` the features also carry per-frame classes (``classes.npy``, as
+    DCASE labels give them, and ``n_classes`` in the manifest): each source of a chunk
+    has a class drawn uniformly from ``0..n_classes - 1`` (by another random stream, so
+    every other array is the same as without classes).
     """
     rng = np.random.default_rng(seed)
+    crng = np.random.default_rng([seed, 1])  # the classes' own stream
     cfg = {
         "type": "dummy",
         "n_chunks": n_chunks,
@@ -53,6 +60,8 @@ def make_features_artifact(
         "max_sources": max_sources,
         "seed": seed,
     }
+    if n_classes is not None:  # only then: the fingerprints of the other fixtures stay
+        cfg["n_classes"] = int(n_classes)
     params = {
         "type": "dummy",
         "fs": 16000,
@@ -67,16 +76,21 @@ def make_features_artifact(
     with build_artifact(path, "features", cfg, force=force) as b:
         if b.reused:
             return b.manifest
-        w = FeatureWriter(b.dir, n_chunks, (channels, frames, bins), max_sources)
+        w = FeatureWriter(b.dir, n_chunks, (channels, frames, bins), max_sources,
+                          classes=n_classes is not None)  # fmt: skip
         for i in range(n_chunks):
             n_src = 1 + i % max_sources
             x, act, dirs = _dummy_chunk(rng, n_src, channels, frames, bins, max_sources)
             split = "train" if i % 5 < 3 else ("val" if i % 5 == 3 else "test")
+            labels = {}
+            if n_classes is not None:  # (T, S): the class of each source, -1 where inactive
+                labels["classes"] = np.where(act, crng.integers(0, n_classes, max_sources), -1)
             w.put(
                 i,
                 x.astype(np.float16),
                 act,
                 dirs,
+                **labels,
                 clip_id=f"clip{i // 4:03d}",
                 fold=1,
                 split=split,
@@ -92,6 +106,8 @@ def make_features_artifact(
                 "n_chunks": n_chunks,
             }
         )
+        if n_classes is not None:
+            b.extra.update({"n_classes": int(n_classes), "has_distance": False})
     return b.manifest
 
 

@@ -157,10 +157,13 @@ def _cli(*args):
     return [sys.executable, "-m", "ssl_toolkit", "train", *map(str, args)]
 
 
-def test_kill_mid_run_then_resume_with_no_option_reaches_the_same_weights(tmp_path, request):
+def test_kill_mid_run_then_resume_with_no_option_reaches_the_same_weights(
+    tmp_path, request, monkeypatch
+):
     """A run started with non-default options, killed, then `ssl train FEATS RUN --resume`
     alone: the stored config is used, and the weights equal an uninterrupted run's."""
     from ssl_toolkit.cli import app
+    from ssl_toolkit.core import cpu
     from ssl_toolkit.core.cpu import available_cores
 
     feats = make_features_artifact(tmp_path / "f", n_chunks=40, bins=32)
@@ -172,9 +175,13 @@ def test_kill_mid_run_then_resume_with_no_option_reaches_the_same_weights(tmp_pa
     flags = ["-K", 3, "--epochs", 5, "--batch-size", 4, "--lr", 2e-3, "--deterministic"]
     # The weights depend on the thread count (float sums): the in-process runs below use the
     # subprocess's (the cores), whatever the CPU governor of earlier tests left.
+    # A chosen count (SSL_THREADS, inherited by the subprocess) also keeps the CPU governor
+    # from changing it when other processes load the machine.
     threads = torch.get_num_threads()
-    torch.set_num_threads(available_cores())
-    request.addfinalizer(lambda: torch.set_num_threads(threads))
+    gov = (cpu.GOVERNOR.max_threads, cpu.GOVERNOR.adaptive)
+    monkeypatch.setenv("SSL_THREADS", str(available_cores()))
+    cpu.configure()
+    request.addfinalizer(lambda: (torch.set_num_threads(threads), cpu.GOVERNOR.reset(*gov)))
     proc = subprocess.Popen(
         _cli(feats.path, out, *flags, "--patience", 100, "--config", toml),
         cwd=ROOT,

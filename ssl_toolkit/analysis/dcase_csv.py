@@ -13,12 +13,13 @@ frame ``l = floor(t * hop_s / 0.1 s)``, the rule of
 
 **Writing (decimation).** Label frame l is represented by one feature frame: among its frames
 that are present (the split's frames of the clip, the file's frames in ``ssl predict``), the
-one whose centre is nearest the label frame's centre ``(l + 1/2) * 0.1 s``, the earlier one
-on a tie: frame ``5 l + 2`` at a 20 ms hop, the last frame in a label frame cut short at the
-end of a clip. Its detected hypotheses (valid, confidence >= the threshold) are the label
-frame's rows, ``source`` = the hypothesis slot, ``class`` = 0 (class-agnostic) unless classes
-are given. One frame rather than a pooling or a vote, because a multi-hypothesis model's slots
-are not tracks (averaging a slot's directions over frames can mix two sources); and the middle
+one whose centre is nearest the label frame's centre ``(l + 1/2) * 0.1 s``, the earlier one on
+a tie: frame ``5 l + 2`` at a 20 ms hop, the last frame in a label frame cut short at the end
+of a clip. Its detected hypotheses (valid, confidence >= the threshold) are the label frame's
+rows, ``source`` = the hypothesis slot, ``class`` = the slot's predicted class (a class-aware
+localizer: :attr:`~ssl_toolkit.models.localize.Localization.classes`), 0 for a class-agnostic
+one. One frame rather than a pooling or a vote, because a multi-hypothesis model's slots are
+not tracks (averaging a slot's directions over frames can mix two sources); and the middle
 frame is the best single frame: for a source that starts or stops once inside the label frame,
 its activity is the majority vote of the label frame's (odd number of) frames, and for a moving
 source its direction, held over the label frame, is the nearest to every frame's (the time
@@ -28,9 +29,11 @@ label frame, so it streams (:class:`StreamDecimator`).
 **Reading (holding).** A file's rows of label frame l are the predictions of every feature
 frame of l, as they are (no interpolation: another system's track indices need not be
 continuous). Within a label frame the rows, in (class, source) order, fill slots 0, 1, ...;
-K is the most rows in any label frame; unused slots are invalid. Classes are merged (scoring
-is class-agnostic, as every metric of ``ssl eval``), distances ignored, and rows of label
-frames that hold no scored feature frame are not scored. Such predictions have
+K is the most rows in any label frame; unused slots are invalid. Each slot keeps its row's
+class (``Localization.classes``: per frame, since a slot has no fixed class here), so that
+``ssl eval`` scores the files both class-agnostically (every method's metrics) and, on
+features with classes, class-aware (the ``*_cls`` metrics); distances are ignored, and rows
+of label frames that hold no scored feature frame are not scored. Such predictions have
 no scores (confidence 1 on every listed row: detection = listed) but do estimate the number of
 sources (:class:`DcaseCsvLocalizer`).
 """
@@ -122,14 +125,17 @@ def result_tables(
         detected: ``[N, K]`` bool: the detected hypotheses (valid, confidence >= threshold;
             :func:`ssl_toolkit.models.localize.detect`).
         hop_s: feature hop, seconds (at most 0.1 s).
-        classes: ``[N, K]`` (or ``[K]``, per slot) int class of each hypothesis, or None:
-            class 0 (class-agnostic). The hook for class-aware models.
+        classes: ``[N, K]`` (or ``[K]``, per slot) int class of each hypothesis (>= 0 where
+            detected), or None: class 0 (class-agnostic).
 
     Returns:
         ``{clip_id: table}`` for every clip of ``clip_id`` (an empty table where nothing is
         detected), tables of :data:`~ssl_toolkit.core.labels.METADATA_COLUMNS` (one row per
         detected hypothesis of each label frame's representative frame, ``source`` = slot,
         degrees, distance NaN), ready for :func:`write_results`.
+
+    Raises:
+        ValueError: a detected hypothesis of unknown class (< 0) among given ``classes``.
     """
     check_hop(hop_s)
     clip_id = np.asarray(clip_id).astype(str)
@@ -141,6 +147,8 @@ def result_tables(
     cls = np.zeros(len(n), np.int64)
     if classes is not None:
         cls = np.broadcast_to(np.asarray(classes, np.int64), det.shape)[n, k]
+        if (cls < 0).any():
+            raise ValueError("a detected hypothesis has no class (< 0): cannot write its row")
     table = pd.DataFrame(
         {
             "frame": label_frame(frame[n], hop_s),
@@ -228,8 +236,9 @@ class DcaseCsvLocalizer(Localizer):
 
     ``localize((clip_id [N], frame [N]))`` gives the feature frames ``frame`` of clips
     ``clip_id`` the rows of their label frame (see the module docstring): ``hyps [N, K, 3]``,
-    ``conf [N, K]`` (1 on listed rows) and ``valid [N, K]`` (the listed rows). Frames of a
-    clip without a table, or of a label frame without rows, have no valid slot.
+    ``conf [N, K]`` (1 on listed rows), ``valid [N, K]`` (the listed rows) and ``classes
+    [N, K]`` (the rows' classes, -1 on other slots; slots in (class, source) order). Frames
+    of a clip without a table, or of a label frame without rows, have no valid slot.
 
     Attributes:
         method: ``dcase_csv``; label: the name in reports; K: the most rows in any label
@@ -261,6 +270,7 @@ class DcaseCsvLocalizer(Localizer):
         rows = rows.sort_values(["_clip", "frame", "class", "source"], kind="stable")
         self._clip = rows["_clip"].to_numpy(np.int64)  # (R,)
         self._frame = rows["frame"].to_numpy(np.int64)
+        self._class = rows["class"].to_numpy(np.int64)  # (R,)
         self._u = sph_to_unit(
             rad(rows["azimuth_deg"].to_numpy(np.float64)),
             rad(rows["elevation_deg"].to_numpy(np.float64)),
@@ -273,7 +283,7 @@ class DcaseCsvLocalizer(Localizer):
         )
         self.K = max(1, int(self._count.max(initial=0)))
 
-    def _localize(self, x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _localize(self, x) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         clip_id, frame = x
         clip_id = np.asarray(clip_id).astype(str)
         lf = label_frame(frame, self.hop_s)  # (N,)
@@ -281,6 +291,7 @@ class DcaseCsvLocalizer(Localizer):
         hyps = np.zeros((n, k, 3), np.float32)
         hyps[..., 0] = 1.0  # the placeholder of invalid slots, never scored
         valid = np.zeros((n, k), bool)
+        classes = np.full((n, k), -1, np.int64)
         if n and len(self._keys):
             code = np.minimum(np.searchsorted(self.clips, clip_id), len(self.clips) - 1)
             key = code * self._span + np.minimum(lf, self._span - 1)  # (N,) group key
@@ -293,7 +304,8 @@ class DcaseCsvLocalizer(Localizer):
             r = np.repeat(self._start[pos[with_rows]], cnt) + slot  # (P,) its row
             hyps[f, slot] = self._u[r]
             valid[f, slot] = True
-        return hyps, valid.astype(np.float32), valid
+            classes[f, slot] = self._class[r]
+        return hyps, valid.astype(np.float32), valid, classes
 
 
 class StreamDecimator:

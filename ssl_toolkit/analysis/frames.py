@@ -19,6 +19,9 @@ class Frames:
         hyps: ``[N, K, 3]``; conf: ``[N, K]``; valid: ``[N, K]`` bool (slots holding an
         estimate); targets: ``[N, S, 3]``; active: ``[N, S]``; clip_id: ``[N]`` str;
         frame: ``[N]`` frame index in its clip; subset: ``[N]`` str.
+        classes: ``[N, K]`` int64 predicted class of each slot (-1: unknown), None for a
+            class-agnostic localizer; target_classes: ``[N, S]`` int64 class of each target
+            slot (-1 where inactive), None when the features have no classes.
     """
 
     hyps: np.ndarray
@@ -29,13 +32,20 @@ class Frames:
     clip_id: np.ndarray
     frame: np.ndarray
     subset: np.ndarray
+    classes: np.ndarray | None = None
+    target_classes: np.ndarray | None = None
 
 
-def label_frames(fs: FeatureSet, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Labels and frame identities of chunks ``rows``, flattened to frames."""
+def label_frames(fs: FeatureSet, rows: np.ndarray) -> dict[str, np.ndarray | None]:
+    """Labels and frame identities of chunks ``rows``, flattened to frames: the label
+    fields of :class:`Frames` (``target_classes`` None when the features have no classes)."""
     n, t = len(rows), fs.shape[1]
     idx = fs.index.iloc[rows]
+    classes = getattr(fs, "classes", None)
     return {
+        "target_classes": None
+        if classes is None
+        else np.asarray(classes[rows], np.int64).reshape(n * t, -1),
         "targets": np.asarray(fs.directions[rows], np.float32).reshape(n * t, -1, 3),
         "active": np.asarray(fs.activity[rows], bool).reshape(n * t, -1),
         "clip_id": np.repeat(idx["clip_id"].to_numpy().astype(str), t),
@@ -64,4 +74,5 @@ def predict_split(localizer, fs: FeatureSet, rows: np.ndarray, batch_size: int =
             parts.append(localizer.localize(np.asarray(fs.features[r])))  # B * T frames
             p.advance(task, len(r))
     loc = Localization.concat(parts, localizer.K)
-    return Frames(hyps=loc.hyps, conf=loc.conf, valid=loc.valid, **label_frames(fs, rows))
+    return Frames(hyps=loc.hyps, conf=loc.conf, valid=loc.valid, classes=loc.classes,
+                  **label_frames(fs, rows))  # fmt: skip

@@ -35,6 +35,8 @@ __all__ = [
     "hungarian_match",
     "frame_recall",
     "dcase_seld",
+    "class_aware_seld",
+    "CLASS_AWARE",
     "subset_masks",
     "all_metrics",
     "TITLES",
@@ -554,6 +556,58 @@ def _seld_scores(er: float, counts: np.ndarray, average: str) -> dict[str, float
     }
 
 
+#: Suffix of the class-dependent metrics' keys (:func:`class_aware_seld`).
+CLASS_AWARE = "_cls"
+
+
+def class_aware_seld(
+    pred,
+    pred_active,
+    targets,
+    active,
+    segment,
+    pred_class,
+    target_class,
+    n_classes: int,
+    threshold_deg: float = 20.0,
+) -> dict[str, float]:
+    """The official class-dependent DCASE SELD metrics, macro-averaged over the classes.
+
+    What ``SELDMetrics(nb_classes=n_classes, average="macro")`` of the DCASE 2023 SELD
+    baseline computes when the predictions and the references carry classes (the design's
+    contract; DCASE 2022's differs: ER averaged per class, spatial false positives
+    counted as plain FP): a detection
+    matches only references of its own class (per segment and class, as
+    :func:`dcase_seld`, whose counters these are: no second implementation). Per class c,
+    ``F_c``, ``LE_c`` (180 where no track of c was matched) and ``LR_c``; ER from the
+    per-segment substitutions, deletions and insertions summed over classes (one number,
+    as the official); then ``F = mean_c F_c``, ``LE = mean_c LE_c``, ``LR = mean_c LR_c``
+    and ``SELD = mean_c mean(ER, 1 - F_c, LE_c / 180, 1 - LR_c)``. Every one of the
+    ``n_classes`` classes counts, also one absent from the frames scored (F = LR = 0,
+    LE = 180), as in the official average over ``nb_classes``: give the dataset's class
+    count, not the classes present.
+
+    Args:
+        pred: ``[N, K, 3]``; pred_active: ``[N, K]`` bool (detected); targets: ``[N, S, 3]``;
+            active: ``[N, S]`` bool; segment: ``[N]`` int (see :func:`dcase_seld`).
+        pred_class: ``[N, K]`` int class of each prediction (>= 0 where detected; other
+            slots are ignored); target_class: ``[N, S]`` int (>= 0 where active).
+        n_classes: the number of classes of the dataset (classes 0..n_classes - 1).
+        threshold_deg: the spatial threshold of a true positive (20 in DCASE).
+
+    Returns:
+        ``{"ER20_cls", "F20_cls", "LE_CD_deg_cls", "LR_CD_cls", "SELD_cls"}`` (the keys of
+        :func:`dcase_seld` with the suffix :data:`CLASS_AWARE`).
+
+    Raises:
+        ValueError: a detected or active slot without a class in ``0..n_classes - 1``.
+    """
+    res = dcase_seld(pred, pred_active, targets, active, segment, threshold_deg,
+                     target_class=target_class, pred_class=pred_class,
+                     n_classes=int(n_classes), average="macro")  # fmt: skip
+    return {k + CLASS_AWARE: v for k, v in res.items()}
+
+
 def subset_masks(active, subset=None) -> dict[str, np.ndarray]:
     """Frame masks for the breakdown ``D1``, ``D2``, ``D3`` and ``overall``.
 
@@ -583,16 +637,23 @@ def all_metrics(
     segment,
     threshold: float = 0.5,
     valid=None,
+    *,
+    pred_class=None,
+    target_class=None,
+    n_classes: int | None = None,
 ) -> dict[str, float]:
     """Every metric of this module on one set of frames (see each function).
 
     ``valid [N, K]`` (default all) marks the slots holding an estimate: the others are
     ignored (``detected`` must already exclude them, as :func:`ssl_toolkit.models.localize.detect`
-    does).
+    does). With ``n_classes`` (and ``pred_class [N, K]``, ``target_class [N, S]``) the
+    class-dependent metrics of :func:`class_aware_seld` are added to the class-agnostic
+    ones, which are always there.
 
     Returns:
         ``{"frames", "oracle_deg", "emd_deg", "hungarian_deg", "frame_recall",
-        "frame_recall_sum", "ER20", "F20", "LE_CD_deg", "LR_CD", "SELD"}``.
+        "frame_recall_sum", "ER20", "F20", "LE_CD_deg", "LR_CD", "SELD"}``, and with
+        ``n_classes`` ``"ER20_cls", "F20_cls", "LE_CD_deg_cls", "LR_CD_cls", "SELD_cls"``.
     """
     res = {
         "frames": int(len(active)),
@@ -602,6 +663,9 @@ def all_metrics(
     }
     res.update(frame_recall(confidences, active, threshold, valid))
     res.update(dcase_seld(hyps, detected, targets, active, segment))
+    if n_classes is not None:
+        res.update(class_aware_seld(hyps, detected, targets, active, segment, pred_class,
+                                    target_class, n_classes))  # fmt: skip
     return res
 
 
@@ -630,6 +694,11 @@ TITLES = {
     "LE_CD_deg": Title("LE_CD (deg)", "LE_CD°"),
     "LR_CD": Title("LR_CD", "LR_CD"),
     "SELD": Title("SELD", "SELD"),
+    "ER20_cls": Title("ER20 (class-aware)", "ER20 cls"),
+    "F20_cls": Title("F20 (class-aware)", "F20 cls"),
+    "LE_CD_deg_cls": Title("LE_CD (deg, class-aware)", "LE_CD° cls"),
+    "LR_CD_cls": Title("LR_CD (class-aware)", "LR_CD cls"),
+    "SELD_cls": Title("SELD (class-aware)", "SELD cls"),
     "nll_vmf": Title("NLL vMF", "NLL vMF"),
     "nll_voronoi": Title("NLL Voronoi", "NLL Vor."),
     "ece": Title("ECE", "ECE"),

@@ -8,7 +8,11 @@ clips of maximum polyphony 1/2/3). Detection is :func:`ssl_toolkit.models.locali
 and invalid slots are never scored. The eval artifact (layout in
 docs/ARCHITECTURE.md) holds ``predictions.npz``, ``metrics.json``, ``metrics.csv``
 and optionally ``plots/`` and ``dcase/`` (the detections as DCASE result files, one
-``<clip_id>.csv`` per clip: :mod:`ssl_toolkit.analysis.dcase_csv`). Classical baselines
+``<clip_id>.csv`` per clip: :mod:`ssl_toolkit.analysis.dcase_csv`). Every method gets the
+class-agnostic metrics; a localizer with classes (a class-aware multi-ACCDOA model, DCASE
+result files) scored on features with classes also gets the official class-dependent DCASE
+metrics (``*_cls`` keys: :func:`ssl_toolkit.analysis.metrics.class_aware_seld`,
+:func:`class_aware`). Classical baselines
 (:mod:`ssl_toolkit.evaluation.baselines`) write the same artifact through :func:`write_eval`, and
 so does :func:`evaluate_dcase_csv`, which scores DCASE result files made by any system.
 """
@@ -34,6 +38,7 @@ from ..features.store import SPLITS, FeatureSet, open_features
 
 __all__ = [
     "EvalConfig",
+    "class_aware",
     "evaluate_dcase_csv",
     "evaluate_run",
     "load_metrics",
@@ -95,6 +100,7 @@ def score_predictions(
     kappa=None,
     temperature=None,
     counts: bool | None = None,
+    n_classes: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """Every metric per subset (``D1``, ``D2``, ``D3``, ``overall``).
 
@@ -110,7 +116,10 @@ def score_predictions(
             ``(mixture, voronoi)`` vMF concentrations for the density scores;
             temperature: a confidence temperature fitted on val (scored methods): adds
             ``ece_calibrated`` and ``emd_deg_calibrated``; counts: whether the detections
-            estimate the number of sources (frame recall reported); None: ``scored``.
+            estimate the number of sources (frame recall reported); None: ``scored``;
+            n_classes: the features' number of classes to also score class-aware with
+            (``fr.classes`` and ``fr.target_classes`` needed; see :func:`class_aware`), adding
+            the ``*_cls`` metrics; None: class-agnostic only.
 
     Scored methods also get ``ece``, the expected calibration error of the confidences as
     predictors of the winning hypotheses (:mod:`ssl_toolkit.analysis.calibration`).
@@ -131,9 +140,13 @@ def score_predictions(
     for name, m in metrics.subset_masks(fr.active, fr.subset).items():
         if not m.any():
             continue
+        cls = {}
+        if n_classes is not None:
+            cls = {"pred_class": fr.classes[m], "target_class": fr.target_classes[m],
+                   "n_classes": n_classes}  # fmt: skip
         res = metrics.all_metrics(
             fr.hyps[m], fr.conf[m], fr.targets[m], fr.active[m], detected[m], seg[m], threshold,
-            valid=fr.valid[m],
+            valid=fr.valid[m], **cls,
         )  # fmt: skip
         if not counts:
             res["frame_recall"] = res["frame_recall_sum"] = float("nan")
@@ -154,6 +167,51 @@ def score_predictions(
     return out
 
 
+def class_aware(fr: Frames, n_classes: int | None, threshold: float,
+                model_classes: int | None = None, warn=None) -> int | None:  # fmt: skip
+    """The number of classes to score ``fr`` class-aware with, or None: class-agnostic only.
+
+    Class-aware scoring needs classes on both sides: the localizer's (``fr.classes``) and
+    the features' (``fr.target_classes`` and their ``n_classes``). Where both exist but do
+    not fit together, it is skipped with one warning line (the class-agnostic metrics stay):
+    a model of another number of classes than the features, a detection of a class outside
+    ``0..n_classes - 1`` (or unknown, -1), an active target without a class.
+
+    Args:
+        fr: the frames scored; n_classes: the features' number of classes (None: none);
+        threshold: the detection threshold; model_classes: the number of classes of a model
+            whose slots have fixed classes (None: not such a model); warn: ``warn(line)``
+            (default: a yellow line on stderr).
+    """
+    if fr.classes is None or fr.target_classes is None or n_classes is None:
+        return None
+    from ..models.localize import detect
+
+    why = None
+    pc = fr.classes[detect(fr.conf, fr.valid, threshold)]  # (D,) classes of the detections
+    tc = fr.target_classes[np.asarray(fr.active, bool)]  # (A,)
+    if model_classes is not None and model_classes != n_classes:
+        why = f"the model tells {model_classes} classes apart, the features have {n_classes}"
+    elif len(pc) and (pc.min() < 0 or pc.max() >= n_classes):
+        bad = int(pc[(pc < 0) | (pc >= n_classes)][0])
+        why = f"a detection has class {bad}, outside the features' 0..{n_classes - 1}"
+    elif len(tc) and (tc.min() < 0 or tc.max() >= n_classes):
+        bad = int(tc[(tc < 0) | (tc >= n_classes)][0])
+        why = f"an active target has class {bad}, outside 0..{n_classes - 1}"
+    if why is not None:
+        (warn or _warn)(f"class-aware metrics skipped ({why}); class-agnostic metrics only")
+        return None
+    return int(n_classes)
+
+
+def _warn(line: str) -> None:
+    from rich.markup import escape
+
+    from ..core.console import err
+
+    err.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
 def write_eval(
     directory: Path,
     fr: Frames,
@@ -163,11 +221,17 @@ def write_eval(
     scored: bool,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Write ``predictions.npz``, ``metrics.json`` and ``metrics.csv`` into ``directory``."""
+    """Write ``predictions.npz``, ``metrics.json`` and ``metrics.csv`` into ``directory``.
+
+    ``predictions.npz`` also holds ``classes [N, K]`` and ``target_classes [N, S]`` where
+    ``fr`` has them (a localizer with classes; features with classes)."""
     from ..models.localize import detect
 
+    optional = {k: getattr(fr, k).astype(np.int64) for k in ("classes", "target_classes")
+                if getattr(fr, k) is not None}  # fmt: skip
     np.savez_compressed(
         directory / "predictions.npz",
+        **optional,
         hyps=fr.hyps,
         conf=fr.conf,
         valid=fr.valid.astype(bool),
@@ -297,12 +361,16 @@ def evaluate_run(
         fr = predict_split(loc, fs, rows, cfg.batch_size)
         kappa = (cal["kappa_vmf"], cal["kappa_voronoi"]) if cal else None
         temp = cal.get("calibration_val", {}).get("temperature")
-        scores = score_predictions(fr, thr, seg_frames, loc.scored, kappa, temp)
+        slots = loc.slot_classes
+        n_cls = class_aware(fr, fs.n_classes, thr,
+                            None if slots is None else int(slots.max()) + 1)  # fmt: skip
+        scores = score_predictions(fr, thr, seg_frames, loc.scored, kappa, temp,
+                                   n_classes=n_cls)  # fmt: skip
+        more = {} if n_cls is None else {"n_classes": n_cls}
         write_eval(b.dir, fr, loc.method, thr, scores, loc.scored, split=cfg.split,
-                   label=loc.label, **cal)  # fmt: skip
+                   label=loc.label, **more, **cal)  # fmt: skip
         if cfg.dcase_out:  # a class-aware localizer says the class of each slot
-            classes = getattr(loc, "slot_classes", None)
-            b.extra["dcase_files"] = write_dcase(b.dir, fr, thr, fs.hop_s, classes)
+            b.extra["dcase_files"] = write_dcase(b.dir, fr, thr, fs.hop_s, fr.classes)
         if cfg.plots:
             from ..analysis.plots import plot_eval
 
@@ -322,9 +390,9 @@ def write_dcase(directory: Path, fr: Frames, threshold: float, hop_s: float, cla
     (:func:`ssl_toolkit.analysis.dcase_csv.result_tables`); returns the number of files.
 
     Args:
-        classes: ``[N, K]`` or ``[K]`` int predicted class of each slot (the hook for
-            class-aware localizers: ``ssl eval`` passes the localizer's ``slot_classes``
-            when it has one); None: class 0 (class-agnostic, every localizer today).
+        classes: ``[N, K]`` or ``[K]`` int predicted class of each slot (``ssl eval``
+            passes ``Frames.classes``: a class-aware model's slot classes, the classes read
+            from DCASE result files); None: class 0 (class-agnostic).
     """
     from ..analysis.dcase_csv import result_tables, write_results
     from ..models.localize import detect
@@ -354,7 +422,9 @@ def evaluate_dcase_csv(
     frame recall is reported). Then every metric is computed exactly as for a model
     (:func:`score_predictions`) into the same ``metrics.json`` / ``metrics.csv`` /
     ``predictions.npz``, so ``ssl report`` tabulates it beside the models (its method
-    column shows ``name``). Scoring is class-agnostic, as for every method.
+    column shows ``name``). Scoring is class-agnostic, as for every method, and also
+    class-aware (the ``*_cls`` metrics, with the rows' classes) when the features have
+    classes (:func:`class_aware`).
 
     Args:
         csv_dir: the folder of result files.
@@ -400,13 +470,17 @@ def evaluate_dcase_csv(
             return b.manifest
         loc = DcaseCsvLocalizer(tables, fs.hop_s, label, csv_dir)
         pred = loc.localize((lab["clip_id"], lab["frame"]))
-        fr = Frames(hyps=pred.hyps, conf=pred.conf, valid=pred.valid, **lab)
+        fr = Frames(hyps=pred.hyps, conf=pred.conf, valid=pred.valid, classes=pred.classes,
+                    **lab)  # fmt: skip
         thr = loc.threshold
-        scores = score_predictions(fr, thr, seg_frames, loc.scored, counts=loc.counts)
+        n_cls = class_aware(fr, fs.n_classes, thr)
+        scores = score_predictions(fr, thr, seg_frames, loc.scored, counts=loc.counts,
+                                   n_classes=n_cls)  # fmt: skip
+        more = {} if n_cls is None else {"n_classes": n_cls}
         write_eval(b.dir, fr, loc.method, thr, scores, loc.scored, split=cfg.split,
-                   label=label, source=str(csv_dir.resolve()))  # fmt: skip
+                   label=label, source=str(csv_dir.resolve()), **more)  # fmt: skip
         if cfg.dcase_out:
-            b.extra["dcase_files"] = write_dcase(b.dir, fr, thr, fs.hop_s)
+            b.extra["dcase_files"] = write_dcase(b.dir, fr, thr, fs.hop_s, fr.classes)
         if cfg.plots:
             from ..analysis.plots import plot_eval
 
@@ -424,11 +498,13 @@ def load_metrics(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(man.file("metrics.json").read_text())
 
 
-#: Columns of the summary table printed by ``ssl eval`` / ``ssl baseline`` (key -> title).
+#: Columns of the summary table printed by ``ssl eval`` / ``ssl baseline`` (key -> title;
+#: a metric an eval lacks, e.g. the class-aware ``*_cls``, is left out).
 SUMMARY = metrics.titles(
-    ("frames", "oracle_deg", "emd_deg", "hungarian_deg", "frame_recall", "F20", "LE_CD_deg"),
+    ("frames", "oracle_deg", "emd_deg", "hungarian_deg", "frame_recall", "F20", "LE_CD_deg",
+     "F20_cls", "LE_CD_deg_cls"),
     short=True,
-)
+)  # fmt: skip
 
 
 def summary(doc: dict[str, Any], columns: dict[str, str] | None = None) -> dict[str, Any]:

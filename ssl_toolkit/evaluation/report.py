@@ -1,9 +1,11 @@
 """``ssl report``: one comparison table across eval artifacts (Markdown and CSV).
 
 Rows are (artifact, subset) pairs, columns the metrics of the rMCL paper's tables:
-method, K, oracle error, EMD, Hungarian error, frame recall, F20, LE_CD. A second
-table compares the detection thresholds chosen on validation (fixed 0.5, grid
-search, SGL-Thresh) where the eval artifacts hold that comparison.
+method, K, oracle error, EMD, Hungarian error, frame recall, F20, LE_CD, and the
+class-aware DCASE metrics (``*_cls``) as columns only when some eval has them (a class-aware
+localizer scored on features with classes); every row keeps the class-agnostic ones, so
+all rows stay comparable. A second table compares the detection thresholds chosen on
+validation (fixed 0.5, grid search, SGL-Thresh) where the eval artifacts hold that comparison.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from ..core.artifacts import ArtifactError, Manifest, build_artifact, read_manif
 
 __all__ = ["COLUMNS", "aggregate_seeds", "collect", "make_report", "print_report", "unique_labels"]
 
-#: metrics.json key -> column title (analysis.metrics.TITLES), in table order.
+#: metrics.json key -> column title (analysis.metrics.TITLES), in table order; a column no
+#: eval has (all empty) is dropped.
 COLUMNS = titles(
     ("oracle_deg", "emd_deg", "hungarian_deg", "frame_recall", "frame_recall_sum", "F20",
-     "LE_CD_deg", "LR_CD", "nll_vmf", "nll_voronoi", "ece", "emd_deg_calibrated")
+     "LE_CD_deg", "LR_CD", "nll_vmf", "nll_voronoi", "ece", "emd_deg_calibrated",
+     "F20_cls", "LE_CD_deg_cls", "LR_CD_cls", "ER20_cls", "SELD_cls")
 )  # fmt: skip
 SCORE_SUBSETS = ("D1", "D2", "D3", "overall")
 
@@ -214,6 +218,9 @@ _SOURCES = (
     "macro average, 20 degrees); NLLs: vMF mixture and Voronoi densities of the hypotheses; "
     "ECE: expected calibration error of the confidences as predictors of the winning "
     "hypotheses (10 bins), and the EMD after a temperature fitted on val. "
+    "Columns marked class-aware: the same DCASE metrics where a detection matches only "
+    "references of its own class, macro-averaged over the dataset's classes (SELDMetrics, "
+    "average='macro'); only for localizers with classes scored on data with classes. "
     "A dash: not defined for the method (no confidence scores). rmcl*: rMCL with drawn "
     "negatives."
 )
@@ -237,8 +244,9 @@ def _markdown(df: pd.DataFrame, fmt: str) -> str:
 #: Column title -> short title in the terminal table (the files keep the long ones).
 _SHORT = {
     TITLES[k].long: TITLES[k].short
-    for k in ("oracle_deg", "emd_deg", "hungarian_deg", "frame_recall", "F20", "LE_CD_deg")
-}
+    for k in ("oracle_deg", "emd_deg", "hungarian_deg", "frame_recall", "F20", "LE_CD_deg",
+              "F20_cls", "LE_CD_deg_cls")
+}  # fmt: skip
 
 
 def print_report(table: pd.DataFrame) -> None:

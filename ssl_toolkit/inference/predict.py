@@ -231,7 +231,6 @@ def predict_file(
     tmp_h, tmp_s, tmp_d = (p.with_name(f".{p.name}.partial") for p in (hyp_path, src_path,
                                                                        dcase_path))  # fmt: skip
     decimator = None
-    slot_classes = getattr(predictor, "slot_classes", None)  # [K]: a class-aware localizer
     if dcase:
         from ..analysis.dcase_csv import StreamDecimator
 
@@ -249,7 +248,8 @@ def predict_file(
                 ws.writerows(src_rows)
                 if decimator is not None:
                     frames = np.arange(t0, t0 + len(loc.conf))
-                    decimator.add(frames, loc.hyps, loc.detected(thr), slot_classes)
+                    # a class-aware localizer's classes (None: class 0)
+                    decimator.add(frames, loc.hyps, loc.detected(thr), loc.classes)
         if decimator is not None:
             from ..core.labels import write_metadata
 

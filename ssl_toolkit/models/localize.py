@@ -6,7 +6,11 @@ Whatever localizes yields, per frame, a :class:`Localization`:
 - ``conf [N, K]`` confidences in [0, 1],
 - ``valid [N, K]`` bool: the slots that hold a real estimate (a classical method
   that finds fewer sources than K leaves the rest invalid; learned models fill every slot,
-  except multi-ACCDOA, whose model empties the tracks it unifies: zero ``hyps`` vectors).
+  except multi-ACCDOA, whose model empties the tracks it unifies: zero ``hyps`` vectors);
+- ``classes [N, K]`` int64 or None: the sound class each slot predicts, -1 where unknown
+  (and on every invalid slot). None for class-agnostic methods (every method but a
+  class-aware multi-ACCDOA model, whose slot k is of class ``k // tracks``:
+  :attr:`Localizer.slot_classes`, and DCASE result files, whose rows have classes).
 
 Detection is one function, :func:`detect`; metrics ignore invalid slots. Whether a
 method has scores (its confidences say whether a source is there) is a property of
@@ -41,6 +45,7 @@ __all__ = [
     "Localization",
     "Localizer",
     "ModelLocalizer",
+    "accdoa_slot_classes",
     "detect",
     "is_scored",
     "load_localizer",
@@ -74,27 +79,46 @@ def detect(conf, valid, threshold: float) -> np.ndarray:
 
 @dataclass
 class Localization:
-    """Per-frame output of a localizer (shapes in the module docstring)."""
+    """Per-frame output of a localizer (shapes in the module docstring).
+
+    ``classes`` is None (class-agnostic, the default) or ``[N, K]`` int64, -1 = unknown.
+    """
 
     hyps: np.ndarray
     conf: np.ndarray
     valid: np.ndarray
+    classes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n, k = self.conf.shape
-        if self.hyps.shape != (n, k, 3) or self.valid.shape != (n, k):
+        if (
+            self.hyps.shape != (n, k, 3)
+            or self.valid.shape != (n, k)
+            or (self.classes is not None and self.classes.shape != (n, k))
+        ):
+            cls = None if self.classes is None else self.classes.shape
             raise ValueError(
                 f"localization shapes disagree: hyps {self.hyps.shape}, conf "
-                f"{self.conf.shape}, valid {self.valid.shape}"
+                f"{self.conf.shape}, valid {self.valid.shape}, classes {cls}"
             )
 
     @classmethod
     def concat(cls, parts: list[Localization], k: int) -> Localization:
-        """Frames of ``parts`` one after the other (``k`` hypotheses when there are none)."""
+        """Frames of ``parts`` one after the other (``k`` hypotheses when there are none).
+
+        ``classes`` is None when no part has classes, else the parts' classes with -1
+        (unknown) for the frames of a part without."""
         if not parts:
             return cls(np.zeros((0, k, 3), np.float32), np.zeros((0, k), np.float32),
                        np.zeros((0, k), bool))  # fmt: skip
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in _FIELDS))
+        classes = None
+        if any(p.classes is not None for p in parts):
+            classes = np.concatenate([
+                np.full(p.conf.shape, -1, np.int64) if p.classes is None else p.classes
+                for p in parts
+            ])  # fmt: skip
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in _FIELDS),
+                   classes=classes)  # fmt: skip
 
     def detected(self, threshold: float) -> np.ndarray:
         """:func:`detect` on these frames."""
@@ -104,7 +128,7 @@ class Localization:
 _FIELDS = ("hyps", "conf", "valid")
 
 
-def checked(hyps, conf, valid=None) -> Localization:
+def checked(hyps, conf, valid=None, classes=None) -> Localization:
     """A :class:`Localization` from raw outputs: float32, unit vectors, conf in [0, 1].
 
     Non-finite outputs (a diverged model, NaN audio) make their slots invalid rather
@@ -112,10 +136,12 @@ def checked(hyps, conf, valid=None) -> Localization:
 
     Args:
         hyps: ``[..., K, 3]``; conf: ``[..., K]``; valid: ``[..., K]`` bool or None (all).
+        classes: ``[..., K]`` or ``[K]`` (per slot) int, -1 = unknown; None: class-agnostic.
+            Invalid slots get -1.
     """
     h = np.asarray(hyps, np.float32)
     c = np.asarray(conf, np.float32)
-    k = c.shape[-1]
+    lead, k = c.shape, c.shape[-1]
     h, c = h.reshape(-1, k, 3), c.reshape(-1, k)
     v = np.ones(c.shape, bool) if valid is None else np.asarray(valid, bool).reshape(-1, k)
     norm = np.linalg.norm(h, axis=-1)
@@ -123,7 +149,11 @@ def checked(hyps, conf, valid=None) -> Localization:
     h = np.where(v[..., None], h / np.where(v, norm, 1.0)[..., None], np.float32(0.0))
     h[~v] = (1.0, 0.0, 0.0)  # a placeholder unit vector, never scored
     c = np.where(v, np.clip(c, 0.0, 1.0), np.float32(0.0))
-    return Localization(h.astype(np.float32), c.astype(np.float32), v)
+    cls = None
+    if classes is not None:
+        cls = np.broadcast_to(np.asarray(classes, np.int64), lead).reshape(-1, k)
+        cls = np.where(v, cls, -1)
+    return Localization(h.astype(np.float32), c.astype(np.float32), v, cls)
 
 
 class Localizer(ABC):
@@ -134,20 +164,31 @@ class Localizer(ABC):
         K: hypotheses (slots) per frame.
         scored: whether confidences estimate the presence of a source.
         threshold: the default detection threshold.
+        slot_classes: ``[K]`` int64, the class of each slot for a localizer whose slots
+            have fixed classes (class-aware multi-ACCDOA), else None. A localizer whose
+            classes vary from frame to frame returns them from ``_localize`` instead.
     """
 
     method: str
     K: int
     scored: bool
     threshold: float
+    slot_classes: np.ndarray | None = None
 
     def localize(self, x: Any) -> Localization:
-        """Localize the frames of input ``x`` (its kind is the subclass's)."""
-        return checked(*self._localize(x))
+        """Localize the frames of input ``x`` (its kind is the subclass's).
+
+        The classes are those ``_localize`` returns, else :attr:`slot_classes` on every
+        frame, else None (class-agnostic)."""
+        hyps, conf, *rest = self._localize(x)
+        valid = rest[0] if rest else None
+        classes = rest[1] if len(rest) > 1 else self.slot_classes
+        return checked(hyps, conf, valid, classes)
 
     @abstractmethod
     def _localize(self, x: Any) -> tuple[np.ndarray, ...]:
-        """``(hyps, conf)`` or ``(hyps, conf, valid)`` for input ``x``."""
+        """``(hyps, conf)``, ``(hyps, conf, valid)`` or ``(hyps, conf, valid, classes)``
+        for input ``x`` (``valid`` may be None: every slot)."""
 
 
 class ModelLocalizer(Localizer):
@@ -160,12 +201,19 @@ class ModelLocalizer(Localizer):
         backend: ``torch``, ``torchscript`` or ``onnx``.
         source: the artifact it came from.
         label: the name in reports (default: the method; ``rmcl*`` for rMCL*).
+        slot_classes: ``[K]`` int class of each slot (:func:`accdoa_slot_classes`), or
+            None: class-agnostic.
     """
 
     def __init__(self, fn: Callable, spec: FeatureSpec | None, method: str | None,
                  K: int, threshold: float, backend: str, source: Path,
-                 label: str | None = None):  # fmt: skip
+                 label: str | None = None, slot_classes=None):  # fmt: skip
         self.fn = fn
+        if slot_classes is not None:
+            slot_classes = np.asarray(slot_classes, np.int64)
+            if slot_classes.shape != (int(K),):
+                raise ValueError(f"slot_classes has shape {slot_classes.shape}, expected ({K},)")
+        self.slot_classes = slot_classes
         self.spec = spec
         self.method = str(method or "model")
         self.label = label or self.method
@@ -204,14 +252,50 @@ def onnx_fn(path: str | os.PathLike) -> Callable:
     return fn
 
 
+def accdoa_slot_classes(
+    layout: dict[str, Any], k: int | None, path: Path, rebuild: str
+) -> np.ndarray | None:
+    """The class of each slot ``[K]`` of a class-aware multi-ACCDOA model, else None.
+
+    ``AccdoaCRNN`` slots are class-major: slot ``k`` is track ``k % tracks`` of class
+    ``k // tracks``. A model of one class is class-agnostic (its tracks are of no class of
+    the data): None.
+
+    Args:
+        layout: ``{"tracks": N, "n_classes": C}``: the model's kwargs in ``model.json``
+            or the ``multi_accdoa`` block of an export's ``io.json``.
+        k: the slots the file declares (``K``; None or 0: not declared).
+        path, rebuild: the file it comes from and the command that rebuilds it (messages).
+
+    Raises:
+        ArtifactError: ``tracks`` or ``n_classes`` not an integer >= 1, or ``N * C != k``.
+    """
+    check = readers.integer(1)
+    readers.check_fields(layout, {"tracks": check, "n_classes": check}, path, rebuild)
+    tracks, n_classes = int(layout.get("tracks", 3)), int(layout.get("n_classes", 1))
+    if k and tracks * n_classes != k:
+        raise readers.damaged(
+            path, f"declares K = {k} slots but {tracks} tracks x {n_classes} classes", rebuild
+        )
+    if n_classes == 1:
+        return None
+    return np.arange(tracks * n_classes, dtype=np.int64) // tracks
+
+
 def model_localizer(model, meta: dict[str, Any], source: Path, device=None) -> ModelLocalizer:
-    """Wrap a loaded PyTorch model and its ``model.json`` description."""
+    """Wrap a loaded PyTorch model and its ``model.json`` description (a class-aware
+    multi-ACCDOA model gets its :attr:`~Localizer.slot_classes`)."""
     spec = None
     if "feature_params" in meta:
         spec = FeatureSpec.from_dict(meta["feature_params"], source / "model.json", RUN_REBUILD)
+    classes = None
+    if meta.get("name") == "accdoa":
+        classes = accdoa_slot_classes(meta.get("kwargs", {}), meta.get("K"),
+                                      source / "model.json", RUN_REBUILD)  # fmt: skip
     return ModelLocalizer(
         _torch_fn(model, device), spec, meta.get("method"),
         int(meta.get("K", 0)), float(meta.get("threshold", 0.5)), "torch", source,
+        slot_classes=classes,
     )  # fmt: skip
 
 
@@ -243,8 +327,13 @@ def load_localizer(path: str | os.PathLike, backend: str = "auto") -> ModelLocal
         raise ArtifactError(f"{path} has no {backend} model (it has: {', '.join(files)})")
     fn = _export_fn(m.file(files[backend]), backend)
     spec = FeatureSpec.from_dict(io["feature_params"], m.file("io.json"), EXPORT_REBUILD)
+    classes = None
+    if "multi_accdoa" in io:
+        classes = accdoa_slot_classes(io["multi_accdoa"], io.get("K"), m.file("io.json"),
+                                      EXPORT_REBUILD)  # fmt: skip
     return ModelLocalizer(fn, spec, io.get("method"), int(io.get("K") or 0),
-                          float(io["threshold"]), backend, m.path, io.get("label"))  # fmt: skip
+                          float(io["threshold"]), backend, m.path, io.get("label"),
+                          slot_classes=classes)  # fmt: skip
 
 
 #: The command that rebuilds an export (named in every damaged-file message).
@@ -257,6 +346,7 @@ IO_FIELDS = {
     "method": readers.optional(readers.text()),
     "label": readers.optional(readers.text()),
     "files": readers.mapping,
+    "multi_accdoa": readers.mapping,
 }
 
 
