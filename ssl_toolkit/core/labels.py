@@ -364,3 +364,27 @@ def metadata_frame_labels(
     classes[tt, s] = meta["class"].to_numpy()[rows]
     distance[tt, s] = d
     return activity, directions, classes, distance
+
+
+def read_label_file(path: str | os.PathLike, label_format: str) -> pd.DataFrame:
+    """A clip's label file in a scenes artifact's ``label_format`` (``tut2018`` event list or
+    ``dcase`` metadata; :data:`LABEL_FORMATS`).
+
+    Raises:
+        DataError: an unknown format, or the reader's error naming the file and row.
+    """
+    if label_format == "dcase":
+        return read_metadata(path)
+    if label_format == "tut2018":
+        return read_labels(path)
+    raise DataError(f"label file {path}: unknown label format {label_format!r} ({LABEL_FORMATS})")
+
+
+def table_frame_labels(
+    table: pd.DataFrame, label_format: str, n_frames: int, hop_s: float, max_sources: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``activity [T, S]`` and ``directions [T, S, 3]`` of a table read by
+    :func:`read_label_file`: :func:`frame_labels` or :func:`metadata_frame_labels`."""
+    if label_format == "dcase":
+        return metadata_frame_labels(table, n_frames, hop_s, max_sources)[:2]
+    return frame_labels(table, n_frames, hop_s, max_sources)

@@ -53,8 +53,7 @@ from ..core.artifacts import Manifest, build_artifact, read_clips, read_manifest
 from ..core.config import ConfigError, to_dict
 from ..core.errors import DataError, UserError
 from ..core.geometry import great_circle, rad, sph_to_unit
-from ..core.labels import frame_labels as clip_frame_labels
-from ..core.labels import read_labels
+from ..core.labels import read_label_file, table_frame_labels
 from ..features.store import SPLITS, FeatureSet, open_features
 from ..models.localize import Localizer
 from .evaluate import score_predictions, write_eval
@@ -535,7 +534,7 @@ def check_labels(
     """Refuse scenes whose labels differ from the features' on a scored frame.
 
     Each scored clip's label CSV in ``scenes`` is turned into frame labels with
-    :func:`ssl_toolkit.core.labels.frame_labels` (as ``ssl prep features`` does)
+    :func:`ssl_toolkit.core.labels.table_frame_labels` (as ``ssl prep features`` does)
     and compared, slot by slot, with the features' activity and directions.
 
     Args:
@@ -547,12 +546,15 @@ def check_labels(
         UserError: one line naming the first clip that differs and both artifacts.
     """
     hop_s = feats.hop_s
+    fmt = scenes.extra.get("label_format", "tut2018")
     for clip in dict.fromkeys(lab["clip_id"].tolist()):
         sel = np.flatnonzero(lab["clip_id"] == clip)
         row = _clip_row(scenes, clips, clip, str(feats.manifest.path))
         path = safe_join(scenes.path, row["labels"])
-        events = read_labels(path)  # a missing or malformed file: DataError naming it
-        why = _mismatch(events, lab["frame"][sel], lab["active"][sel], lab["targets"][sel], hop_s)
+        table = read_label_file(path, fmt)  # a missing or malformed file: DataError naming it
+        why = _mismatch(
+            table, fmt, lab["frame"][sel], lab["active"][sel], lab["targets"][sel], hop_s
+        )
         if why:
             raise UserError(
                 f"clip {clip!r}: the labels of {scenes.path} ({path.name}) {why} those of "
@@ -560,12 +562,12 @@ def check_labels(
             )
 
 
-def _mismatch(events, frame, active, targets, hop_s: float) -> str:
-    """Where the frame labels of ``events`` differ from ``active [n, S]`` / ``targets
-    [n, S, 3]`` at clip frames ``frame [n]`` (empty string: nowhere)."""
+def _mismatch(table, fmt: str, frame, active, targets, hop_s: float) -> str:
+    """Where the frame labels of a label ``table`` (format ``fmt``) differ from ``active [n,
+    S]`` / ``targets [n, S, 3]`` at clip frames ``frame [n]`` (empty string: nowhere)."""
     s = active.shape[1]
     try:
-        act, dirs = clip_frame_labels(events, int(frame.max()) + 1, hop_s, s)
+        act, dirs = table_frame_labels(table, fmt, int(frame.max()) + 1, hop_s, s)
     except DataError:  # more overlapping events than the features have slots
         return f"overlap more than {s} events, unlike"
     off = np.abs(dirs[frame] - targets).max(axis=-1) > LABEL_TOLERANCE  # (n, S)
