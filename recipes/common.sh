@@ -23,6 +23,18 @@ done
 case "$scale" in small|medium|paper) ;; *) echo "--scale must be small, medium or paper" >&2; exit 2 ;; esac
 # Seeds of each learned method: 3 at medium scale (mean ± std in the report), else one.
 if [ "$scale" = medium ]; then seeds=${seeds:-0 1 2}; else seeds=${seeds:-0}; fi
+# expand_runs MODEL...: set runs to "name:method:K:seed:extra" for every model
+# "name:method:K:extra" and seed of $seeds (runs named NAME_sS unless the seeds are just "0").
+expand_runs() {
+  local m name method k extra s n
+  runs=()
+  for m in "$@"; do IFS=: read -r name method k extra <<< "$m"
+    for s in $seeds; do
+      n=$name; [ "$seeds" = 0 ] || n=${name}_s$s
+      runs+=("$n:$method:$k:$s:$extra")
+    done
+  done
+}
 run_stage() { [ "$1" -ge "$stage" ] && [ "$1" -le "$stop_stage" ]; }
 # Announce a stage step, with the seconds since the recipe started (a timing log for free).
 announce() { echo "=== Stage $1: $2 [${SECONDS}s]" >&2; }

@@ -107,13 +107,7 @@ models=(pit:pit:3: wta1:wta:1: wta5:wta:5: ewta:wta-relaxed:5: topn:wta-top-n:5:
                                  "rmclstar:rmcl:5:--negatives 1" amcl:amcl:5: ie:ie:5:)
 # Every run trains the same number of epochs of the same batches (IE: each member does),
 # so budgets are equal in optimizer steps; early stopping is off (patience = epochs).
-runs=()  # run name:method:K:seed:extra options
-for m in "${models[@]}"; do IFS=: read -r name method k extra <<< "$m"
-  for s in $seeds; do
-    n=$name; [ "$seeds" = 0 ] || n=${name}_s$s
-    runs+=("$n:$method:$k:$s:$extra")
-  done
-done
+expand_runs "${models[@]}"  # runs: name:method:K:seed:extra options
 if run_stage 4; then
   for r in "${runs[@]}"; do IFS=: read -r name method k s extra <<< "$r"
     announce 4 "train $name ($method, K = $k, seed $s) -> $w/runs/$name"

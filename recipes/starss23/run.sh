@@ -68,13 +68,7 @@ if run_stage 2; then announce 2 "log-mel features -> $w/features"
 fi
 # name:method:K:extra options
 models=(rmcl5:rmcl:5: pit:pit:3: accdoa:accdoa:3: "accdoa_cls:accdoa:3:--classes")
-runs=()
-for m in "${models[@]}"; do IFS=: read -r name method k extra <<< "$m"
-  for s in $seeds; do
-    n=$name; [ "$seeds" = 0 ] || n=${name}_s$s
-    runs+=("$n:$method:$k:$s:$extra")
-  done
-done
+expand_runs "${models[@]}"  # runs: name:method:K:seed:extra options
 if run_stage 3; then
   for r in "${runs[@]}"; do IFS=: read -r name method k s extra <<< "$r"
     announce 3 "train $name ($method, K = $k, seed $s) -> $w/runs/$name"
