@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from physics_reference import gcc_phat_delay
 
 from ssl_toolkit.core.config import resolve
 from ssl_toolkit.core.geometry import deg, great_circle, rad, sph_to_unit
@@ -65,15 +66,6 @@ def _segment(audio: np.ndarray, ev) -> np.ndarray:
     return audio[:, int(ev.start_time * FS) : int(ev.end_time * FS)]
 
 
-def _gcc_phat_delay(x: np.ndarray, y: np.ndarray, up: int = 32) -> float:
-    """Delay of x relative to y in samples (positive: x later), by upsampled GCC-PHAT."""
-    n = 2 * len(x)
-    cross = np.fft.rfft(x, n) * np.conj(np.fft.rfft(y, n))
-    cc = np.fft.irfft(cross / (np.abs(cross) + 1e-12), n * up)
-    lag = int(np.argmax(np.concatenate((cc[-16 * up :], cc[: 16 * up + 1])))) - 16 * up
-    return lag / up
-
-
 #: A user's array: 5 capsules on a 5 cm circle and one 4 cm above the centre.
 USER_ARRAY = [[0.05 * np.cos(a), 0.05 * np.sin(a), 0.0] for a in np.arange(5) * 2 * np.pi / 5] + [
     [0.0, 0.0, 0.04]
@@ -92,7 +84,7 @@ def test_mic_delays_match_labelled_direction(tmp_path, noise_folder, array):
         arrival = -(mic @ u) / SPEED_OF_SOUND_M_S * FS  # plane wave, samples, (M,)
         for i, j in itertools.combinations(range(len(mic)), 2):
             expected = arrival[i] - arrival[j]
-            assert abs(_gcc_phat_delay(seg[i], seg[j]) - expected) < 0.15, (ev, i, j)
+            assert abs(gcc_phat_delay(seg[i], seg[j]) - expected) < 0.15, (ev, i, j)
             n_checked += 1
     assert n_checked >= 12
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from physics_reference import gcc_phat_delay
 from typer.testing import CliRunner
 
 from ssl_toolkit.core.config import ConfigError, resolve
@@ -119,21 +120,12 @@ def _block(audio, t):
     return audio[:, c - h : c + h]
 
 
-def _gcc_phat_delay(x: np.ndarray, y: np.ndarray, up: int = 32) -> float:
-    """Delay of x relative to y in samples (positive: x later), by upsampled GCC-PHAT."""
-    n = 2 * len(x)
-    cross = np.fft.rfft(x, n) * np.conj(np.fft.rfft(y, n))
-    cc = np.fft.irfft(cross / (np.abs(cross) + 1e-12), n * up)
-    lag = int(np.argmax(np.concatenate((cc[-16 * up :], cc[: 16 * up + 1])))) - 16 * up
-    return lag / up
-
-
 def _delay_errors(audio, dirs, frames, mic):
     """|measured - predicted| pair delays (samples) ``[frames, pairs]`` for label tracks."""
     pairs = list(itertools.combinations(range(len(mic)), 2))
     measured = np.array(
         [
-            [_gcc_phat_delay(_block(audio, t)[i], _block(audio, t)[j]) for i, j in pairs]
+            [gcc_phat_delay(_block(audio, t)[i], _block(audio, t)[j]) for i, j in pairs]
             for t in frames
         ]
     )
