@@ -135,37 +135,20 @@ def sgl_search(
     Returns:
         ``(threshold, F20)``: the learned threshold in (0, 1) and its exact F20 here.
     """
-    import torch
 
-    c = torch.as_tensor(np.asarray(conf, np.float32))
-    n = len(c)
+    n = len(conf)
     if n == 0:
         return default, float("nan")
     seg = (
         np.arange(n) if segment is None else np.unique(np.asarray(segment), return_inverse=True)[1]
     )
-    seg_t = torch.as_tensor(seg.ravel(), dtype=torch.long)
-    near = torch.as_tensor(near_targets(hyps, targets, active, threshold_deg), dtype=c.dtype)
-    act = torch.as_tensor(np.asarray(active, bool), dtype=c.dtype)
-    n_seg = int(seg_t.max()) + 1
     grid = GRID
     grid_f = _f20s(grid, conf, hyps, targets, active, seg)
     best_grid = grid[np.argsort(-np.nan_to_num(grid_f, nan=-1.0), kind="stable")[:scan]]
     starts = sorted({round(float(x), 3) for x in (*inits, *best_grid)})
-    visited: set[float] = set(starts)
-    for start in starts:
-        t = torch.tensor(float(start), dtype=c.dtype, requires_grad=True)
-        opt = torch.optim.Adam([t], lr=lr)
-        for slope in np.geomspace(steepness[0], steepness[1], steps):
-            soft = torch.sigmoid(float(slope) * (c - t))
-            hard = (c >= t).to(c.dtype)
-            f = soft_f20(hard + soft - soft.detach(), near, act, seg_t, n_seg)  # straight-through
-            opt.zero_grad()
-            (-f).backward()
-            opt.step()
-            with torch.no_grad():
-                t.clamp_(1e-3, 1 - 1e-3)
-            visited.add(round(float(t.detach()), 3))
+    near = near_targets(hyps, targets, active, threshold_deg)
+    climb = {"steepness": steepness, "lr": lr, "steps": steps}
+    visited = _climb(conf, near, active, seg, starts, **climb)
     cand = np.asarray(sorted(visited - {round(float(g), 3) for g in grid}))
     if len(cand) > max_candidates:
         cand = cand[np.linspace(0, len(cand) - 1, max_candidates).round().astype(int)]
@@ -183,6 +166,34 @@ def sgl_search(
     if np.isfinite(f_default) and all_f[best] - f_default < min_gain:
         return float(default), f_default
     return float(all_t[best]), float(all_f[best])
+
+
+def _climb(conf, near, active, seg, starts, *, steepness, lr, steps) -> set[float]:
+    """The thresholds (to 0.001) visited by the surrogate-gradient climbs of
+    :func:`sgl_search` from each of ``starts``; ``near [N, K, S]`` from :func:`near_targets`,
+    ``seg [N]`` segment indices 0..n_seg-1."""
+    import torch
+
+    c = torch.as_tensor(np.asarray(conf, np.float32))
+    seg_t = torch.as_tensor(np.asarray(seg).ravel(), dtype=torch.long)
+    near_t = torch.as_tensor(near, dtype=c.dtype)
+    act = torch.as_tensor(np.asarray(active, bool), dtype=c.dtype)
+    n_seg = int(seg_t.max()) + 1
+    visited: set[float] = set(starts)
+    for start in starts:
+        t = torch.tensor(float(start), dtype=c.dtype, requires_grad=True)
+        opt = torch.optim.Adam([t], lr=lr)
+        for slope in np.geomspace(steepness[0], steepness[1], steps):
+            soft = torch.sigmoid(float(slope) * (c - t))
+            hard = (c >= t).to(c.dtype)
+            f = soft_f20(hard + soft - soft.detach(), near_t, act, seg_t, n_seg)  # straight-through
+            opt.zero_grad()
+            (-f).backward()
+            opt.step()
+            with torch.no_grad():
+                t.clamp_(1e-3, 1 - 1e-3)
+            visited.add(round(float(t.detach()), 3))
+    return visited
 
 
 def _f20s(candidates, conf, hyps, targets, active, segment) -> np.ndarray:

@@ -204,15 +204,7 @@ def read_metadata(path: str | os.PathLike) -> pd.DataFrame:
     if bool(first.isna().all()):  # a header line (some copies have one): skip it
         df, line = df.iloc[1:], line[1:]
     num = df.apply(pd.to_numeric, errors="coerce").to_numpy(np.float64).reshape(-1, df.shape[1])
-    idx = num[:, :3]
-    bad = (
-        np.isnan(num[:, :5]).any(axis=1)
-        | (idx < 0).any(axis=1)
-        | (idx != np.round(idx)).any(axis=1)
-    )
-    bad |= (np.abs(num[:, 3]) > 180) | (np.abs(num[:, 4]) > 90)
-    if num.shape[1] == 6:
-        bad |= (num[:, 5] < 0) | (np.isnan(num[:, 5]) & df.iloc[:, 5].notna().to_numpy())
+    bad = _malformed(num, df)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         text = ",".join(df.iloc[row].fillna("").astype(str).tolist())
@@ -221,6 +213,7 @@ def read_metadata(path: str | os.PathLike) -> pd.DataFrame:
             "frame, class and source >= 0, |azimuth| <= 180, |elevation| <= 90 degrees, "
             "distance >= 0 cm)"
         )
+    idx = num[:, :3]
     out = pd.DataFrame(
         {
             "frame": idx[:, 0].astype(np.int64),
@@ -239,6 +232,18 @@ def read_metadata(path: str | os.PathLike) -> pd.DataFrame:
             f"metadata file {p}, line {line[row]}: frame {f} lists class {c} source {s} twice"
         )
     return out.sort_values(["frame", "class", "source"], kind="stable").reset_index(drop=True)
+
+
+def _malformed(num: np.ndarray, text: pd.DataFrame) -> np.ndarray:
+    """``[R]`` bool: rows of a metadata file (``num [R, 5 or 6]`` parsed, ``text`` as read)
+    with a missing or non-numeric value, a negative or fractional frame, class or source, an
+    angle out of range, or a negative or unparsable distance (an empty one is allowed)."""
+    idx = num[:, :3]
+    bad = np.isnan(num[:, :5]).any(axis=1) | (idx < 0).any(axis=1) | (idx != np.round(idx)).any(1)
+    bad |= (np.abs(num[:, 3]) > 180) | (np.abs(num[:, 4]) > 90)
+    if num.shape[1] == 6:
+        bad |= (num[:, 5] < 0) | (np.isnan(num[:, 5]) & text.iloc[:, 5].notna().to_numpy())
+    return bad
 
 
 def write_metadata(path: str | os.PathLike, meta: pd.DataFrame) -> None:
