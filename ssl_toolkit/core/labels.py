@@ -319,8 +319,11 @@ def metadata_frame_labels(
         ``distance_m [T, S]`` float32 (NaN where inactive or unknown).
 
     Raises:
-        DataError: when more than ``max_sources`` events overlap.
+        DataError: when more than ``max_sources`` events overlap, or a class index does not
+            fit the int16 ``classes`` (> 32767).
     """
+    if len(meta) and int(meta["class"].max()) > np.iinfo(np.int16).max:
+        raise DataError(f"class index {int(meta['class'].max())} does not fit int16 (> 32767)")
     activity = np.zeros((n_frames, max_sources), bool)
     directions = np.zeros((n_frames, max_sources, 3), np.float32)
     classes = np.full((n_frames, max_sources), -1, np.int16)
@@ -387,9 +390,15 @@ def read_label_file(path: str | os.PathLike, label_format: str) -> pd.DataFrame:
 
 def table_frame_labels(
     table: pd.DataFrame, label_format: str, n_frames: int, hop_s: float, max_sources: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """``activity [T, S]`` and ``directions [T, S, 3]`` of a table read by
-    :func:`read_label_file`: :func:`frame_labels` or :func:`metadata_frame_labels`."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Frame labels of a table read by :func:`read_label_file`: :func:`frame_labels` or
+    :func:`metadata_frame_labels`.
+
+    Returns:
+        ``activity [T, S]``, ``directions [T, S, 3]``, and for DCASE metadata ``classes
+        [T, S]`` int16 and ``distance_m [T, S]`` float32 (None for TUT2018 labels, which
+        have class names and static events only).
+    """
     if label_format == "dcase":
-        return metadata_frame_labels(table, n_frames, hop_s, max_sources)[:2]
-    return frame_labels(table, n_frames, hop_s, max_sources)
+        return metadata_frame_labels(table, n_frames, hop_s, max_sources)
+    return (*frame_labels(table, n_frames, hop_s, max_sources), None, None)

@@ -40,7 +40,7 @@ from ..core.config import ConfigError, check_finite, to_dict
 from ..core.console import log, progress
 from ..core.cpu import worker_threads
 from ..core.errors import DataError
-from ..core.labels import frame_labels, metadata_frame_labels, read_labels, read_metadata
+from ..core.labels import read_label_file, table_frame_labels
 from ..features.extract import _MEL, _mel_basis, extract
 from ..features.spec import TYPES, FeatureSpec
 from ..features.store import FeatureWriter, frame_stats, write_rows
@@ -264,16 +264,12 @@ def _clip_chunks(
     x = extract(audio.T, fs, p)[:, : k * chunk]  # (C, k*chunk, F)
     x16 = _to_float16(x)
     e2, v2 = _float16_error(x, x16)
-    arrays: dict[str, np.ndarray] = {}  # file -> (T, S[, 3]) frame labels
+    act, dirs, cls, dist = _labels_of(t, k * chunk, p.hop_s)
+    arrays = {"activity.npy": act, "directions.npy": dirs}  # file -> (T, S[, 3]) frame labels
     labels = (-1, False)
-    if t.get("label_format", "tut2018") == "dcase":
-        meta = read_metadata(t["labels"])
-        act, dirs, cls, dist = _labels_of(meta, t["labels"], k * chunk, p.hop_s, t["max_sources"])
-        arrays = {"classes.npy": cls, "distance.npy": dist}
+    if cls is not None:  # DCASE labels
+        arrays.update({"classes.npy": cls, "distance.npy": dist})
         labels = (int(cls.max(initial=-1)), bool(np.isfinite(dist).any()))
-    else:
-        act, dirs = frame_labels(read_labels(t["labels"]), k * chunk, p.hop_s, t["max_sources"])
-    arrays = {"activity.npy": act, "directions.npy": dirs, **arrays}
     c, _, f = x16.shape
     out = Path(t["out_dir"])
     write_rows(out / "features.npy", i0, x16.reshape(c, k, chunk, f).transpose(1, 0, 2, 3))
@@ -293,19 +289,19 @@ def _clip_chunks(
     return rows, e2, v2, frame_stats(x), labels
 
 
-def _labels_of(meta: pd.DataFrame, path: str, n_frames: int, hop_s: float, max_sources: int):
-    """:func:`~ssl_toolkit.core.labels.metadata_frame_labels` of a clip's metadata, with the
-    label file named when more sources overlap than the scenes' ``max_sources`` or a class
-    index does not fit ``classes.npy`` (int16).
+def _labels_of(t: dict[str, Any], n_frames: int, hop_s: float):
+    """Frame labels of a task's clip (:func:`~ssl_toolkit.core.labels.table_frame_labels`),
+    with the label file named when more sources overlap than the scenes' ``max_sources``
+    or a class index does not fit ``classes.npy``.
 
     Returns:
-        ``activity [T, S]``, ``directions [T, S, 3]``, ``classes [T, S]`` int16 and
-        ``distance_m [T, S]`` float32.
+        ``activity [T, S]``, ``directions [T, S, 3]``, and with DCASE labels ``classes
+        [T, S]`` int16 and ``distance_m [T, S]`` float32 (else None, None).
     """
-    if len(meta) and int(meta["class"].max()) > np.iinfo(np.int16).max:
-        raise DataError(f"label file {path} has class index {int(meta['class'].max())} (> 32767)")
+    path, fmt = t["labels"], t["label_format"]
+    table = read_label_file(path, fmt)  # a malformed file: DataError naming it
     try:
-        return metadata_frame_labels(meta, n_frames, hop_s, max_sources)
+        return table_frame_labels(table, fmt, n_frames, hop_s, t["max_sources"])
     except DataError as e:
         raise DataError(f"label file {path}: {e} (the scenes' extra.max_sources)") from e
 

@@ -567,7 +567,7 @@ def _mismatch(table, fmt: str, frame, active, targets, hop_s: float) -> str:
     S]`` / ``targets [n, S, 3]`` at clip frames ``frame [n]`` (empty string: nowhere)."""
     s = active.shape[1]
     try:
-        act, dirs = table_frame_labels(table, fmt, int(frame.max()) + 1, hop_s, s)
+        act, dirs, *_ = table_frame_labels(table, fmt, int(frame.max()) + 1, hop_s, s)
     except DataError:  # more overlapping events than the features have slots
         return f"overlap more than {s} events, unlike"
     off = np.abs(dirs[frame] - targets).max(axis=-1) > LABEL_TOLERANCE  # (n, S)
