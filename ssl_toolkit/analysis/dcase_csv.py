@@ -46,9 +46,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.console import warn as console_warn
 from ..core.errors import DataError, UserError
 from ..core.geometry import rad, sph_to_unit, unit_to_sph
-from ..core.labels import METADATA_COLUMNS, METADATA_HOP_S, read_metadata, write_metadata
+from ..core.labels import (
+    METADATA_COLUMNS,
+    METADATA_HOP_S,
+    empty_metadata,
+    read_metadata,
+    write_metadata,
+)
 from ..models.localize import Localizer
 
 __all__ = [
@@ -219,16 +226,10 @@ def read_results(directory: str | os.PathLike, clip_ids, warn=None) -> dict[str,
     if extra:
         more = f", ... ({len(extra)} in all)" if len(extra) > _LISTED else ""
         shown = ", ".join(extra[:_LISTED]) + more
-        (warn or _warn)(f"{d}: {len(extra)} file(s) not of a clip of the split, ignored: {shown}")
+        (warn or console_warn)(
+            f"{d}: {len(extra)} file(s) not of a clip of the split, ignored: {shown}"
+        )
     return {c: read_metadata(p) for c, p in files.items()}
-
-
-def _warn(line: str) -> None:
-    from rich.markup import escape
-
-    from ..core.console import err
-
-    err.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 class DcaseCsvLocalizer(Localizer):
@@ -266,7 +267,7 @@ class DcaseCsvLocalizer(Localizer):
         self.clips = np.array(sorted(tables), dtype=str)  # (C,) sorted: searchsorted codes
         parts = [t[METADATA_COLUMNS[:5]].assign(_clip=i) for i, t in
                  enumerate(tables[c] for c in self.clips.tolist())]  # fmt: skip
-        rows = pd.concat(parts, ignore_index=True) if parts else _empty().assign(_clip=0)
+        rows = pd.concat(parts, ignore_index=True) if parts else empty_metadata().assign(_clip=0)
         rows = rows.sort_values(["_clip", "frame", "class", "source"], kind="stable")
         self._clip = rows["_clip"].to_numpy(np.int64)  # (R,)
         self._frame = rows["frame"].to_numpy(np.int64)
@@ -339,11 +340,7 @@ class StreamDecimator:
     def table(self) -> pd.DataFrame:
         """The recording's result table (:data:`~ssl_toolkit.core.labels.METADATA_COLUMNS`)."""
         if not self._parts:
-            return _empty()
+            return empty_metadata()
         frame, hyps, det, cls = (np.concatenate(a) for a in zip(*self._parts, strict=True))
         group = np.zeros(len(frame), "U1")
         return result_tables(group, frame, hyps, det, self.hop_s, cls)[""]
-
-
-def _empty() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=np.float64) for c in METADATA_COLUMNS})

@@ -26,6 +26,13 @@ def log(message: str) -> None:
     err.log(message)
 
 
+def warn(line: str) -> None:
+    """One warning line on stderr (``warning:`` in yellow; ``line`` printed as is)."""
+    from rich.markup import escape
+
+    err.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
 class _Progress(Progress):
     """A progress bar that vanishes when its block fails, so that the error is the only
     line a failed command prints (in a terminal and in a log file alike)."""

@@ -183,7 +183,7 @@ def read_metadata(path: str | os.PathLike) -> pd.DataFrame:
             <= 90), a distance is negative, or a (frame, class, source) repeats.
     """
     p = Path(path)
-    empty = pd.DataFrame({c: pd.Series(dtype=np.float64) for c in METADATA_COLUMNS})
+    empty = empty_metadata()
     try:
         df = pd.read_csv(p, header=None, skipinitialspace=True, dtype=str, skip_blank_lines=False)
     except pd.errors.EmptyDataError:
@@ -232,6 +232,11 @@ def read_metadata(path: str | os.PathLike) -> pd.DataFrame:
             f"metadata file {p}, line {line[row]}: frame {f} lists class {c} source {s} twice"
         )
     return out.sort_values(["frame", "class", "source"], kind="stable").reset_index(drop=True)
+
+
+def empty_metadata() -> pd.DataFrame:
+    """A metadata table without rows (:data:`METADATA_COLUMNS`)."""
+    return pd.DataFrame({c: pd.Series(dtype=np.float64) for c in METADATA_COLUMNS})
 
 
 def _malformed(num: np.ndarray, text: pd.DataFrame) -> np.ndarray:

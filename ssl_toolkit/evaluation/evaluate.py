@@ -31,6 +31,7 @@ from ..analysis import density, metrics, thresholds
 from ..analysis.frames import Frames, predict_split
 from ..core.artifacts import Manifest, build_artifact, read_manifest, write_json
 from ..core.config import ConfigError, check_finite, to_dict
+from ..core.console import warn as console_warn
 from ..core.errors import UserError
 from ..core.memory import check_batch
 from ..features.spec import FeatureSpec
@@ -199,17 +200,9 @@ def class_aware(fr: Frames, n_classes: int | None, threshold: float,
         bad = int(tc[(tc < 0) | (tc >= n_classes)][0])
         why = f"an active target has class {bad}, outside 0..{n_classes - 1}"
     if why is not None:
-        (warn or _warn)(f"class-aware metrics skipped ({why}); class-agnostic metrics only")
+        (warn or console_warn)(f"class-aware metrics skipped ({why}); class-agnostic metrics only")
         return None
     return int(n_classes)
-
-
-def _warn(line: str) -> None:
-    from rich.markup import escape
-
-    from ..core.console import err
-
-    err.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def write_eval(
@@ -362,26 +355,40 @@ def evaluate_run(
         kappa = (cal["kappa_vmf"], cal["kappa_voronoi"]) if cal else None
         temp = cal.get("calibration_val", {}).get("temperature")
         slots = loc.slot_classes
-        n_cls = class_aware(fr, fs.n_classes, thr,
-                            None if slots is None else int(slots.max()) + 1)  # fmt: skip
-        scores = score_predictions(fr, thr, seg_frames, loc.scored, kappa, temp,
-                                   n_classes=n_cls)  # fmt: skip
-        more = {} if n_cls is None else {"n_classes": n_cls}
-        write_eval(b.dir, fr, loc.method, thr, scores, loc.scored, split=cfg.split,
-                   label=loc.label, **more, **cal)  # fmt: skip
-        if cfg.dcase_out:  # a class-aware localizer says the class of each slot
-            b.extra["dcase_files"] = write_dcase(b.dir, fr, thr, fs.hop_s, fr.classes)
-        if cfg.plots:
-            from ..analysis.plots import plot_eval
-
-            plot_eval(b.dir, fr, fs.hop_s, thr)
-            if loc.scored:
-                from ..analysis.plots import plot_reliability
-
-                plot_reliability(b.dir / "plots" / "reliability.png", fr, temp, loc.label)
-        b.extra.update({"method": loc.method, "K": loc.K, "threshold": thr,
-                        "scored": loc.scored, "frames": int(len(fr.active))})  # fmt: skip
+        _score_and_write(b, fr, fs, cfg, loc, thr, loc.label, kappa=kappa, temperature=temp,
+                         model_classes=None if slots is None else int(slots.max()) + 1,
+                         **cal)  # fmt: skip
     return b.manifest
+
+
+def _score_and_write(b, fr: Frames, fs: FeatureSet, cfg: EvalConfig, loc, thr: float,
+                     label: str, *, kappa=None, temperature=None, model_classes=None,
+                     **extra: Any) -> None:  # fmt: skip
+    """Score the frames ``fr`` of localizer ``loc`` and write them into the eval artifact
+    being built (``b``): :func:`score_predictions` (class-aware too when
+    :func:`class_aware` allows), :func:`write_eval`, the DCASE result files
+    (``cfg.dcase_out``: with the localizer's classes, if any), the plots (``cfg.plots``; the
+    reliability diagram for scored methods) and the manifest's extras. ``extra`` goes to
+    ``metrics.json``."""
+    n_cls = class_aware(fr, fs.n_classes, thr, model_classes)
+    scores = score_predictions(fr, thr, fs.spec.segment_frames(cfg.segment_s), loc.scored,
+                               kappa, temperature, counts=loc.counts,
+                               n_classes=n_cls)  # fmt: skip
+    more = {} if n_cls is None else {"n_classes": n_cls}
+    write_eval(b.dir, fr, loc.method, thr, scores, loc.scored, split=cfg.split, label=label,
+               **more, **extra)  # fmt: skip
+    if cfg.dcase_out:
+        b.extra["dcase_files"] = write_dcase(b.dir, fr, thr, fs.hop_s, fr.classes)
+    if cfg.plots:
+        from ..analysis.plots import plot_eval
+
+        plot_eval(b.dir, fr, fs.hop_s, thr)
+        if loc.scored:
+            from ..analysis.plots import plot_reliability
+
+            plot_reliability(b.dir / "plots" / "reliability.png", fr, temperature, loc.label)
+    b.extra.update({"method": loc.method, "K": loc.K, "threshold": thr,
+                    "scored": loc.scored, "frames": int(len(fr.active))})  # fmt: skip
 
 
 def write_dcase(directory: Path, fr: Frames, threshold: float, hop_s: float, classes=None) -> int:
@@ -463,7 +470,6 @@ def evaluate_dcase_csv(
         digest.update(clip.encode() + b"\0" + (csv_dir / f"{clip}.csv").read_bytes() + b"\0")
     config = {**to_dict(cfg), "dcase_csv": str(csv_dir.resolve()), "name": label,
               "csv_sha256": digest.hexdigest()}  # fmt: skip
-    seg_frames = fs.spec.segment_frames(cfg.segment_s)
     with build_artifact(out, "eval", config, [fs.manifest], force=force,
                         protect=(str(csv_dir.resolve()),)) as b:  # fmt: skip
         if b.reused:
@@ -472,21 +478,9 @@ def evaluate_dcase_csv(
         pred = loc.localize((lab["clip_id"], lab["frame"]))
         fr = Frames(hyps=pred.hyps, conf=pred.conf, valid=pred.valid, classes=pred.classes,
                     **lab)  # fmt: skip
-        thr = loc.threshold
-        n_cls = class_aware(fr, fs.n_classes, thr)
-        scores = score_predictions(fr, thr, seg_frames, loc.scored, counts=loc.counts,
-                                   n_classes=n_cls)  # fmt: skip
-        more = {} if n_cls is None else {"n_classes": n_cls}
-        write_eval(b.dir, fr, loc.method, thr, scores, loc.scored, split=cfg.split,
-                   label=label, source=str(csv_dir.resolve()), **more)  # fmt: skip
-        if cfg.dcase_out:
-            b.extra["dcase_files"] = write_dcase(b.dir, fr, thr, fs.hop_s, fr.classes)
-        if cfg.plots:
-            from ..analysis.plots import plot_eval
-
-            plot_eval(b.dir, fr, fs.hop_s, thr)
-        b.extra.update({"method": loc.method, "label": label, "K": loc.K, "threshold": thr,
-                        "scored": loc.scored, "frames": int(len(fr.active))})  # fmt: skip
+        _score_and_write(b, fr, fs, cfg, loc, loc.threshold, label,
+                         source=str(csv_dir.resolve()))  # fmt: skip
+        b.extra["label"] = label
     return b.manifest
 
 

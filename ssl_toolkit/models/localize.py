@@ -167,6 +167,9 @@ class Localizer(ABC):
         slot_classes: ``[K]`` int64, the class of each slot for a localizer whose slots
             have fixed classes (class-aware multi-ACCDOA), else None. A localizer whose
             classes vary from frame to frame returns them from ``_localize`` instead.
+        counts: whether its detections estimate the number of sources (frame recall is
+            reported); None: as ``scored`` (True for a method without scores whose
+            detections are its estimated sources: DCASE result files).
     """
 
     method: str
@@ -174,6 +177,7 @@ class Localizer(ABC):
     scored: bool
     threshold: float
     slot_classes: np.ndarray | None = None
+    counts: bool | None = None
 
     def localize(self, x: Any) -> Localization:
         """Localize the frames of input ``x`` (its kind is the subclass's).
