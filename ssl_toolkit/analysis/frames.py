@@ -41,11 +41,10 @@ def label_frames(fs: FeatureSet, rows: np.ndarray) -> dict[str, np.ndarray | Non
     fields of :class:`Frames` (``target_classes`` None when the features have no classes)."""
     n, t = len(rows), fs.shape[1]
     idx = fs.index.iloc[rows]
-    classes = getattr(fs, "classes", None)
     return {
         "target_classes": None
-        if classes is None
-        else np.asarray(classes[rows], np.int64).reshape(n * t, -1),
+        if fs.classes is None
+        else np.asarray(fs.classes[rows], np.int64).reshape(n * t, -1),
         "targets": np.asarray(fs.directions[rows], np.float32).reshape(n * t, -1, 3),
         "active": np.asarray(fs.activity[rows], bool).reshape(n * t, -1),
         "clip_id": np.repeat(idx["clip_id"].to_numpy().astype(str), t),

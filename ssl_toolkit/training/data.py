@@ -118,10 +118,9 @@ def batch_arrays(fs: FeatureSet, classes: bool = False) -> tuple[np.ndarray, ...
     arrays = (fs.features, fs.directions, fs.activity)
     if not classes:
         return arrays
-    c = getattr(fs, "classes", None)
-    if c is None:
+    if fs.classes is None:
         raise ValueError(f"{fs.manifest.path} has no per-frame classes")
-    return (*arrays, c)
+    return (*arrays, fs.classes)
 
 
 class BatchRing:

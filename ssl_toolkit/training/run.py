@@ -72,16 +72,6 @@ def model_name(cfg: TrainConfig) -> str:
     return "accdoa" if cfg.method == "accdoa" else "crnn"
 
 
-def feature_classes(fs: FeatureSet) -> tuple[Any, int] | None:
-    """``(classes [N, T, S] int, n_classes)`` of features that carry per-frame classes
-    (``FeatureSet.classes``, ``n_classes`` in the manifest's extras), else None."""
-    classes = getattr(fs, "classes", None)
-    n = fs.manifest.extra.get("n_classes")
-    if classes is None or n is None:
-        return None
-    return classes, int(n)
-
-
 def n_classes(cfg: TrainConfig, fs: FeatureSet) -> int:
     """Classes the model tells apart: the features' with ``classes``, else 1.
 
@@ -90,13 +80,12 @@ def n_classes(cfg: TrainConfig, fs: FeatureSet) -> int:
     """
     if not cfg.classes:
         return 1
-    found = feature_classes(fs)
-    if found is None:
+    if fs.classes is None or fs.n_classes is None:
         raise ConfigError(
             f"option 'classes' (--classes): {fs.manifest.path} has no per-frame classes; "
             "drop --classes (class-agnostic) or give features made with classes"
         )
-    return found[1]
+    return fs.n_classes
 
 
 def check_classes(fs: FeatureSet, n: int) -> None:
@@ -105,9 +94,8 @@ def check_classes(fs: FeatureSet, n: int) -> None:
     Raises:
         DataError: naming the features, the first bad value and ``n``.
     """
-    classes, _ = feature_classes(fs)
-    for start in range(0, len(classes), 4096):  # chunk by chunk: no whole copy in memory
-        c = np.asarray(classes[start : start + 4096])
+    for start in range(0, len(fs.classes), 4096):  # chunk by chunk: no whole copy in memory
+        c = np.asarray(fs.classes[start : start + 4096])
         a = np.asarray(fs.activity[start : start + 4096])
         bad = a & ((c < 0) | (c >= n))
         if bad.any():
@@ -122,30 +110,17 @@ def model_kwargs(cfg: TrainConfig, fs: FeatureSet, k: int) -> dict[str, Any]:
     with ``k`` outputs (accdoa: ``k`` = K tracks x classes)."""
     cfg = fit_to_features(cfg, fs)
     c, _t, f = fs.shape
-    if cfg.method == "accdoa":
-        return {
-            "n_channels": int(c),
-            "n_bins": int(f),
-            "tracks": cfg.K,
-            "n_classes": k // cfg.K,
-            "channels": list(cfg.channels),
-            "pools": list(cfg.pools),
-            "gru_layers": cfg.gru_layers,
-            "gru_units": cfg.gru_units,
-            "dropout": cfg.dropout,
-        }
-    return {
-        "n_channels": int(c),
-        "n_bins": int(f),
-        "K": int(k),
+    inputs = {"n_channels": int(c), "n_bins": int(f)}
+    trunk = {  # ConvRecurrent, shared by both heads
         "channels": list(cfg.channels),
         "pools": list(cfg.pools),
         "gru_layers": cfg.gru_layers,
         "gru_units": cfg.gru_units,
         "dropout": cfg.dropout,
-        "output": cfg.output,
-        "confidence": cfg.scored,
     }
+    if cfg.method == "accdoa":
+        return {**inputs, "tracks": cfg.K, "n_classes": k // cfg.K, **trunk}
+    return {**inputs, "K": int(k), **trunk, "output": cfg.output, "confidence": cfg.scored}
 
 
 def train(
