@@ -144,8 +144,9 @@ def _effective_split(edition: str, split: ImportSplit) -> tuple[tuple[int, ...],
 
 def _scan(
     root: Path, fmt: str, n_channels: int, split: ImportSplit
-) -> tuple[str, list[dict[str, Any]]]:
-    """The edition and one checked record per clip (split, metadata, audio info)."""
+) -> tuple[str, tuple[tuple[int, ...], tuple[int, ...]], list[dict[str, Any]]]:
+    """The edition, the ``(test, val)`` folds held out (:func:`_effective_split`) and one
+    checked record per clip (split, metadata, audio info)."""
     edition, pairs = find_clips(root, fmt)
     test_folds, val_folds = _effective_split(edition, split)
     rank: dict[str, int] = {}  # train clips seen so far per folder (STARSS val share)
@@ -185,7 +186,7 @@ def _scan(
             }
         )
     _check_one_rate(records, root)
-    return edition, records
+    return edition, (test_folds, val_folds), records
 
 
 def _within_audio(meta, csv: Path, wav: Path, duration_s: float):
@@ -247,9 +248,9 @@ def import_dcase(
     mics = _array(fmt, mic_positions_m)
     split = split or ImportSplit()
     split.validate()
-    edition, records = _scan(root, fmt, N_CHANNELS if mics is None else len(mics), split)
+    n_channels = N_CHANNELS if mics is None else len(mics)
+    edition, (test_folds, val_folds), records = _scan(root, fmt, n_channels, split)
     _check_split(records, split, root, fraction=edition == "starss")
-    test_folds, val_folds = _effective_split(edition, split)
     config = import_config("dcase", root, records, split, copy=copy, fmt=fmt, mics=mics)
     largest = max((int(r["meta"]["class"].max()) for r in records if len(r["meta"])), default=-1)
     extra = {

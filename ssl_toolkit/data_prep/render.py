@@ -23,7 +23,7 @@ from scipy import fft as sp_fft
 from scipy.signal import oaconvolve
 
 from .arrays import SPEED_OF_SOUND_M_S, foa_gains
-from .rooms import Paths, late_tail
+from .rooms import Paths, decay_rate, late_tail
 
 SINC_HALF = 16  # half-length of the fractional-delay interpolator, in samples
 TAIL_FADE_S = 0.005
@@ -145,8 +145,7 @@ def _add_tail(
                 f"a shared tail of shape {rng.shape} does not cover an impulse response "
                 f"of shape {rir.shape} (same channels, at least as long)"
             )
-        rate = np.log(1000.0) / (rt60_s * fs)  # as late_tail: -60 dB at RT60
-        tail = rng[:, start : rir.shape[1]] * np.float32(np.exp(rate * start))
+        tail = rng[:, start : rir.shape[1]] * np.float32(np.exp(decay_rate(rt60_s, fs) * start))
     else:
         tail = late_tail(rng, n, rt60_s, fs, fmt, rir.shape[0])
     rir[:, start:] += np.sqrt(power) * tail * fade

@@ -167,6 +167,11 @@ def image_paths(room: Room, sources_m: np.ndarray, fs: int) -> list[Paths]:
     return out
 
 
+def decay_rate(rt60_s: float, fs: int) -> float:
+    """Amplitude decay per sample of a late tail: ``exp(-rate * n)`` is -60 dB at RT60."""
+    return float(np.log(1000.0) / (rt60_s * fs))
+
+
 def late_tail(
     rng: np.random.Generator,
     n_samples: int,
@@ -183,7 +188,7 @@ def late_tail(
     Returns:
         ``[n_channels, n_samples]`` float32 (4 in ``foa``).
     """
-    rate = np.float32(np.log(1000.0) / (rt60_s * fs))  # -60 dB at RT60
+    rate = np.float32(decay_rate(rt60_s, fs))
     decay = np.exp(-rate * np.arange(n_samples, dtype=np.float32))
     noise = rng.standard_normal((n_channels, n_samples), dtype=np.float32)
     if fmt == "foa":

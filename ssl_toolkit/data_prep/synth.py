@@ -489,11 +489,20 @@ def plan_motion(rng: np.random.Generator, cfg: SynthConfig, ev: pd.DataFrame) ->
     return ev
 
 
+def arc_points(azi_deg, ele_deg, heading_rad, speed_deg_s, t_s) -> np.ndarray:
+    """Directions ``[..., 3]`` (float64) of sources that start at ``(azi_deg, ele_deg)`` and
+    move along the great circle of ``heading_rad`` at ``speed_deg_s``, ``t_s`` seconds
+    after their onsets (all arguments broadcast)."""
+    azi, ele = np.asarray(azi_deg, np.float64), np.asarray(ele_deg, np.float64)
+    u0 = sph_to_unit(rad(azi), rad(ele))
+    v = tangent_directions(azi, ele, heading_rad)
+    angle = rad(np.asarray(speed_deg_s, np.float64)) * np.asarray(t_s, np.float64)
+    return arc_directions(u0, v, angle)
+
+
 def event_directions(ev: pd.DataFrame, e: int, t_s) -> np.ndarray:
     """Directions ``[..., 3]`` of event ``e`` at times ``t_s [...]`` (seconds from its onset)."""
-    u0 = sph_to_unit(rad(ev.at[e, "azi"]), rad(ev.at[e, "ele"])).astype(np.float64)
-    v = tangent_directions(ev.at[e, "azi"], ev.at[e, "ele"], ev.at[e, "heading_rad"])
-    return arc_directions(u0, v, rad(ev.at[e, "speed_deg_s"]) * np.asarray(t_s, np.float64))
+    return arc_points(*(ev.at[e, k] for k in ("azi", "ele", "heading_rad", "speed_deg_s")), t_s)
 
 
 def motion_metadata(ev: pd.DataFrame) -> pd.DataFrame:
@@ -520,11 +529,8 @@ def motion_metadata(ev: pd.DataFrame) -> pd.DataFrame:
     count = f1 - f0
     e = np.repeat(np.arange(len(ev)), count)  # (R,)
     frame = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count) + f0[e]
-    azi, ele = ev["azi"].to_numpy(np.float64), ev["ele"].to_numpy(np.float64)
-    u0 = sph_to_unit(rad(azi), rad(ele)).astype(np.float64)[e]  # (R, 3)
-    v = tangent_directions(azi, ele, ev["heading_rad"].to_numpy(np.float64))[e]
-    angle = rad(ev["speed_deg_s"].to_numpy(np.float64))[e] * (frame - f0[e]) * METADATA_HOP_S
-    az, el = unit_to_sph(arc_directions(u0, v, angle))
+    start = (ev[k].to_numpy(np.float64)[e] for k in ("azi", "ele", "heading_rad", "speed_deg_s"))
+    az, el = unit_to_sph(arc_points(*start, (frame - f0[e]) * METADATA_HOP_S))  # (R,)
     meta = pd.DataFrame(
         {
             "frame": frame,
