@@ -7,6 +7,8 @@ scale=${scale:-small}
 data_root=${data_root:-}
 mic_root=${mic_root:-}
 jobs=${jobs:-$(nproc 2>/dev/null || echo 1)}
+# recipe_help: the calling recipe's header comment (its usage), without the leading "# ".
+recipe_help() { sed -n '2,/^[^#]/{/^#/!q;s/^# \{0,1\}//;p}' "$0"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --stage) stage=$2; shift 2 ;;
@@ -17,7 +19,9 @@ while [ $# -gt 0 ]; do
     --workdir) workdir=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
     --seeds) seeds=$2; shift 2 ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
+    -h|--help) recipe_help; exit 0 ;;
+    *) echo "$(basename "$(dirname "$0")")/$(basename "$0"): unknown option $1 (--help lists the options)" >&2
+       exit 2 ;;
   esac
 done
 case "$scale" in small|medium|paper) ;; *) echo "--scale must be small, medium or paper" >&2; exit 2 ;; esac
