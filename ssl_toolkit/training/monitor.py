@@ -2,8 +2,9 @@
 
 A banner at the start (device, precision, threads, workers, world size, data and
 steps); per epoch one plain line (epoch, losses, val oracle error, throughput,
-elapsed, ETA, best mark), above a progress bar when stderr is a terminal and alone
-when it is a file (batch jobs); optionally TensorBoard scalars.
+elapsed, ETA, best mark), above a progress bar when stderr is a terminal, and plain
+progress lines within the epoch (steps, ETA, loss) every few seconds when it is a file
+(batch jobs: see ``core.console.progress``); optionally TensorBoard scalars.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class Monitor:
 
     def __enter__(self) -> Monitor:
         self._t0 = time.perf_counter()
-        if self.show and console.err.is_terminal:
+        if self.show:  # a bar in a terminal, plain lines at a steady interval elsewhere
             self._bar = console.progress()
             self._bar.start()
             self._task = self._bar.add_task(
