@@ -105,7 +105,7 @@ def eval_cmd(
     title = f"ssl eval: {man.path}"
     if dcase_csv is not None:
         title = f"ssl eval ({doc.get('label')}, DCASE result files): {man.path}"
-    print_metrics(summary(doc), title=title)
+    print_metrics(summary(doc), title=title, full=str(man.path / "metrics.json"))
 
 
 @app.command("baseline")
@@ -157,7 +157,8 @@ def baseline_cmd(
     cfg = resolve(BaselineConfig, load_toml(config, "baseline") if config else None, cli)
     man = run_baseline(scenes, data, out, cfg, force=force)
     title = f"ssl baseline ({cfg.method}, {cfg.n_sources} count): {man.path}"
-    print_metrics(summary(load_metrics(man.path)), title=title)
+    print_metrics(summary(load_metrics(man.path)), title=title,
+                  full=str(man.path / "metrics.json"))  # fmt: skip
 
 
 @app.command("report")
@@ -173,4 +174,4 @@ def report_cmd(
     """One comparison table across eval artifacts (Markdown and CSV), rows labelled uniquely."""
     from ..evaluation.report import make_report, print_report
 
-    print_report(make_report(evals, out, force=force, allow_mixed=allow_mixed))
+    print_report(make_report(evals, out, force=force, allow_mixed=allow_mixed), out_dir=str(out))

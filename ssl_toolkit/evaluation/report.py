@@ -249,16 +249,13 @@ _SHORT = {
 }  # fmt: skip
 
 
-def print_report(table: pd.DataFrame) -> None:
-    """The comparison table on stdout (rich), main columns only."""
-    from rich.table import Table
+def print_report(table: pd.DataFrame, out_dir: str | None = None) -> None:
+    """The comparison table on stdout (rich), main columns only; split over several tables
+    (each led by the eval and subset) rather than cut when the terminal is narrow."""
+    from ..core.console import print_table
 
-    from ..core.console import out
-
-    t = Table(title="ssl report")
-    cols = ["eval", "method", "K", "data", "subset"] + [c for c in _SHORT if c in table.columns]
-    for c in cols:
-        t.add_column(_SHORT.get(c, c), justify="right" if c in _SHORT or c == "K" else "left")
-    for _, r in table.iterrows():
-        t.add_row(*[_cell(r[c], ".2f") for c in cols])
-    out.print(t)
+    cols = ["eval", "subset", "method", "K", "data"] + [c for c in _SHORT if c in table.columns]
+    rows = [[_cell(r[c], ".2f") for c in cols] for _, r in table.iterrows()]
+    full = f"{out_dir}/report.md" if out_dir else "report.md"
+    print_table("ssl report", [_SHORT.get(c, c) for c in cols], rows, keys=2,
+                right=[*_SHORT.values(), "K"], full=full)  # fmt: skip
