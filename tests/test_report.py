@@ -140,8 +140,12 @@ def test_report_refuses_to_mix_data_unless_asked(tmp_path):
     f2 = make_features_artifact(tmp_path / "f2", n_chunks=6, bins=8, seed=2)
     a = fake_eval(tmp_path / "a", "rmcl", 5, 0, 0.01, features=f1)
     b = fake_eval(tmp_path / "b", "pit", 3, 1, 0.1, features=f2)
-    with pytest.raises(ArtifactError, match=r"different data.*a \(f1:test\).*--allow-mixed"):
-        make_report([a, b], tmp_path / "rep")
+    c = fake_eval(tmp_path / "c", "srp", 3, 2, 0.1, features=f2)
+    with pytest.raises(ArtifactError, match=r"different data.*a \(f1:test\).*--allow-mixed") as e:
+        make_report([a, b, c], tmp_path / "rep")
+    # how to make them comparable: score on the features most of them used (f2)
+    assert f"--data {tmp_path / 'f2'} --split test" in str(e.value)
+    assert "ssl baseline SCENES OUT" in str(e.value)
     assert not (tmp_path / "rep").exists()
     table = make_report([a, b], tmp_path / "rep", allow_mixed=True)
     assert set(table["data"]) == {"f1:test", "f2:test"}

@@ -145,12 +145,20 @@ class ImportSplit:
 def _check_split(
     records: list[dict[str, Any]], split: ImportSplit, root: Path, fraction: bool = True
 ) -> None:
-    """Refuse a split that leaves train or val empty, naming the option to use.
+    """Refuse a split that leaves train or val empty, naming the option to use; an import
+    whose clips are all test clips is an evaluation-only dataset (a model trained elsewhere is
+    scored on it), accepted with a one-line note.
 
     Args:
         fraction: whether ``--val-fraction`` takes validation clips from training clips
             (False: only ``--val-folds`` makes val, as for the TAU-NIGENS datasets).
     """
+    if records and all(r["split"] == "test" for r in records):
+        from ..core.console import log
+
+        log(f"{root}: all {len(records)} clips are test clips: an evaluation-only import "
+            "(score models trained on other data with `ssl eval --split test`)")  # fmt: skip
+        return
     folds = ", ".join(map(str, sorted({r["fold"] for r in records})))
     raise_it = f"raise --val-fraction (now {split.val_fraction}) or " if fraction else ""
     for name, fix in (

@@ -41,6 +41,7 @@ class _Eval:
     doc: dict
     data: str  # features artifact and split it scored
     data_key: tuple[str, str]  # (features fingerprint, split)
+    data_path: str = "-"  # the features artifact it scored
     label: str = ""
     group: str = ""  # the same for evals of runs that differ only in their seed
     seed: int | None = None
@@ -63,7 +64,7 @@ def _load(path: str | os.PathLike) -> tuple[Manifest, _Eval]:
     split = str(doc.get("split", man.config.get("split", "?")))
     data = f"{Path(feats[0]['path']).name}:{split}" if feats else "-"
     key = (str(feats[0].get("fingerprint")) if feats else "-", split)
-    ev = _Eval(man.path, doc, data, key)
+    ev = _Eval(man.path, doc, data, key, str(feats[0]["path"]) if feats else "-")
     ev.group, ev.seed = _seed_group(man, doc, key)
     return man, ev
 
@@ -151,15 +152,23 @@ def aggregate_seeds(table: pd.DataFrame, items: Sequence[_Eval]) -> pd.DataFrame
 
 
 def _check_same_data(evals: Sequence[_Eval]) -> None:
+    """Refuse evals scored on different features or splits, saying how to make them
+    comparable: score each on the features and split most of them used."""
     keys = {ev.data_key for ev in evals}
     if len(keys) > 1:
-        seen = {}
+        seen: dict[tuple[str, str], list[_Eval]] = {}
         for ev in evals:
-            seen.setdefault(ev.data_key, ev)
-        which = ", ".join(f"{ev.label} ({ev.data})" for ev in seen.values())
+            seen.setdefault(ev.data_key, []).append(ev)
+        which = ", ".join(f"{evs[0].label} ({evs[0].data})" for evs in seen.values())
+        ref = max(seen.values(), key=len)[0]
+        feats, split = ref.data_path, ref.data_key[1]
         raise ArtifactError(
             f"the evals were scored on different data or splits: {which}; their numbers "
-            "are not comparable (pass --allow-mixed to tabulate them anyway)"
+            f"are not comparable. Score them all on one features artifact and split, e.g. "
+            f"`ssl eval RUN OUT --data {feats} --split {split}` for a model and "
+            f"`ssl baseline SCENES OUT --data {feats} --split {split}` for a classical method "
+            "(it localizes the scenes' audio on those features' frames), or pass "
+            "--allow-mixed to tabulate them anyway"
         )
 
 
