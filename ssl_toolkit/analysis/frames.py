@@ -53,7 +53,9 @@ def label_frames(fs: FeatureSet, rows: np.ndarray) -> dict[str, np.ndarray | Non
     }
 
 
-def predict_split(localizer, fs: FeatureSet, rows: np.ndarray, batch_size: int = 32) -> Frames:
+def predict_split(
+    localizer, fs: FeatureSet, rows: np.ndarray, batch_size: int = 32, what: str = "predicting"
+) -> Frames:
     """Run a learned localizer over chunks ``rows`` in batches (progress bar on stderr).
 
     Args:
@@ -66,7 +68,7 @@ def predict_split(localizer, fs: FeatureSet, rows: np.ndarray, batch_size: int =
 
     parts = []
     with progress() as p:
-        task = p.add_task("predicting", total=len(rows), info="")
+        task = p.add_task(what, total=len(rows), info="")
         for start in range(0, len(rows), batch_size):
             cpu.tick()  # threads follow the machine's load
             r = rows[start : start + batch_size]

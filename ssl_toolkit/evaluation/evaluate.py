@@ -31,6 +31,7 @@ from ..analysis import density, metrics, thresholds
 from ..analysis.frames import Frames, predict_split
 from ..core.artifacts import Manifest, build_artifact, read_manifest, write_json
 from ..core.config import ConfigError, check_finite, to_dict
+from ..core.console import log as console_log
 from ..core.console import warn as console_warn
 from ..core.errors import UserError
 from ..core.memory import check_batch
@@ -273,9 +274,12 @@ def _calibrate(loc, fs, cfg: EvalConfig, seg_frames: int) -> dict[str, Any]:
     rows = fs.rows("val")
     if not cfg.calibrate or len(rows) == 0:
         return {}
-    val = predict_split(loc, fs, rows, cfg.batch_size)
+    val = predict_split(loc, fs, rows, cfg.batch_size, "predicting val")
     if not val.active.any():  # no source to fit a kappa or a threshold on
         return {}
+    fitted = "density kappas" + (", detection thresholds, confidence temperature"
+                                 if loc.scored else "")  # fmt: skip
+    console_log(f"fitting on val ({len(val.active)} frames): {fitted}")
     args = (val.hyps, val.conf, val.targets, val.active)
     out: dict[str, Any] = {
         "kappa_vmf": density.choose_kappa(*args, valid=val.valid),
@@ -351,7 +355,7 @@ def evaluate_run(
             return b.manifest
         cal = _calibrate(loc, fs, cfg, seg_frames)
         thr = _threshold(cfg, loc, cal, fs)
-        fr = predict_split(loc, fs, rows, cfg.batch_size)
+        fr = predict_split(loc, fs, rows, cfg.batch_size, f"predicting {cfg.split}")
         kappa = (cal["kappa_vmf"], cal["kappa_voronoi"]) if cal else None
         temp = cal.get("calibration_val", {}).get("temperature")
         slots = loc.slot_classes
@@ -371,6 +375,7 @@ def _score_and_write(b, fr: Frames, fs: FeatureSet, cfg: EvalConfig, loc, thr: f
     reliability diagram for scored methods) and the manifest's extras. ``extra`` goes to
     ``metrics.json``."""
     n_cls = class_aware(fr, fs.n_classes, thr, model_classes)
+    console_log(f"scoring {len(fr.active)} frames of {cfg.split} (threshold {thr:.3f})")
     scores = score_predictions(fr, thr, fs.spec.segment_frames(cfg.segment_s), loc.scored,
                                kappa, temperature, counts=loc.counts,
                                n_classes=n_cls)  # fmt: skip
