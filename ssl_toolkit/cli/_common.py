@@ -16,6 +16,25 @@ import typer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+def _flags_show_no_type() -> None:
+    """Typer's rich help (0.16 and later) writes a flag as ``--force <bool>``, which reads as
+    an option taking a value (users type ``--force true``); show flags bare, as click does."""
+    from typer.core import TyperOption
+
+    typed = getattr(TyperOption, "display_type_rich", None)
+    if typed is None or getattr(typed, "_ssl_bare_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else typed(self, ctx)
+
+    display_type_rich._ssl_bare_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_show_no_type()
+
 app = typer.Typer(
     name="ssl",
     help="Multi-source sound source localization with multi-hypothesis networks (rMCL).\n\n"
