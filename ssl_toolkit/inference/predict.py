@@ -553,7 +553,7 @@ def _check_out_place(out: Path, model: Path, jobs: list[_Job]) -> None:
     (``out`` may be the folder of the audio, or a folder that holds the model)."""
     o, m = out.resolve(), model.resolve()
     if o == m or m in o.parents:
-        raise UserError(f"--out {out} is inside the model artifact {model}: predict never "
+        raise UserError(f"--out {out} is or lies inside the model artifact {model}: predict never "
                         "writes into an artifact; choose another --out")  # fmt: skip
     for d in [o, *o.parents]:
         kind = _artifact_kind(d)
