@@ -340,6 +340,10 @@ def _writer_lock(final: Path) -> Iterator[None]:
         os.close(fd)
 
 
+#: The writer lock of :func:`_writer_lock`, for outputs that are files (``ssl predict``).
+writer_lock = _writer_lock
+
+
 def _lock_file(lock: Path, final: Path) -> int:
     """An open descriptor holding the exclusive lock of ``lock`` (the file that is there)."""
     while True:

@@ -16,26 +16,38 @@ DCASE result file (100 ms label frames, ``frame,class,source,azimuth,elevation``
 decimated as :mod:`ssl_toolkit.analysis.dcase_csv` states, streamed block by block): the
 ``dcase/`` folder is what ``ssl eval --dcase-csv`` and the DCASE evaluation scripts take.
 
+Outputs are safe to share a folder: every output name of every input is computed
+before anything is predicted and two inputs that would write one file are refused, as is
+an ``--out`` inside an artifact of this toolkit; one process at a time writes a given file
+(the stages' advisory writer lock, :func:`ssl_toolkit.core.artifacts.writer_lock`); each
+file is built in a hidden temporary sibling and renamed into place once complete; an
+existing output is replaced only with ``force`` and only when predict wrote it.
+
 Streaming: a block of L frames needs the audio of those frames plus half an FFT
 window of context on each side (frames are centred at ``t * hop``), so the
 features of consecutive blocks concatenate to exactly the whole-file features.
 A file at another sample rate is resampled block by block with
 ``scipy.signal.resample_poly`` (with the filter's support as context, so the
 result equals resampling the whole file); a file with another channel count is refused.
+The block is clamped to what the memory allows (and to :data:`MAX_BLOCK_SECONDS`), so the
+peak memory does not grow with the file's length, whatever ``--block-seconds`` says.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-from ..core.artifacts import ArtifactError
+from ..core.artifacts import ArtifactError, writer_lock
 from ..core.cpu import tick
 from ..core.errors import DataError, UserError
 from ..core.geometry import unit_to_sph
@@ -207,68 +219,104 @@ def _rows(t0: int, hop_s: float, loc: Localization, threshold: float):
     return hyp_rows, src_rows
 
 
+#: What each file predict writes for one recording is, by role (named in messages).
+ROLES = {
+    "hypotheses": "hypotheses CSV",
+    "detections": "detections CSV",
+    "dcase": "DCASE result file",
+    "plot": "plot",
+}
+
+
+@dataclass
+class _Job:
+    """One recording to localize and the files it will write (role -> final path)."""
+
+    audio: Path
+    paths: dict[str, Path]
+
+
+def output_paths(stem: str, out: Path, plot: bool, dcase: bool) -> dict[str, Path]:
+    """Every file predict writes for a recording named ``stem``, by role (see :data:`ROLES`)."""
+    paths = {"hypotheses": out / f"{stem}_hypotheses.csv", "detections": out / f"{stem}.csv"}
+    if dcase:
+        paths["dcase"] = out / "dcase" / f"{stem}.csv"
+    if plot:
+        paths["plot"] = out / f"{stem}.png"
+    return paths
+
+
+def _tmp_path(final: Path) -> Path:
+    """A hidden, unique temporary sibling of ``final`` (same suffix: matplotlib reads it)."""
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{final.suffix}")
+
+
 def predict_file(
     predictor: ModelLocalizer,
-    audio: str | os.PathLike,
-    out_dir: Path,
-    threshold: float | None = None,
-    block_seconds: float = 10.0,
-    plot: bool = False,
-    dcase: bool = False,
-) -> Path:
-    """Localize the sources of one audio file; returns the detected-sources CSV.
-
-    The CSVs are written to temporary names and renamed once complete; with ``dcase`` the
-    DCASE result file goes to ``out_dir / "dcase" / "<stem>.csv"`` (the folder must exist).
+    job: _Job,
+    threshold: float,
+    block_frames: int,
+    reader: AudioReader | None = None,
+) -> None:
+    """Localize the sources of one recording and write ``job.paths`` (see the module
+    docstring), each built in a temporary sibling and renamed into place once complete
+    (the detections CSV last). The caller holds the writer locks of ``job.paths``.
     """
     spec = _spec(predictor)
-    thr = predictor.threshold if threshold is None else float(threshold)
-    block = _block_frames(spec, block_seconds)
-    reader = AudioReader(audio, spec.fs, spec.n_channels)
-    stem = Path(audio).stem
-    hyp_path, src_path = out_dir / f"{stem}_hypotheses.csv", out_dir / f"{stem}.csv"
-    dcase_path = out_dir / "dcase" / f"{stem}.csv"
-    tmp_h, tmp_s, tmp_d = (p.with_name(f".{p.name}.partial") for p in (hyp_path, src_path,
-                                                                       dcase_path))  # fmt: skip
+    if reader is None:
+        reader = AudioReader(job.audio, spec.fs, spec.n_channels)
+    tmp = {role: _tmp_path(p) for role, p in job.paths.items()}
     decimator = None
-    if dcase:
+    if "dcase" in tmp:
         from ..analysis.dcase_csv import StreamDecimator
 
         decimator = StreamDecimator(spec.hop_s)
     try:
-        with open(tmp_h, "w", newline="") as fh, open(tmp_s, "w", newline="") as fsrc:
+        with open(tmp["hypotheses"], "w", newline="") as fh, \
+                open(tmp["detections"], "w", newline="") as fsrc:  # fmt: skip
             wh, ws = csv.writer(fh), csv.writer(fsrc)
             wh.writerow(HYP_COLUMNS)
             ws.writerow(SRC_COLUMNS)
-            for t0, feats in stream_features(reader, spec, block):
+            for t0, feats in stream_features(reader, spec, block_frames):
                 tick()  # threads follow the machine's load
                 loc = run_chunks(predictor, feats, spec.chunk_frames)
-                hyp_rows, src_rows = _rows(t0, spec.hop_s, loc, thr)
-                wh.writerows(hyp_rows)
-                ws.writerows(src_rows)
+                for s in range(0, len(loc.conf), ROWS_PER_WRITE):  # rows: bounded memory
+                    part = _slice(loc, s, s + ROWS_PER_WRITE)
+                    hyp_rows, src_rows = _rows(t0 + s, spec.hop_s, part, threshold)
+                    wh.writerows(hyp_rows)
+                    ws.writerows(src_rows)
                 if decimator is not None:
                     frames = np.arange(t0, t0 + len(loc.conf))
                     # a class-aware localizer's classes (None: class 0)
-                    decimator.add(frames, loc.hyps, loc.detected(thr), loc.classes)
+                    decimator.add(frames, loc.hyps, loc.detected(threshold), loc.classes)
         if decimator is not None:
             from ..core.labels import write_metadata
 
-            write_metadata(tmp_d, decimator.table())
-        os.replace(tmp_h, hyp_path)
-        os.replace(tmp_s, src_path)
-        if decimator is not None:
-            os.replace(tmp_d, dcase_path)
+            write_metadata(tmp["dcase"], decimator.table())
+        if "plot" in tmp:
+            plot_predictions(tmp["hypotheses"], tmp["plot"], threshold, job.audio.stem)
+        for role in ("hypotheses", "dcase", "plot", "detections"):
+            if role in tmp:
+                os.replace(tmp[role], job.paths[role])
     finally:
         reader.close()
-        for p in (tmp_h, tmp_s, tmp_d):
+        for p in tmp.values():
             p.unlink(missing_ok=True)
-    if plot:
-        plot_predictions(hyp_path, out_dir / f"{stem}.png", thr)
-    return src_path
 
 
-def plot_predictions(hyp_csv: Path, png: Path, threshold: float) -> Path:
-    """Hypotheses over time from ``<stem>_hypotheses.csv``, in the eval plots' encoding."""
+#: Frames whose CSV rows are built at once (the rows are Python objects: ~0.6 kB each).
+ROWS_PER_WRITE = 2048
+
+
+def _slice(loc: Localization, a: int, b: int) -> Localization:
+    """Frames ``[a, b)`` of ``loc``."""
+    cls = None if loc.classes is None else loc.classes[a:b]
+    return Localization(loc.hyps[a:b], loc.conf[a:b], loc.valid[a:b], cls)
+
+
+def plot_predictions(hyp_csv: Path, png: Path, threshold: float, name: str | None = None) -> Path:
+    """Hypotheses over time from ``<stem>_hypotheses.csv``, in the eval plots' encoding
+    (titled ``name``, default the CSV's stem)."""
     import pandas as pd
 
     from ..analysis.plots import plot_tracks
@@ -276,22 +324,76 @@ def plot_predictions(hyp_csv: Path, png: Path, threshold: float) -> Path:
 
     df = pd.read_csv(hyp_csv)
     u = sph_to_unit(np.deg2rad(df.azimuth_deg.to_numpy()), np.deg2rad(df.elevation_deg.to_numpy()))
-    name = hyp_csv.stem.removesuffix("_hypotheses")
+    name = name or hyp_csv.stem.removesuffix("_hypotheses")
     return plot_tracks(png, df.time_s.to_numpy(), u[:, None], df.confidence.to_numpy()[:, None],
                        df.detected.to_numpy()[:, None] == 1,
                        f"{name}: threshold {threshold:.2f}")  # fmt: skip
 
 
-def _check_block_memory(predictor: ModelLocalizer, n_samples: int, block_seconds: float) -> None:
-    """Refuse a ``--block-seconds`` whose block of chunks (one batch) would not fit in memory."""
-    from ..core.memory import check_batch
+#: Longest block: results do not depend on the block (features are streamed exactly and
+#: the model runs chunk by chunk), so a longer one would only cost memory.
+MAX_BLOCK_SECONDS = 60.0
+#: Share of the available memory one block may use (the model, the interpreter, the
+#: DCASE table and other processes keep the rest).
+BLOCK_MEMORY_SHARE = 0.5
+
+
+def frame_bytes(spec: FeatureSpec, k: int, rate_ratio: float = 1.0) -> float:
+    """Estimated peak bytes per frame of a block, an upper bound: its audio as read (at the
+    file's rate, ``rate_ratio`` times the model's) and resampled (float64), the STFT and
+    the feature extractor's intermediates, the features and their chunked copy, and the
+    model's forward pass (:func:`~ssl_toolkit.core.memory.batch_bytes`). For the demo's
+    model it says 11.7 MB per second of audio; predict's peak RSS grows by 3.8 MB per
+    second of block.
+    """
+    from ..core.memory import batch_bytes
+
+    hop, m = spec.hop_length, spec.n_channels
+    c, t, f = spec.chunk_shape
+    audio = hop * m * (4 + 12 * max(1.0, rate_ratio) + 8)
+    stft = m * (spec.n_fft // 2 + 1) * 16 * 4
+    feats = c * f * 4 * 4
+    return audio + stft + feats + batch_bytes(1, spec.chunk_shape, k) / t
+
+
+def bounded_block(
+    predictor: ModelLocalizer, block_seconds: float, longest: int, rate_ratio: float = 1.0
+) -> int:
+    """Frames per block: ``--block-seconds`` clamped to what the memory allows and to
+    :data:`MAX_BLOCK_SECONDS`, with a warning when the clamp shortens a block.
+
+    Args:
+        longest: samples (at the model's rate) of the longest file.
+        rate_ratio: largest file rate over the model's rate (a resampled file reads more).
+
+    Raises:
+        ConfigError: naming ``--block-seconds`` when not even one chunk fits in memory.
+    """
+    from ..core import memory
+    from ..core.config import ConfigError
+    from ..core.console import warn
 
     spec = _spec(predictor)
+    want = _block_frames(spec, block_seconds)
     if spec.type not in TYPES:  # features this toolkit does not make: extract refuses them
-        return
-    frames = min(_block_frames(spec, block_seconds), spec.n_frames(n_samples))
+        return want
     chunk = spec.chunk_frames
-    check_batch(-(-frames // chunk), spec.chunk_shape, predictor.K, "--block-seconds")
+    per_frame = frame_bytes(spec, predictor.K, rate_ratio)
+    avail = memory.available_bytes()
+    if per_frame * chunk > avail * BLOCK_MEMORY_SHARE:
+        raise ConfigError(
+            f"--block-seconds: even a block of one chunk ({chunk} frames) needs about "
+            f"{memory.gigabytes(per_frame * chunk)} of memory, more than half the "
+            f"{memory.gigabytes(avail)} available; free some memory"
+        )
+    fits = int(avail * BLOCK_MEMORY_SHARE / per_frame) // chunk * chunk
+    cap = min(fits, _block_frames(spec, MAX_BLOCK_SECONDS))
+    if min(want, spec.n_frames(longest)) > cap:
+        why = f"half the {memory.gigabytes(avail)} of memory available"
+        if cap < fits:
+            why = f"the {MAX_BLOCK_SECONDS:g} s cap (longer blocks only cost memory)"
+        warn(f"--block-seconds {block_seconds:g} lowered to {cap * spec.hop_s:g} s: {why}")
+    return min(want, cap)
 
 
 def _block_frames(spec: FeatureSpec, block_seconds: float) -> int:
@@ -320,14 +422,25 @@ def predict_files(
 ) -> list[Path]:
     """Localize the sources of each audio file with a run or an export.
 
+    Every output name of every file is computed first: two files that would write one
+    path (``a.wav`` and ``a_hypotheses.wav``, ``x/rec.wav`` and ``y/rec.wav``), an output
+    that is an input, and an ``out_dir`` that is or lies inside the model artifact (or any
+    artifact of this toolkit) are refused before anything is written. One process at a
+    time writes a given output file (the stages' advisory writer lock, naming the PID of
+    its holder); each file is built in a temporary sibling and renamed into place once
+    complete. An existing output is refused without ``force``; with ``force`` only a file
+    of the same role written by predict is replaced (a CSV with predict's header, a
+    matplotlib PNG, a DCASE result file), never another file.
+
     Args:
         export_or_run: a ``run`` or ``export`` artifact directory.
         audio_files: multichannel audio files (any format soundfile reads).
         out_dir: where the CSVs (and plots) go.
         threshold: detection threshold; default the model's (learned at evaluation).
         plot: also write ``<stem>.png``.
-        block_seconds: audio processed per block (bounds memory).
-        force: overwrite existing CSVs.
+        block_seconds: audio processed per block; clamped to what the memory allows
+            (:func:`bounded_block`).
+        force: replace existing outputs written by predict.
         backend: see :func:`ssl_toolkit.models.localize.load_localizer`.
         dcase: also write ``out_dir/dcase/<stem>.csv``, the DCASE result file of each file.
 
@@ -336,8 +449,9 @@ def predict_files(
         each file.
 
     Raises:
-        UserError / DataError: missing files, existing outputs without ``force``,
-            unreadable audio or a channel count the model does not take.
+        UserError / DataError: missing files, colliding outputs, existing outputs without
+            ``force``, an output being written by another process, unreadable audio or a
+            channel count the model does not take.
     """
     from ..core.console import track
 
@@ -351,45 +465,163 @@ def predict_files(
     for a in audio_files:
         if not a.is_file():
             raise DataError(f"audio file {a} does not exist")
-    stems = [a.stem for a in audio_files]
-    if len(set(stems)) != len(stems):
-        raise UserError("two audio files share a name stem; their CSVs would collide")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is an existing file, not a directory")
-    if not force:
-        names = [f"{s}.csv" for s in stems] + [f"dcase/{s}.csv" for s in stems if dcase]
-        taken = [out / n for n in names if (out / n).exists()]
-        if taken:
-            raise UserError(f"{taken[0]} exists; pass --force to overwrite")
+    jobs = _plan(audio_files, out, plot, dcase)
+    _check_out_place(out, Path(export_or_run), jobs)
+    dcase_dir = out / "dcase"
+    if dcase and dcase_dir.exists() and not dcase_dir.is_dir():
+        raise UserError(f"{dcase_dir} is an existing file; --dcase writes a folder there")
+    made: list[Path] = []  # folders this call created (removed again if left empty)
+    try:
+        for d in [out, dcase_dir] if dcase else [out]:
+            if not d.exists():
+                d.mkdir(parents=True)
+                made.append(d)
+        with contextlib.ExitStack() as locks:
+            for p in sorted({p for j in jobs for p in j.paths.values()}):
+                locks.enter_context(writer_lock(p))
+                for old in p.parent.glob(f".{p.name}.tmp-*"):  # leftovers of dead writers
+                    if old.is_file() or old.is_symlink():
+                        old.unlink(missing_ok=True)
+            _check_existing(jobs, force)
+            return _predict_jobs(export_or_run, jobs, threshold, block_seconds, backend, dcase,
+                                 track)  # fmt: skip
+    except OSError as e:
+        raise UserError(f"cannot write {e.filename or out}: {e.strerror or e}") from e
+    finally:
+        for d in reversed(made):  # a failed first run leaves no empty output folder
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+
+
+def _predict_jobs(export_or_run, jobs, threshold, block_seconds, backend, dcase, track):
+    """Load the model, check every file's header and the block's memory, then predict."""
     predictor = load_localizer(export_or_run, backend)
     spec = _spec(predictor)
     if dcase:
         from ..analysis.dcase_csv import check_hop
 
         check_hop(spec.hop_s)
-    longest = 0
-    for a in audio_files:  # every header checked before anything is written
-        r = AudioReader(a, spec.fs, spec.n_channels)
-        longest = max(longest, r.n)
+    longest, ratio = 0, 1.0
+    for j in jobs:  # every header checked before anything is written
+        r = AudioReader(j.audio, spec.fs, spec.n_channels)
+        longest, ratio = max(longest, r.n), max(ratio, r.fs_in / r.fs)
         r.close()
-    _check_block_memory(predictor, longest, block_seconds)
-    created = not out.exists()
-    dcase_dir = out / "dcase"
-    dcase_created = dcase and not dcase_dir.exists()
+    block = bounded_block(predictor, block_seconds, longest, ratio)
+    thr = predictor.threshold if threshold is None else float(threshold)
+    for j in track(jobs, "localizing"):
+        predict_file(predictor, j, thr, block)
+    written = [j.paths["detections"] for j in jobs]
+    return written + [j.paths["dcase"] for j in jobs if "dcase" in j.paths]
+
+
+def _plan(audio_files: list[Path], out: Path, plot: bool, dcase: bool) -> list[_Job]:
+    """Every output path of every file, refusing two files that would write one path and
+    an output that is one of the inputs (a file given twice is predicted once)."""
+    inputs = {a.resolve(): a for a in reversed(audio_files)}
+    jobs, owner = [], {}
+    seen = set()
+    for a in audio_files:
+        if a.resolve() in seen:
+            continue
+        seen.add(a.resolve())
+        job = _Job(a, output_paths(a.stem, out, plot, dcase))
+        for role, p in job.paths.items():
+            key = p.resolve()
+            if key in owner:
+                b, brole = owner[key]
+                what = f"the {ROLES[role]} of both"
+                if role != brole:
+                    what = f"the {ROLES[brole]} of {b.name}, the {ROLES[role]} of {a.name}"
+                raise UserError(
+                    f"{b} and {a} would both write {p} ({what}); give them separate --out "
+                    "folders or rename one"
+                )
+            if key in inputs:
+                raise UserError(f"{p}, the {ROLES[role]} of {a}, would overwrite the input "
+                                f"{inputs[key]}; choose another --out")  # fmt: skip
+            owner[key] = (a, role)
+        jobs.append(job)
+    return jobs
+
+
+def _check_out_place(out: Path, model: Path, jobs: list[_Job]) -> None:
+    """Refuse an ``out`` that is or lies inside the model artifact or any other artifact of
+    this toolkit, and an output path that is, contains or lies inside the model artifact
+    (``out`` may be the folder of the audio, or a folder that holds the model)."""
+    o, m = out.resolve(), model.resolve()
+    if o == m or m in o.parents:
+        raise UserError(f"--out {out} is or lies inside the model artifact {model}: predict never "
+                        "writes into an artifact; choose another --out")  # fmt: skip
+    for d in [o, *o.parents]:
+        kind = _artifact_kind(d)
+        if kind is not None:
+            raise UserError(f"--out {out} is inside the {kind} artifact {d}: predict never "
+                            "writes into an artifact; choose another --out")  # fmt: skip
+    for j in jobs:
+        for p in j.paths.values():
+            q = p.resolve()
+            if q == m or m in q.parents or q in m.parents:
+                raise UserError(f"{p} (an output for {j.audio}) would overwrite the model "
+                                f"artifact {model}; choose another --out")  # fmt: skip
+
+
+def _artifact_kind(d: Path) -> str | None:
+    """The kind of the toolkit artifact ``d`` is (its manifest names a known kind), else None."""
+    import json
+
+    from ..core.artifacts import MANIFEST, SCHEMAS
+
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        if dcase:
-            dcase_dir.mkdir(exist_ok=True)
-        written = [
-            predict_file(predictor, a, out, threshold, block_seconds, plot, dcase)
-            for a in track(audio_files, "localizing")
-        ]
-        return written + [dcase_dir / f"{s}.csv" for s in stems if dcase]
-    except OSError as e:
-        raise UserError(f"cannot write {e.filename or out}: {e.strerror or e}") from e
-    finally:
-        if dcase_created and dcase_dir.is_dir() and not any(dcase_dir.iterdir()):
-            dcase_dir.rmdir()
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # a failed first run leaves no empty output folder
+        with open(d / MANIFEST, "rb") as f:
+            doc = json.loads(f.read(1 << 20))
+    except (OSError, ValueError):
+        return None
+    kind = doc.get("kind") if isinstance(doc, dict) else None
+    return kind if isinstance(kind, str) and kind in SCHEMAS else None
+
+
+def _check_existing(jobs: list[_Job], force: bool) -> None:
+    """Refuse an existing output that predict did not write (even with ``force``), and
+    existing outputs without ``force`` (naming them). Called under the writer locks."""
+    taken = []
+    for j in jobs:
+        for role, p in j.paths.items():
+            if not (p.exists() or p.is_symlink()):
+                continue
+            if not _written_by_predict(p, role):
+                raise UserError(
+                    f"{p} exists and is not a {ROLES[role]} written by ssl predict; predict "
+                    "never replaces it (move it away or choose another --out)"
+                )
+            taken.append(str(p))
+    if taken and not force:
+        more = f" and {len(taken) - 3} more" if len(taken) > 3 else ""
+        verb = "exists" if len(taken) == 1 else "exist"
+        raise UserError(f"{', '.join(taken[:3])}{more} {verb}; pass --force to overwrite")
+
+
+def _written_by_predict(p: Path, role: str) -> bool:
+    """Whether ``p`` is a regular file of ``role`` as predict writes it: the CSV header of
+    its role, a matplotlib PNG, or a DCASE result file (5 numbers a row, or empty)."""
+    if p.is_symlink() or not p.is_file():
+        return False
+    try:
+        with open(p, "rb") as f:
+            head = f.read(1 << 12)
+    except OSError:
+        return False
+    if role == "plot":
+        return head.startswith(b"\x89PNG\r\n\x1a\n") and b"Matplotlib" in head
+    first = head.split(b"\n", 1)[0].rstrip(b"\r")
+    if role in ("hypotheses", "detections"):
+        return first == ",".join(HYP_COLUMNS if role == "hypotheses" else SRC_COLUMNS).encode()
+    if not head:
+        return True
+    fields = first.split(b",")
+    try:
+        return len(fields) == 5 and all(math.isfinite(float(x)) for x in fields)
+    except ValueError:
+        return False
