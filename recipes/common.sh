@@ -25,6 +25,16 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$scale" in small|medium|paper) ;; *) echo "--scale must be small, medium or paper" >&2; exit 2 ;; esac
+# --jobs: a positive integer, at most the cores this shell may use (nproc follows the CPU
+# affinity), as the stages cap their own workers: the recipes also run --jobs trainings at once.
+case "$jobs" in ''|*[!0-9]*) echo "--jobs must be a positive integer (got '$jobs')" >&2; exit 2 ;; esac
+jobs=$((10#$jobs))
+[ "$jobs" -ge 1 ] || { echo "--jobs must be a positive integer (got $jobs)" >&2; exit 2; }
+_cores=$(nproc 2>/dev/null || echo 1)
+if [ "$jobs" -gt "$_cores" ]; then
+  echo "note: --jobs $jobs: $_cores (the cores this process may use)" >&2
+  jobs=$_cores
+fi
 # Seeds of each learned method: 3 at medium scale (mean ± std in the report), else one.
 if [ "$scale" = medium ]; then seeds=${seeds:-0 1 2}; else seeds=${seeds:-0}; fi
 # expand_runs MODEL...: set runs to "name:method:K:seed:extra" for every model

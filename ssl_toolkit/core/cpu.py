@@ -19,21 +19,37 @@ quiet) and adapts the thread count instead:
 Whatever the user set wins and is left alone: ``--threads N`` (or ``SSL_THREADS``), else
 ``OMP_NUM_THREADS``; an ``OMP_WAIT_POLICY`` in the environment is kept. Worker processes
 (``--jobs``) split the same cores with :func:`worker_threads`.
+
+Worker processes: every stage with ``--jobs`` runs its items through :func:`parallel_map`
+with :func:`worker_count` workers: never more than the items nor the cores this process
+may use (a note says so when ``--jobs`` asked for more). Workers are spawned with SIGINT
+and SIGTERM blocked until they have set their own dispositions (SIGINT ignored: Ctrl-C
+reaches the whole process group and the parent handles it; SIGTERM deadly; they die with
+the parent too). When the parent stops early (Ctrl-C, SIGTERM, an item's error) the
+workers are terminated, not waited for, before the exception leaves
+:func:`parallel_map`, so the atomic build can remove the partial output at once.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from multiprocessing.context import SpawnContext, SpawnProcess
+from typing import Any
 
 __all__ = [
     "Governor",
     "available_cores",
     "configure",
     "others_cores",
+    "parallel_map",
     "threads_in_use",
     "tick",
+    "worker_count",
     "worker_threads",
 ]
 
@@ -169,3 +185,169 @@ def tick() -> None:
     """Adapt torch's threads to the machine's load (see :class:`Governor`); call it from
     loops of work (a training step, a batch of predictions)."""
     GOVERNOR.tick()
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def worker_count(jobs: int, n_items: int, items: str = "items", option: str = "--jobs") -> int:
+    """Worker processes for ``n_items`` items when the user asked for ``jobs``: at most the
+    items and the cores this process may use (:func:`available_cores`), at least 1; a note
+    on stderr when ``jobs`` is capped.
+
+    Raises:
+        ConfigError: ``jobs`` below 1.
+    """
+    from .config import ConfigError
+
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"option '{option}' must be a positive integer, got {jobs!r}")
+    cores = available_cores()
+    n = max(1, min(jobs, n_items, cores))
+    if n < jobs and n_items > 1:
+        from .console import err
+
+        err.print(
+            f"note: {option} {jobs}: {n} worker process{'es' if n > 1 else ''} "
+            f"({n_items} {items}, {cores} core{'s' if cores > 1 else ''} available "
+            "to this process)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return n
+
+
+#: Signals a worker must not act on before it has set its own dispositions.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _MaskedProcess(SpawnProcess):
+    """A spawned process that starts with SIGINT and SIGTERM blocked (the mask is
+    inherited through fork and exec), so a signal that arrives while a worker starts
+    neither kills it with a traceback nor is lost: it stays pending until
+    :func:`_init_worker` has set the dispositions."""
+
+    def start(self) -> None:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            super().start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class _MaskedContext(SpawnContext):
+    """The ``spawn`` context with :class:`_MaskedProcess` workers."""
+
+    Process = _MaskedProcess
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when the parent dies (prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _init_worker(parent: int, threads: int, initializer: Callable | None, initargs: tuple):
+    """Worker start: Ctrl-C ignored (the parent stops the workers), SIGTERM deadly (no
+    inherited handler that turns it into an exception the worker loop would survive),
+    death with the parent, ``threads`` intra-op threads, then the stage's initializer."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    if os.getppid() != parent:  # the parent died while this worker started
+        os._exit(1)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def _stop_workers(pool, timeout_s: float = 3.0) -> None:
+    """Terminate a pool's workers (SIGTERM, then SIGKILL after ``timeout_s``) and wait
+    until they are gone: no worker outlives the parent's cleanup."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for p in procs:
+        try:
+            p.terminate()
+        except (OSError, ValueError, AttributeError):
+            pass
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + timeout_s
+    for p in procs:
+        try:
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join(1.0)
+        except (OSError, ValueError, AttributeError, AssertionError):
+            pass
+
+
+def parallel_map(
+    fn: Callable[[Any], Any],
+    items: Iterable[Any],
+    workers: int,
+    *,
+    initializer: Callable | None = None,
+    initargs: tuple = (),
+) -> Iterator[Any]:
+    """``fn(item)`` for every item, in order, in ``workers`` spawned processes (in this
+    process when ``workers <= 1``; size ``workers`` with :func:`worker_count`).
+
+    At most ``2 * workers`` items are in flight (a million items are not a million
+    futures). Each worker runs with its share of this process's threads
+    (:func:`worker_threads`), then ``initializer(*initargs)``. Use it as
+    ``with contextlib.closing(parallel_map(...)) as results: for r in results: ...``: when
+    the loop stops early (an exception, Ctrl-C, SIGTERM raised as KeyboardInterrupt) the
+    workers are terminated and gone before the ``with`` block is left.
+    """
+    if workers <= 1:
+        if initializer is not None:
+            initializer(*initargs)
+        for item in items:
+            yield fn(item)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=_MaskedContext(),
+        initializer=_init_worker,
+        initargs=(os.getpid(), worker_threads(workers), initializer, initargs),
+    )
+    finished = False
+    try:
+        pending: deque = deque()
+        it = iter(items)
+        for item in it:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            try:
+                result = pending.popleft().result()
+            except BrokenProcessPool:
+                from .errors import UserError
+
+                raise UserError(
+                    f"a worker process died while running (killed, or out of memory with "
+                    f"{workers} workers?); nothing was kept: rerun, with fewer --jobs"
+                ) from None
+            for item in it:  # keep the window full
+                pending.append(pool.submit(fn, item))
+                break
+            yield result
+        finished = True
+    finally:
+        if finished:
+            pool.shutdown(wait=True)
+        else:
+            _stop_workers(pool)

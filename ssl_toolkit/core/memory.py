@@ -1,8 +1,14 @@
-"""How much memory a stage may use: sizes are checked before anything large is allocated.
+"""How much memory and disk a stage may use: sizes are checked before anything large is
+allocated or written.
 
 ``-K 100000000`` or a clip of a billion seconds must end in one line naming the option,
 not in an allocation failure (or the kernel's OOM killer) minutes later. A stage
 estimates the bytes it is about to allocate and calls :func:`check_fits`.
+
+Likewise ``--n-clips 10000000`` must not fill the disk: every stage that writes large
+outputs (``ssl prep synth``, ``ssl prep features``, ``ssl prep import --copy``) estimates
+its output's size (the estimator lives beside the writer) and calls :func:`check_disk`
+before writing it.
 """
 
 from __future__ import annotations
@@ -47,6 +53,64 @@ def _cgroup_left() -> int:
         return max(0, int(limit) - used)
     except (OSError, ValueError):
         return _UNKNOWN
+
+
+def human_bytes(n_bytes: float) -> str:
+    """``41.0 TB``, ``120 GB``, ``3.50 MB``, ``512 B`` (decimal units)."""
+    n = float(n_bytes)
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= 0.9995 * scale:  # 999.9 MB reads 1.00 GB
+            v = n / scale
+            return f"{v:.0f} {unit}" if v >= 99.95 else f"{v:.{1 if v >= 9.995 else 2}f} {unit}"
+    return f"{n:.0f} B"
+
+
+#: Disk blocks: a file takes whole blocks (the estimates round each file up to one).
+DISK_BLOCK = 4096
+
+
+def file_bytes(n_bytes: float) -> float:
+    """Disk usage of a file of ``n_bytes``: rounded up to whole :data:`DISK_BLOCK` blocks."""
+    return float(-(-int(n_bytes) // DISK_BLOCK) * DISK_BLOCK) if n_bytes > 0 else DISK_BLOCK
+
+
+def free_disk_bytes(path: str | os.PathLike) -> tuple[int, Path]:
+    """Free bytes (for this user) on the file system that would hold ``path``, and the
+    nearest existing folder of ``path`` that was measured."""
+    import shutil
+
+    p = Path(os.path.abspath(path))
+    while True:
+        try:
+            if p.is_dir():
+                return int(shutil.disk_usage(p).free), p
+        except OSError:
+            pass
+        if p.parent == p:
+            return _UNKNOWN, p
+        p = p.parent
+
+
+def check_disk(n_bytes: float, out: str | os.PathLike, stage: str, fix: str) -> None:
+    """Refuse to start writing about ``n_bytes`` to ``out`` when its file system has less
+    free space (measured at the nearest existing folder of ``out``).
+
+    Args:
+        n_bytes: the estimated size of the output.
+        out: the output path (need not exist).
+        stage: the command (``"ssl prep synth"``).
+        fix: what the user can do (``"lower --n-clips"``).
+
+    Raises:
+        ConfigError: ``ssl prep synth would write ~41.0 TB to /x; 120 GB free there: lower
+            --n-clips or choose another disk``.
+    """
+    free, _ = free_disk_bytes(Path(out).parent)
+    if n_bytes > free:
+        raise ConfigError(
+            f"{stage} would write ~{human_bytes(n_bytes)} to {out}; "
+            f"{human_bytes(free)} free there: {fix} or choose another disk"
+        )
 
 
 def gigabytes(n_bytes: float) -> str:

@@ -22,6 +22,7 @@ in the manifest (see :mod:`ssl_toolkit.features.store`).
 from __future__ import annotations
 
 import os
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,10 @@ from ..core.artifacts import (
 )
 from ..core.config import ConfigError, check_finite, to_dict
 from ..core.console import log, progress
-from ..core.cpu import worker_threads
+from ..core.cpu import parallel_map, worker_count, worker_threads
 from ..core.errors import DataError
 from ..core.labels import read_label_file, table_frame_labels
+from ..core.memory import check_disk
 from ..features.extract import _MEL, _mel_basis, extract
 from ..features.spec import TYPES, FeatureSpec
 from ..features.store import FeatureWriter, frame_stats, write_rows
@@ -137,11 +139,11 @@ def compute_features(
         cfg: feature options.
         force: rebuild even when ``out`` holds an artifact built otherwise.
         jobs: worker processes (each writes its clips' chunks into the shared
-            memory-mapped arrays); the output does not depend on it.
+            memory-mapped arrays; at most the clips and the cores this process may use);
+            the output does not depend on it.
     """
     cfg.validate()
-    if jobs < 1:
-        raise ConfigError(f"option 'jobs' must be at least 1, got {jobs}")
+    worker_count(jobs, 1)  # a bad --jobs is refused before anything is read
     scenes = read_manifest(scenes_dir, "scenes")
     ex = scenes.extra
     spec = make_spec(cfg, ex["fs"], ex["format"], ex.get("n_channels", 4))
@@ -152,11 +154,32 @@ def compute_features(
     ) as b:
         if b.reused:
             return b.manifest
-        b.extra.update(_write(scenes, spec, b.dir, jobs))
+        b.extra.update(_write(scenes, spec, b.dir, jobs, final=b.final))
     return b.manifest
 
 
-def _write(scenes: Manifest, spec: FeatureSpec, out_dir: Path, jobs: int) -> dict[str, Any]:
+def output_bytes(
+    n_chunks: int, shape: tuple[int, int, int], max_sources: int, dcase: bool
+) -> float:
+    """Estimated disk use of a features artifact: the arrays of
+    :class:`~ssl_toolkit.features.store.FeatureWriter` (float16 features, bool activity,
+    float32 directions; int16 classes and float32 distances with DCASE labels), index.csv
+    and norm.npz."""
+    from ..core.memory import file_bytes
+
+    c, t, f = shape
+    labels = n_chunks * t * max_sources  # label slots
+    arrays = [n_chunks * c * t * f * 2, labels, labels * 12] + (
+        [labels * 2, labels * 4] if dcase else []
+    )
+    index = n_chunks * 48.0  # chunk,clip_id,fold,split,subset,start_frame
+    norm = 4 * c * f * 4 + 1024  # mean and std of train and all, float32
+    return sum(file_bytes(a + 128) for a in arrays) + file_bytes(index) + file_bytes(norm)
+
+
+def _write(
+    scenes: Manifest, spec: FeatureSpec, out_dir: Path, jobs: int, final: Path | None = None
+) -> dict[str, Any]:
     clips, audio_root = read_clips(scenes)
     chunk = spec.chunk_frames
     per_clip = _clip_frames(clips, audio_root, spec) // chunk
@@ -166,6 +189,8 @@ def _write(scenes: Manifest, spec: FeatureSpec, out_dir: Path, jobs: int) -> dic
     s = int(scenes.extra["max_sources"])
     label_format = scenes.extra.get("label_format", "tut2018")
     dcase = label_format == "dcase"
+    size = output_bytes(int(per_clip.sum()), (c, chunk, f), s, dcase)
+    check_disk(size, final or out_dir, "ssl prep features", "use fewer or shorter clips")
     writer = FeatureWriter(out_dir, int(per_clip.sum()), (c, chunk, f), s, classes=dcase)
     first = np.concatenate(([0], np.cumsum(per_clip)[:-1]))
     tasks = [
@@ -185,11 +210,15 @@ def _write(scenes: Manifest, spec: FeatureSpec, out_dir: Path, jobs: int) -> dic
     ]
     err2, val2 = np.zeros(c), np.zeros(c)
     largest, has_distance = -1, False  # over the labels written (DCASE labels)
-    for rows, e2, v2, sums, labels in _run(tasks, jobs):
-        writer.rows.extend(rows)
-        writer.add_stats(rows[0]["split"], sums)
-        err2, val2 = err2 + e2, val2 + v2
-        largest, has_distance = max(largest, labels[0]), has_distance or labels[1]
+    workers = worker_count(jobs, len(tasks), "clips")
+    with progress() as bar, closing(_run(tasks, workers)) as results:
+        task = bar.add_task("features", total=len(tasks), info="")
+        for rows, e2, v2, sums, labels in results:
+            writer.rows.extend(rows)
+            writer.add_stats(rows[0]["split"], sums)
+            err2, val2 = err2 + e2, val2 + v2
+            largest, has_distance = max(largest, labels[0]), has_distance or labels[1]
+            bar.advance(task)
     writer.finish()
     rel = np.sqrt(err2 / np.maximum(val2, 1e-30))
     extra = {
@@ -206,33 +235,20 @@ def _write(scenes: Manifest, spec: FeatureSpec, out_dir: Path, jobs: int) -> dic
     return extra
 
 
-def _run(tasks: list[dict[str, Any]], jobs: int):
-    """Run :func:`_clip_chunks` over the tasks (in worker processes when ``jobs > 1``).
-
-    Workers are spawned, not forked: a child forked after torch ran in the
-    parent can deadlock in torch's thread pool. Each worker gets its share of the
-    CPU's threads (``jobs`` workers with all threads each would oversubscribe it).
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with progress() as bar:
-        task = bar.add_task("features", total=len(tasks), info="")
-        if jobs == 1:
-            for t in tasks:
-                yield _clip_chunks(t)
-                bar.advance(task)
-            return
-        ctx = multiprocessing.get_context("spawn")
-        threads = worker_threads(jobs)  # the workers split this process's cores
-        if tasks and tasks[0]["spec"].type == "logmel":
-            _mel_basis(tasks[0]["spec"])  # made once here, shipped to the workers
-        with ProcessPoolExecutor(
-            max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads, _MEL)
-        ) as pool:
-            for result in pool.map(_clip_chunks, tasks):
-                yield result
-                bar.advance(task)
+def _run(tasks: list[dict[str, Any]], workers: int):
+    """:func:`_clip_chunks` of every task, in order, in ``workers`` processes
+    (:func:`~ssl_toolkit.core.cpu.parallel_map`: spawned, not forked, since a child forked
+    after torch ran in the parent can deadlock in torch's thread pool; each with its share
+    of this process's threads; terminated when the parent stops early)."""
+    if workers > 1 and tasks and tasks[0]["spec"].type == "logmel":
+        _mel_basis(tasks[0]["spec"])  # made once here, shipped to the workers
+    return parallel_map(
+        _clip_chunks,
+        tasks,
+        workers,
+        initializer=_init_worker if workers > 1 else None,
+        initargs=(worker_threads(workers), _MEL),
+    )
 
 
 def _init_worker(threads: int, mel: dict) -> None:

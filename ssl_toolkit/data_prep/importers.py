@@ -30,6 +30,7 @@ from ..core.config import ConfigError
 from ..core.console import log, track
 from ..core.errors import DataError
 from ..core.labels import max_overlap, read_labels, write_labels
+from ..core.memory import check_disk, file_bytes
 
 WAV_DIR = re.compile(r"^wav_(ov[123])_split(\d+)(?:_.*)?$")
 #: Share of each folder's training clips that becomes validation by default (every fifth).
@@ -364,6 +365,13 @@ def write_scenes(
     with build_artifact(out, "scenes", config, force=force, protect=(root,), log=log) as b:
         if b.reused:
             return b.manifest
+        if copy:
+            check_disk(
+                copy_bytes(records),
+                b.final,
+                "ssl prep import --copy",
+                "leave the audio in place (no --copy)",
+            )
         rows = [_write_clip(r, root, b.dir, copy, write_label) for r in track(records, "import")]
         clips = pd.DataFrame(rows)
         clips.to_csv(b.dir / "clips.csv", index=False)
@@ -381,6 +389,11 @@ def write_scenes(
         if mics is not None:
             b.extra["mic_positions_m"] = mics.tolist()
     return b.manifest
+
+
+def copy_bytes(records: list[dict[str, Any]]) -> float:
+    """Disk use of the audio ``--copy`` writes: the records' wav files, as they are."""
+    return sum(file_bytes(Path(r["wav"]).stat().st_size) for r in records)
 
 
 def _array(fmt: str, mic_positions_m) -> np.ndarray | None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import os
-from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ import pandas as pd
 from ..core.artifacts import Manifest, build_artifact
 from ..core.config import ConfigError, check_finite, to_dict
 from ..core.console import log, progress
+from ..core.cpu import parallel_map, worker_count
 from ..core.errors import DataError
 from ..core.geometry import deg, rad, sph_to_unit, unit_to_sph
 from ..core.labels import (
@@ -54,6 +55,7 @@ from ..core.labels import (
     write_labels,
     write_metadata,
 )
+from ..core.memory import check_disk
 from .arrays import FORMATS, MAX_ARRAY_RADIUS_M, SPEED_OF_SOUND_M_S, array_positions
 from .render import (
     BLOCK_HOP_S,
@@ -856,22 +858,24 @@ def synthesize(
     Args:
         out: output directory.
         cfg: the resolved config (call ``cfg.validate()`` or build it with ``config.resolve``).
-        jobs: worker processes; the output does not depend on it.
+        jobs: worker processes (at most the clips and the cores this process may use;
+            :func:`~ssl_toolkit.core.cpu.worker_count`); the output does not depend on it.
         force: rebuild even when ``out`` holds an artifact built otherwise.
 
     Returns:
         The manifest of the scenes artifact.
     """
     cfg.validate()
-    if jobs < 1:
-        raise ConfigError(f"option 'jobs' must be at least 1, got {jobs}")
-    _check_memory(cfg, jobs)
+    workers = worker_count(jobs, cfg.n_clips, "clips")
+    _check_memory(cfg, workers)
     classes = check_folder(cfg.sources_dir, cfg.fs) if cfg.sources_dir else None
-    table = clip_table(cfg)
     with build_artifact(out, "scenes", config_dict(cfg), force=force, log=log) as b:
         if b.reused:
             return b.manifest
-        rows = _run_clips(cfg, table, b.dir, jobs)
+        check_disk(
+            output_bytes(cfg), b.final, "ssl prep synth", "lower --n-clips or --clip-seconds"
+        )
+        rows = _run_clips(cfg, clip_table(cfg), b.dir, workers)
         clips = pd.DataFrame(rows).sort_values("clip_id").reset_index(drop=True)
         clips.to_csv(b.dir / "clips.csv", index=False)
         b.extra.update(_extra(cfg, classes or list(_library(cfg).classes), clips))
@@ -896,7 +900,8 @@ _BYTES_PER_CLIP_ROW = 2000
 
 
 def _check_memory(cfg: SynthConfig, jobs: int) -> None:
-    """Refuse clips too long to render in the available memory (``jobs`` at a time)."""
+    """Refuse clips too long to render in the available memory (``jobs`` workers at a
+    time)."""
     from ..core.memory import check_fits
 
     channels = len(cfg.mic_positions_m) if cfg.mic_positions_m else 4
@@ -910,23 +915,44 @@ def _check_memory(cfg: SynthConfig, jobs: int) -> None:
                "synthesize fewer clips (--clips)")  # fmt: skip
 
 
+#: Bytes per sample of the wav subtypes (:attr:`SynthConfig.subtype`).
+_SAMPLE_BYTES = {"PCM_U8": 1, "PCM_S8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4,
+                 "DOUBLE": 8}  # fmt: skip
+#: Bytes of a label row: a TUT2018 event (name, onset, offset, direction, distance) and a
+#: DCASE metadata row (one per event and 100 ms frame), as written (measured: 45 and 24).
+_EVENT_ROW_BYTES, _METADATA_ROW_BYTES = 50, 26
+
+
+def output_bytes(cfg: SynthConfig) -> float:
+    """Estimated disk use of a scenes artifact of ``cfg`` (wavs, label CSVs, clips.csv),
+    each file rounded up to whole disk blocks."""
+    from ..core.memory import file_bytes
+
+    channels = 4 if cfg.format == "foa" else len(mic_positions(cfg))
+    samples = int(round(cfg.clip_seconds * cfg.fs))
+    wav = file_bytes(samples * channels * _SAMPLE_BYTES.get(cfg.subtype.upper(), 4) + 80)
+    event_s, gap_s = float(np.mean(cfg.event_seconds)), float(np.mean(cfg.gap_seconds))
+    tracks = float(np.mean([int(sub[2:]) for sub in cfg.subsets]))  # tracks of a clip
+    if cfg.motion:  # one row per active 100 ms frame of each track
+        rows = tracks * cfg.clip_seconds * event_s / (event_s + gap_s) / METADATA_HOP_S
+        labels = file_bytes(rows * _METADATA_ROW_BYTES)
+    else:
+        rows = tracks * cfg.clip_seconds / (event_s + gap_s) + 1
+        labels = file_bytes(rows * _EVENT_ROW_BYTES)
+    return cfg.n_clips * (wav + labels) + file_bytes(cfg.n_clips * 120.0)
+
+
 def _run_clips(
-    cfg: SynthConfig, table: pd.DataFrame, out_dir: Path, jobs: int
+    cfg: SynthConfig, table: pd.DataFrame, out_dir: Path, workers: int
 ) -> list[dict[str, Any]]:
     records = table.to_dict("records")
     rows = []
-    with progress() as bar:
+    make = functools.partial(_make_clip, cfg, out_dir=str(out_dir))
+    with progress() as bar, closing(parallel_map(make, records, workers)) as results:
         task = bar.add_task(f"synth {cfg.preset}/{cfg.format}", total=len(records), info="")
-        if jobs == 1:
-            for r in records:
-                rows.append(_make_clip(cfg, r, str(out_dir)))
-                bar.advance(task)
-        else:
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
-                futures = [pool.submit(_make_clip, cfg, r, str(out_dir)) for r in records]
-                for f in futures:
-                    rows.append(f.result())
-                    bar.advance(task)
+        for row in results:
+            rows.append(row)
+            bar.advance(task)
     return rows
 
 
