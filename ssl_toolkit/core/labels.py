@@ -18,13 +18,16 @@ its direction between label frames is interpolated along the great circle
 
 from __future__ import annotations
 
+import csv
 import heapq
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .console import warn as console_warn
 from .errors import DataError
 from .geometry import rad, slerp, sph_to_unit
 
@@ -44,38 +47,48 @@ def write_labels(path: str | os.PathLike, events: pd.DataFrame) -> None:
 
 
 def read_labels(path: str | os.PathLike) -> pd.DataFrame:
-    """Read and check a TUT2018 label CSV.
+    """Read and check a TUT2018 label CSV (a header line, then one row per event).
+
+    Read by :func:`_text_rows` (any line ending, a byte-order mark, blank lines anywhere and a
+    trailing comma are tolerated); a file holding a header and no event is an empty table.
 
     Raises:
-        DataError: naming the file (and row) when a column is missing or a value
-            is not a number, a time is negative or ends before it starts, or an
-            angle is out of range.
+        DataError: naming the file (and line) when it is unreadable or empty, a column is
+            missing, a row has another number of fields than the header, a value is not
+            a finite number, a time is negative or ends before it starts, or an angle is
+            out of range.
     """
     p = Path(path)
-    try:
-        df = pd.read_csv(p, skipinitialspace=True)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"label file {p} is unreadable: {e}") from e
-    except pd.errors.EmptyDataError as e:
-        raise DataError(
-            f"label file {p} is empty (expected header {','.join(LABEL_COLUMNS)})"
-        ) from e
-    missing = [c for c in LABEL_COLUMNS if c not in df.columns]
+    rows = _text_rows(p, "label file", len(LABEL_COLUMNS))
+    if not rows:
+        raise DataError(f"label file {p} is empty (expected header {','.join(LABEL_COLUMNS)})")
+    _, _, header = rows[0]
+    missing = [c for c in LABEL_COLUMNS if c not in header]
     if missing:
         raise DataError(f"label file {p} lacks column(s) {', '.join(missing)}")
-    num = df[LABEL_COLUMNS[1:]].apply(pd.to_numeric, errors="coerce")
-    bad = num.isna().any(axis=1) | df["sound_event_recording"].isna()
-    bad |= (num["start_time"] < 0) | (num["end_time"] <= num["start_time"])
-    bad |= (num["ele"].abs() > 90) | (num["azi"] < -180) | (num["azi"] > 360)
+    body = rows[1:]
+    for n, text, fields in body:
+        if len(fields) != len(header):
+            raise DataError(
+                f"label file {p}, line {n}: row {text[:80]!r} has {len(fields)} fields, the "
+                f"header {len(header)}"
+            )
+    df = pd.DataFrame([f for _, _, f in body], columns=header, dtype=object)
+    if df.empty:
+        df = pd.DataFrame({c: pd.Series(dtype=object) for c in header})
+    num = df[LABEL_COLUMNS[1:]].apply(pd.to_numeric, errors="coerce").astype(np.float64)
+    bad = ~np.isfinite(num.to_numpy()).all(axis=1) | (df["sound_event_recording"] == "").to_numpy()
+    bad |= ((num["start_time"] < 0) | (num["end_time"] <= num["start_time"])).to_numpy()
+    bad |= ((num["ele"].abs() > 90) | (num["azi"] < -180) | (num["azi"] > 360)).to_numpy()
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
+        row = int(np.flatnonzero(bad)[0])
+        n, text, _ = body[row]
         raise DataError(
-            f"label file {p}, row {row + 2}: malformed event "
-            f"{','.join(str(v) for v in df.iloc[row].tolist())!r} "
-            "(need numeric times with 0 <= start < end, |ele| <= 90, azi in [-180, 360])"
+            f"label file {p}, line {n}: malformed event {text[:80]!r} "
+            "(need finite numeric times with 0 <= start < end, |ele| <= 90, azi in [-180, 360])"
         )
-    out = num.copy()
-    out.insert(0, "sound_event_recording", df["sound_event_recording"].astype(str))
+    out = num.reset_index(drop=True)
+    out.insert(0, "sound_event_recording", df["sound_event_recording"].astype(str).to_numpy())
     return out
 
 
@@ -165,73 +178,145 @@ def frame_labels(
     return activity, directions.astype(np.float32)
 
 
-def read_metadata(path: str | os.PathLike) -> pd.DataFrame:
-    """Read and check a DCASE 2020-2024 metadata CSV (5 or 6 columns, no header).
+def read_metadata(path: str | os.PathLike, warn=None, what: str = "metadata file") -> pd.DataFrame:
+    """Read and check a DCASE 2020-2024 metadata (or result) CSV, row by row.
 
-    An empty distance field (a row of a 6-column file) is an unknown distance (NaN). A
-    header line (some copies have one) and blank lines are skipped; line numbers in
-    messages count them.
+    As the official readers (``load_output_format_file`` of the DCASE baselines), each row
+    is parsed on its own: ``frame,class,source,azimuth,elevation`` (5 fields),
+    ``...,distance`` (6 fields: DCASE 2024, in cm; an empty distance is unknown) or
+    ``frame,class,azimuth,elevation`` (4 fields: the 2020 result format without a source
+    index; rows of one class in one frame get sources 0, 1, ... in file order), mixed
+    freely within a file. Read by :func:`_text_rows`: any line ending, a byte-order mark,
+    blank lines anywhere and a trailing comma are tolerated; a first line that is not
+    numeric (a header of 4 to 6 names) is skipped; line numbers in messages count every line. A row
+    repeated identically is kept once, with one warning line naming the file.
+
+    Args:
+        path: the CSV file.
+        warn: ``warn(line)`` for the duplicate warning (default: a line on stderr).
+        what: how messages name the file (``metadata file``, ``result file``).
 
     Returns:
         A table of :data:`METADATA_COLUMNS` sorted by frame, class and source (distance
-        in metres, NaN without a distance column).
+        in metres, NaN where unknown); no rows for a file without any.
 
     Raises:
-        DataError: naming the file and line when it is unreadable, has another number of
-            columns, a value is not a number, a frame, class or source index is negative
-            or not an integer, an angle is out of range (|azimuth| <= 180, |elevation|
-            <= 90), a distance is negative, or a (frame, class, source) repeats.
+        DataError: naming the file and line when it is unreadable, a row has another number
+            of fields, a value is not a finite number, a frame, class or source index is
+            negative, not an integer or too large (a class above :data:`MAX_CLASS`), an
+            angle is out of range (|azimuth| <= 180, |elevation| <= 90 degrees), a distance
+            is negative, or one (frame, class, source) is listed twice with other values.
     """
     p = Path(path)
-    empty = empty_metadata()
-    try:
-        df = pd.read_csv(p, header=None, skipinitialspace=True, dtype=str, skip_blank_lines=False)
-    except pd.errors.EmptyDataError:
-        return empty
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"metadata file {p} is unreadable: {e}") from e
-    line = np.arange(1, len(df) + 1)  # (R,) line of each row in the file
-    filled = df.notna().any(axis=1).to_numpy()  # blank lines are rows of NaN: skip them
-    df, line = df[filled], line[filled]
-    if df.empty:
-        return empty
-    if df.shape[1] not in (5, 6):
-        raise DataError(
-            f"metadata file {p} has {df.shape[1]} columns; a DCASE metadata file has 5 "
-            "(frame,class,source,azimuth,elevation) or 6 (and distance in cm)"
-        )
-    first = pd.to_numeric(df.iloc[0], errors="coerce")
-    if bool(first.isna().all()):  # a header line (some copies have one): skip it
-        df, line = df.iloc[1:], line[1:]
-    num = df.apply(pd.to_numeric, errors="coerce").to_numpy(np.float64).reshape(-1, df.shape[1])
-    bad = _malformed(num, df)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        text = ",".join(df.iloc[row].fillna("").astype(str).tolist())
-        raise DataError(
-            f"metadata file {p}, line {line[row]}: malformed row {text!r} (need integer "
-            "frame, class and source >= 0, |azimuth| <= 180, |elevation| <= 90 degrees, "
-            "distance >= 0 cm)"
-        )
-    idx = num[:, :3]
+    rows = _text_rows(p, what, 5)
+    if rows and _is_header(rows[0][2]):  # a header line (some copies have one)
+        rows = rows[1:]
+    if not rows:
+        return empty_metadata()
+    parsed = np.full((len(rows), 6), np.nan)  # frame, class, source, azimuth, elevation, cm
+    no_source = np.zeros(len(rows), bool)
+    for i, (n, text, fields) in enumerate(rows):
+        if len(fields) not in (4, 5, 6):
+            sep = next((c for c in ";\t|" if c in text), None)
+            hint = f" (separated by {sep!r}? DCASE rows are comma-separated)" if sep else ""
+            raise DataError(
+                f"{what} {p}, line {n}: row {text[:80]!r} has {len(fields)} field(s); a DCASE "
+                "row has 5 (frame,class,source,azimuth,elevation), 6 (and distance in cm) or "
+                f"4 (frame,class,azimuth,elevation){hint}"
+            )
+        cols = (0, 1, 3, 4) if len(fields) == 4 else range(len(fields))
+        no_source[i] = len(fields) == 4
+        for j, f in zip(cols, fields, strict=True):
+            v = _number(f)
+            if v is None and not (j == 5 and f == ""):
+                raise DataError(
+                    f"{what} {p}, line {n}: malformed row {text[:80]!r} "
+                    f"({_FIELD_NAMES[j]} {f!r} is not a finite number)"
+                )
+            parsed[i, j] = np.nan if v is None else v
+    parsed[no_source, 2] = 0.0
+    why = _out_of_range(parsed)
+    if why is not None:
+        i, reason = why
+        n, text, _ = rows[i]
+        raise DataError(f"{what} {p}, line {n}: malformed row {text[:80]!r} ({reason})")
+    line = np.array([n for n, _, _ in rows])
     out = pd.DataFrame(
         {
-            "frame": idx[:, 0].astype(np.int64),
-            "class": idx[:, 1].astype(np.int64),
-            "source": idx[:, 2].astype(np.int64),
-            "azimuth_deg": num[:, 3],
-            "elevation_deg": num[:, 4],
-            "distance_m": num[:, 5] / 100.0 if num.shape[1] == 6 else np.nan,
+            "frame": parsed[:, 0].astype(np.int64),
+            "class": parsed[:, 1].astype(np.int64),
+            "source": parsed[:, 2].astype(np.int64),
+            "azimuth_deg": parsed[:, 3],
+            "elevation_deg": parsed[:, 4],
+            "distance_m": parsed[:, 5] / 100.0,
         }
     )
+    same = out.duplicated(keep="first").to_numpy() & ~no_source  # identical rows: keep one
+    if no_source.any():  # 4 fields: identical rows once, then sources 0, 1... per class
+        same |= out.duplicated(keep="first").to_numpy() & no_source
+        keep4 = no_source & ~same
+        rank = out[keep4].groupby(["frame", "class"]).cumcount().to_numpy()
+        out.loc[keep4, "source"] = rank
+    if same.any():
+        first = int(line[np.flatnonzero(same)[0]])
+        (warn or console_warn)(
+            f"{what} {p}: {int(same.sum())} identical duplicate row(s) ignored (first at line "
+            f"{first})"
+        )
+        out, line = out[~same].reset_index(drop=True), line[~same]
     dup = out.duplicated(["frame", "class", "source"])
     if dup.any():
         row = int(np.flatnonzero(dup.to_numpy())[0])
         f, c, s = (int(out[k].iloc[row]) for k in ("frame", "class", "source"))
         raise DataError(
-            f"metadata file {p}, line {line[row]}: frame {f} lists class {c} source {s} twice"
+            f"{what} {p}, line {line[row]}: frame {f} lists class {c} source {s} twice, with "
+            "other values"
         )
     return out.sort_values(["frame", "class", "source"], kind="stable").reset_index(drop=True)
+
+
+#: Names of the fields of a metadata row, in messages.
+_FIELD_NAMES = ("frame", "class", "source", "azimuth", "elevation", "distance")
+#: Largest class index a label file may hold: classes are stored as int16, -1 for none, and
+#: a scenes or features manifest holds at most 32767 classes.
+MAX_CLASS = int(np.iinfo(np.int16).max) - 1
+#: Largest frame or source index (a 100 ms frame index of 2**31 is 6.8 years).
+MAX_INDEX = 2**31 - 1
+
+
+def _is_header(fields: list[str]) -> bool:
+    """A header line of a metadata file: 4 to 6 fields, none of them a number."""
+    return len(fields) in (4, 5, 6) and all(_number(f) is None and f for f in fields)
+
+
+def _number(text: str) -> float | None:
+    """A finite number written in ``text``, or None."""
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _out_of_range(num: np.ndarray) -> tuple[int, str] | None:
+    """The first row of parsed metadata ``num [R, 6]`` (distance NaN when absent) with a
+    value out of range, and why; None when every row is fine."""
+    checks = (
+        ((num[:, :3] < 0).any(axis=1), "frame, class and source indices must be >= 0"),
+        ((num[:, :3] != np.round(num[:, :3])).any(axis=1),
+         "frame, class and source indices must be integers"),
+        ((num[:, [0, 2]] > MAX_INDEX).any(axis=1),
+         f"frame and source indices must be at most {MAX_INDEX}"),
+        (num[:, 1] > MAX_CLASS, f"a class index must be at most {MAX_CLASS}"),
+        (np.abs(num[:, 3]) > 180, "the azimuth must lie in [-180, 180] degrees"),
+        (np.abs(num[:, 4]) > 90, "the elevation must lie in [-90, 90] degrees"),
+        (num[:, 5] < 0, "a distance must be >= 0 cm"),
+        (num[:, 5] / 100 > np.finfo(np.float32).max, "the distance is too large"),
+    )  # fmt: skip
+    for bad, why in checks:
+        if bad.any():
+            return int(np.flatnonzero(bad)[0]), why
+    return None
 
 
 def empty_metadata() -> pd.DataFrame:
@@ -239,16 +324,43 @@ def empty_metadata() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=np.float64) for c in METADATA_COLUMNS})
 
 
-def _malformed(num: np.ndarray, text: pd.DataFrame) -> np.ndarray:
-    """``[R]`` bool: rows of a metadata file (``num [R, 5 or 6]`` parsed, ``text`` as read)
-    with a missing or non-numeric value, a negative or fractional frame, class or source, an
-    angle out of range, or a negative or unparsable distance (an empty one is allowed)."""
-    idx = num[:, :3]
-    bad = np.isnan(num[:, :5]).any(axis=1) | (idx < 0).any(axis=1) | (idx != np.round(idx)).any(1)
-    bad |= (np.abs(num[:, 3]) > 180) | (np.abs(num[:, 4]) > 90)
-    if num.shape[1] == 6:
-        bad |= (num[:, 5] < 0) | (np.isnan(num[:, 5]) & text.iloc[:, 5].notna().to_numpy())
-    return bad
+def _text_rows(path: Path, what: str, min_fields: int) -> list[tuple[int, str, list[str]]]:
+    """The non-blank lines of a label file: ``(line number, text, fields)``.
+
+    The one way every label and result file is read: UTF-8 (a byte-order mark is dropped),
+    any line ending (LF, CRLF, CR), blank and whitespace-only lines skipped wherever they
+    are (line numbers still count them), fields split at commas (CSV quoting understood)
+    and stripped of spaces, and empty fields at the end of a row beyond ``min_fields``
+    dropped (a trailing comma).
+
+    Raises:
+        DataError: naming the file when it cannot be read, is not UTF-8 text, or is binary.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{what} {path} is unreadable: {e.strerror or e}") from e
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{what} {path} is not UTF-8 text (undecodable byte at offset {e.start})"
+        ) from e
+    if "\0" in text:
+        raise DataError(f"{what} {path} is binary (holds NUL bytes), not a CSV text file")
+    rows = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        s = line.strip()
+        if not s:
+            continue
+        try:
+            fields = [f.strip() for f in next(csv.reader([s]))]
+        except csv.Error as e:
+            raise DataError(f"{what} {path}, line {n}: unreadable row {s[:80]!r} ({e})") from e
+        while len(fields) > min_fields and fields[-1] == "":
+            fields.pop()
+        rows.append((n, s, fields))
+    return rows
 
 
 def write_metadata(path: str | os.PathLike, meta: pd.DataFrame) -> None:
@@ -276,13 +388,13 @@ def metadata_events(meta: pd.DataFrame) -> np.ndarray:
     consecutive frames form one event (an event ends where a frame is skipped)."""
     if len(meta) == 0:
         return np.zeros(0, np.int64)
-    key = meta["class"].to_numpy() * (1 << 20) + meta["source"].to_numpy()
-    frame = meta["frame"].to_numpy()
-    order = np.lexsort((frame, key))
-    k, f = key[order], frame[order]
-    new = np.ones(len(k), bool)
-    new[1:] = (k[1:] != k[:-1]) | (f[1:] != f[:-1] + 1)
-    ev = np.empty(len(k), np.int64)
+    cls, src = meta["class"].to_numpy(np.int64), meta["source"].to_numpy(np.int64)
+    frame = meta["frame"].to_numpy(np.int64)
+    order = np.lexsort((frame, src, cls))
+    c, s, f = cls[order], src[order], frame[order]
+    new = np.ones(len(c), bool)
+    new[1:] = (c[1:] != c[:-1]) | (s[1:] != s[:-1]) | (f[1:] != f[:-1] + 1)
+    ev = np.empty(len(c), np.int64)
     ev[order] = np.cumsum(new) - 1
     return ev
 
