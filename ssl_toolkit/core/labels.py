@@ -519,3 +519,106 @@ def table_frame_labels(
     if label_format == "dcase":
         return metadata_frame_labels(table, n_frames, hop_s, max_sources)
     return (*frame_labels(table, n_frames, hop_s, max_sources), None, None)
+
+
+# ----------------------------------------------------------------------------- label sets
+
+#: Most sources active at once that a scenes or features manifest may hold (``max_sources``).
+MAX_OVERLAP = 1000
+#: Degrees that are plainly radians: at least this many rows, all azimuths within
+#: +-RADIANS_AZ and elevations within +-RADIANS_EL, and the azimuths spread over at least
+#: RADIANS_SPREAD (a few degrees, which in radians is most of the circle). A source near 0
+#: degrees does not trip it: its rows would all have to lie within +-3.2 degrees and still
+#: span RADIANS_SPREAD degrees.
+RADIANS_AZ, RADIANS_EL = 3.2, 1.6
+RADIANS_MIN_ROWS, RADIANS_SPREAD = 100, 4.0
+
+
+def looks_like_radians(
+    azimuth_deg, elevation_deg, min_rows: int = RADIANS_MIN_ROWS, spread: float = RADIANS_SPREAD
+) -> bool:
+    """Whether directions read as degrees are plainly radians (see :data:`RADIANS_MIN_ROWS`)."""
+    az = np.asarray(azimuth_deg, np.float64)
+    el = np.asarray(elevation_deg, np.float64)
+    if len(az) < min_rows:
+        return False
+    inside = (np.abs(az) <= RADIANS_AZ).all() and (np.abs(el) <= RADIANS_EL).all()
+    return bool(inside and az.max() - az.min() >= spread)
+
+
+def check_label_set(tables, fmt: str, warn=None, n_classes: int | None = None,
+                    edition: str = "") -> None:  # fmt: skip
+    """The checks an import makes on its label files as a set, before anything is written.
+
+    - A file that holds no event, for a clip that has audio: a silent clip is legitimate (a
+      recording of background, the official readers accept an empty file), so it is one
+      warning line naming the files; every file empty is refused (nothing labelled at all:
+      surely a wrong folder or format).
+    - More than :data:`MAX_OVERLAP` events at once (what a manifest can hold): refused,
+      naming the file and the frame or time.
+    - Directions that are plainly radians over the whole set (:func:`looks_like_radians`):
+      refused, naming a file.
+    - A DCASE class index beyond the edition's ``n_classes``: one warning line naming the
+      file, frame and class (the class count grows to hold it).
+
+    Args:
+        tables: ``[(label file, table)]``: tables of :func:`read_label_file` in ``fmt``.
+        fmt: ``tut2018`` or ``dcase``.
+        warn: ``warn(line)`` (default: a line on stderr).
+        n_classes, edition: the DCASE edition's class count and name (None: not checked).
+
+    Raises:
+        DataError: naming the file at fault.
+    """
+    warn = warn or console_warn
+    tables = list(tables)
+    empty = [Path(p) for p, t in tables if len(t) == 0]
+    if tables and len(empty) == len(tables):
+        raise DataError(
+            f"no label file holds an event ({empty[0]} and {len(empty) - 1} other(s)): a "
+            "wrong folder, or labels in another format?"
+        )
+    if empty:
+        shown = ", ".join(p.name for p in empty[:8]) + (", ..." if len(empty) > 8 else "")
+        warn(
+            f"{len(empty)} label file(s) hold no event, their clips are imported as silent: "
+            f"{shown} (in {empty[0].parent})"
+        )
+    az_col, el_col = ("azimuth_deg", "elevation_deg") if fmt == "dcase" else ("azi", "ele")
+    full = [(p, t) for p, t in tables if len(t)]
+    for p, t in full:
+        if fmt == "dcase":
+            per_frame = t.groupby("frame").size()
+            if per_frame.max() > MAX_OVERLAP:
+                f = int(per_frame.idxmax())
+                raise DataError(
+                    f"metadata file {p}, frame {f}: {int(per_frame.max())} events at once, "
+                    f"more than the {MAX_OVERLAP} a scenes artifact can hold"
+                )
+        elif max_overlap(t) > MAX_OVERLAP:
+            raise DataError(
+                f"label file {p}: {max_overlap(t)} events overlap, more than the "
+                f"{MAX_OVERLAP} a scenes artifact can hold"
+            )
+    if full:
+        az = np.concatenate([t[az_col].to_numpy(np.float64) for _, t in full])
+        el = np.concatenate([t[el_col].to_numpy(np.float64) for _, t in full])
+        az = np.where(az > 180, az - 360, az)  # TUT2018 azimuths may be in [0, 360)
+        if looks_like_radians(az, el):
+            raise DataError(
+                f"the directions of all {len(az)} events of the label files (e.g. {full[0][0]}) "
+                f"lie within +-{RADIANS_AZ:g} (azimuth) and +-{RADIANS_EL:g} (elevation): "
+                "radians? Label files are in degrees"
+            )
+    if fmt == "dcase" and n_classes is not None:
+        for p, t in full:
+            big = t[t["class"] >= n_classes]
+            if len(big):
+                top = int(t["class"].max())
+                warn(
+                    f"metadata file {p}, frame {int(big['frame'].iloc[0])}: class "
+                    f"{int(big['class'].iloc[0])} is beyond the {n_classes} classes of "
+                    f"{edition or 'this edition'} (0..{n_classes - 1}); the scenes get "
+                    f"{top + 1} or more classes"
+                )
+                break

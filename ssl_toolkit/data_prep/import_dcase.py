@@ -41,7 +41,13 @@ from typing import Any
 
 from ..core.artifacts import Manifest
 from ..core.errors import DataError
-from ..core.labels import METADATA_HOP_S, metadata_max_overlap, read_metadata, write_metadata
+from ..core.labels import (
+    METADATA_HOP_S,
+    check_label_set,
+    metadata_max_overlap,
+    read_metadata,
+    write_metadata,
+)
 from .importers import (
     N_CHANNELS,
     ImportSplit,
@@ -176,6 +182,7 @@ def _scan(
             {
                 "clip_id": clip_id,
                 "wav": wav,
+                "csv": csv,
                 "meta": meta,
                 "fold": fold,
                 "split": which,
@@ -186,6 +193,8 @@ def _scan(
             }
         )
     _check_one_rate(records, root)
+    check_label_set(((r["csv"], r["meta"]) for r in records), "dcase",
+                    n_classes=EDITION_CLASSES[edition], edition=edition)  # fmt: skip
     return edition, (test_folds, val_folds), records
 
 

@@ -29,7 +29,7 @@ from ..core.artifacts import Manifest, build_artifact
 from ..core.config import ConfigError
 from ..core.console import log, track
 from ..core.errors import DataError
-from ..core.labels import max_overlap, read_labels, write_labels
+from ..core.labels import check_label_set, max_overlap, read_labels, write_labels
 
 WAV_DIR = re.compile(r"^wav_(ov[123])_split(\d+)(?:_.*)?$")
 #: Share of each folder's training clips that becomes validation by default (every fifth).
@@ -242,6 +242,7 @@ def _scan(root: Path, n_channels: int, how: ImportSplit) -> list[dict[str, Any]]
                 {
                     "clip_id": f"{subset}_split{fold}_{wav.stem}",
                     "wav": wav,
+                    "csv": csv,
                     "events": events,
                     "fold": fold,
                     "split": split,
@@ -252,6 +253,7 @@ def _scan(root: Path, n_channels: int, how: ImportSplit) -> list[dict[str, Any]]
                 }
             )
     _check_one_rate(records, root)
+    check_label_set(((r["csv"], r["events"]) for r in records), "tut2018")
     return records
 
 
