@@ -185,10 +185,11 @@ def read_metadata(path: str | os.PathLike, warn=None, what: str = "metadata file
     is parsed on its own: ``frame,class,source,azimuth,elevation`` (5 fields),
     ``...,distance`` (6 fields: DCASE 2024, in cm; an empty distance is unknown) or
     ``frame,class,azimuth,elevation`` (4 fields: the 2020 result format without a source
-    index; rows of one class in one frame get sources 0, 1, ... in file order), mixed
-    freely within a file. Read by :func:`_text_rows`: any line ending, a byte-order mark,
-    blank lines anywhere and a trailing comma are tolerated; a first line that is not
-    numeric (a header of 4 to 6 names) is skipped; line numbers in messages count every line. A row
+    index; rows of one class in one frame get sources 0, 1, ... in file order). 5 and 6
+    fields mix freely within a file; 4 fields among more is refused (a truncated row).
+    Read by :func:`_text_rows`: any line ending, a byte-order mark, blank lines anywhere
+    and a trailing comma are tolerated; a first line that is not numeric (a header of 4
+    to 6 names) is skipped; line numbers in messages count every line. A row
     repeated identically is kept once, with one warning line naming the file.
 
     Args:
@@ -234,6 +235,14 @@ def read_metadata(path: str | os.PathLike, warn=None, what: str = "metadata file
                     f"({_FIELD_NAMES[j]} {f!r} is not a finite number)"
                 )
             parsed[i, j] = np.nan if v is None else v
+    if no_source.any() and not no_source.all():  # 4 fields among 5 or 6: a truncated row
+        i = int(np.flatnonzero(no_source)[0])
+        other = rows[int(np.flatnonzero(~no_source)[0])][0]
+        raise DataError(
+            f"{what} {p}, line {rows[i][0]}: row {rows[i][1][:80]!r} has 4 fields, line "
+            f"{other} 5 or more: a truncated row? (4 fields, frame,class,azimuth,elevation, "
+            "only in files without source indices)"
+        )
     parsed[no_source, 2] = 0.0
     why = _out_of_range(parsed)
     if why is not None:
