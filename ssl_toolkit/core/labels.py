@@ -555,14 +555,14 @@ def looks_like_radians(
     return bool(inside and az.max() - az.min() >= spread)
 
 
-def check_label_set(tables, fmt: str, warn=None, n_classes: int | None = None,
-                    edition: str = "") -> None:  # fmt: skip
+def check_label_set(tables, fmt: str, n_classes: int | None = None,
+                    edition: str = "") -> list[str]:  # fmt: skip
     """The checks an import makes on its label files as a set, before anything is written.
 
     - A file that holds no event, for a clip that has audio: a silent clip is legitimate (a
-      recording of background, the official readers accept an empty file), so it is one
-      warning line naming the files; every file empty is refused (nothing labelled at all:
-      surely a wrong folder or format).
+      recording of background; short synthesized clips; the official readers accept an
+      empty file), so it is one warning line naming the files; every file empty is
+      refused (nothing labelled at all: surely a wrong folder or format).
     - More than :data:`MAX_OVERLAP` events at once (what a manifest can hold): refused,
       naming the file and the frame or time.
     - Directions that are plainly radians over the whole set (:func:`looks_like_radians`):
@@ -573,13 +573,16 @@ def check_label_set(tables, fmt: str, warn=None, n_classes: int | None = None,
     Args:
         tables: ``[(label file, table)]``: tables of :func:`read_label_file` in ``fmt``.
         fmt: ``tut2018`` or ``dcase``.
-        warn: ``warn(line)`` (default: a line on stderr).
         n_classes, edition: the DCASE edition's class count and name (None: not checked).
+
+    Returns:
+        The warning lines, for the caller to print once the import has succeeded (a failed
+        command prints its error line only).
 
     Raises:
         DataError: naming the file at fault.
     """
-    warn = warn or console_warn
+    warnings: list[str] = []
     tables = list(tables)
     empty = [Path(p) for p, t in tables if len(t) == 0]
     if tables and len(empty) == len(tables):
@@ -589,7 +592,7 @@ def check_label_set(tables, fmt: str, warn=None, n_classes: int | None = None,
         )
     if empty:
         shown = ", ".join(p.name for p in empty[:8]) + (", ..." if len(empty) > 8 else "")
-        warn(
+        warnings.append(
             f"{len(empty)} label file(s) hold no event, their clips are imported as silent: "
             f"{shown} (in {empty[0].parent})"
         )
@@ -624,10 +627,11 @@ def check_label_set(tables, fmt: str, warn=None, n_classes: int | None = None,
             big = t[t["class"] >= n_classes]
             if len(big):
                 top = int(t["class"].max())
-                warn(
+                warnings.append(
                     f"metadata file {p}, frame {int(big['frame'].iloc[0])}: class "
                     f"{int(big['class'].iloc[0])} is beyond the {n_classes} classes of "
                     f"{edition or 'this edition'} (0..{n_classes - 1}); the scenes get "
                     f"{top + 1} or more classes"
                 )
                 break
+    return warnings

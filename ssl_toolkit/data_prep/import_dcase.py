@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.artifacts import Manifest
+from ..core.console import warn as console_warn
 from ..core.errors import DataError
 from ..core.labels import (
     METADATA_HOP_S,
@@ -193,8 +194,6 @@ def _scan(
             }
         )
     _check_one_rate(records, root)
-    check_label_set(((r["csv"], r["meta"]) for r in records), "dcase",
-                    n_classes=EDITION_CLASSES[edition], edition=edition)  # fmt: skip
     return edition, (test_folds, val_folds), records
 
 
@@ -260,6 +259,8 @@ def import_dcase(
     n_channels = N_CHANNELS if mics is None else len(mics)
     edition, (test_folds, val_folds), records = _scan(root, fmt, n_channels, split)
     _check_split(records, split, root, fraction=edition == "starss")
+    warnings = check_label_set(((r["csv"], r["meta"]) for r in records), "dcase",
+                               n_classes=EDITION_CLASSES[edition], edition=edition)  # fmt: skip
     config = import_config("dcase", root, records, split, copy=copy, fmt=fmt, mics=mics)
     largest = max((int(r["meta"]["class"].max()) for r in records if len(r["meta"])), default=-1)
     extra = {
@@ -272,7 +273,7 @@ def import_dcase(
         "test_folds": list(test_folds),
         "val_folds": list(val_folds),
     }
-    return write_scenes(
+    man = write_scenes(
         out,
         config,
         records,
@@ -284,6 +285,9 @@ def import_dcase(
         fmt=fmt,
         mics=mics,
     )
+    for line in warnings:  # once the import succeeded: a failure prints its error only
+        console_warn(line)
+    return man
 
 
 __all__ = ["EDITION_CLASSES", "OFFICIAL_FOLDS", "find_clips", "import_dcase"]
