@@ -68,7 +68,7 @@ def test_import_copy_keeps_audio_inside(tmp_path):
 @pytest.mark.parametrize(
     ("damage", "named"),
     [
-        ("bad_row", r"desc_ov1_split1/train_2_desc_30_100\.csv, row 3"),
+        ("bad_row", r"desc_ov1_split1/train_2_desc_30_100\.csv, line 3"),
         ("no_labels", r"train_2_desc_30_100\.wav has no label file"),
         ("no_audio", r"train_2_desc_30_100\.csv has no audio"),
         ("channels", r"train_2_desc_30_100\.wav has 2 channels"),

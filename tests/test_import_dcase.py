@@ -223,7 +223,7 @@ def test_read_metadata_header_blank_lines_and_columns(tmp_path):
     m = read_metadata(p)
     assert m["distance_m"].iloc[0] == 1.5 and np.isnan(m["distance_m"].iloc[1])
     p.write_text("0,1,0,10,20,1,2\n")
-    with pytest.raises(DataError, match="has 7 columns"):
+    with pytest.raises(DataError, match="line 1: row .* has 7 field"):
         read_metadata(p)
     p.write_text("0,1,0,10,20\n\n1,1,0,200,20\n")  # line numbers count the blank line
     with pytest.raises(DataError, match=r"m\.csv, line 3: malformed row '1,1,0,200,20'"):

@@ -440,7 +440,10 @@ def test_invalid_slots_are_ignored_and_empty_frames_are_misses():
     # frame 0: 30 deg; frame 1: no estimate at all -> a miss, 180 deg
     assert M.oracle_error(hyps, targets, active, valid) == pytest.approx((30 + 180) / 2)
     assert M.oracle_error(hyps, targets, active) == pytest.approx(0.0)  # placeholders counted
-    np.testing.assert_allclose(M.emd_per_frame(hyps, conf, targets, active, valid), [30, 180])
+    # EMD: undefined without an estimate (no mass): left out and counted, not 180
+    np.testing.assert_allclose(M.emd_per_frame(hyps, conf, targets, active, valid), [30, np.nan])
+    assert M.emd(hyps, conf, targets, active, valid) == pytest.approx(30)
+    assert M.emd_excluded(active, valid) == 1 and M.emd_excluded(active, None) == 0
     # zero confidences on the valid slots: uniform weights over the valid ones only
     both = np.array([[True, True, False], [True, False, False]])
     zero = np.zeros((2, 3))

@@ -50,9 +50,13 @@ from ..core.console import warn as console_warn
 from ..core.errors import DataError, UserError
 from ..core.geometry import rad, sph_to_unit, unit_to_sph
 from ..core.labels import (
+    MAX_OVERLAP,
     METADATA_COLUMNS,
     METADATA_HOP_S,
+    RADIANS_AZ,
+    RADIANS_EL,
     empty_metadata,
+    looks_like_radians,
     read_metadata,
     write_metadata,
 )
@@ -61,6 +65,7 @@ from ..models.localize import Localizer
 __all__ = [
     "DcaseCsvLocalizer",
     "StreamDecimator",
+    "check_degrees",
     "check_hop",
     "label_frame",
     "read_results",
@@ -71,6 +76,12 @@ __all__ = [
 
 #: Names of the extra files listed in the one-line warning of :func:`read_results`.
 _LISTED = 8
+#: Most rows one label frame of a result file may hold (as many sources as a scenes
+#: artifact can hold at once): the scored arrays are dense in the most rows of any frame.
+MAX_ROWS_PER_FRAME = MAX_OVERLAP
+#: Label frames a result file may run past the end of its clip's scored frames: the
+#: features may leave out the last partial chunk (0.5 s) and a label frame of rounding.
+FRAME_SLACK = 10
 
 
 def check_hop(hop_s: float) -> None:
@@ -193,14 +204,24 @@ def write_results(directory: str | os.PathLike, tables: dict[str, pd.DataFrame])
     return paths
 
 
-def read_results(directory: str | os.PathLike, clip_ids, warn=None) -> dict[str, pd.DataFrame]:
+def read_results(
+    directory: str | os.PathLike, clip_ids, warn=None, n_frames: dict[str, int] | None = None
+) -> dict[str, pd.DataFrame]:
     """Read and check the result file ``<clip_id>.csv`` of each clip from ``directory``.
+
+    Each file is read row by row (:func:`~ssl_toolkit.core.labels.read_metadata`): sparse
+    files (frames without a row), empty files and files of one row are what real systems
+    write, and are scored as they are. A file is refused (naming it) when one label frame
+    holds more than :data:`MAX_ROWS_PER_FRAME` rows, or when ``n_frames`` is given and a
+    row lies more than :data:`FRAME_SLACK` label frames past its clip's end: frame indices
+    counted in 20 ms feature frames rather than 100 ms label frames are 5 times too large.
 
     Args:
         directory: a folder of DCASE result files (any system's).
         clip_ids: the clips needed (one file each).
-        warn: ``warn(line)`` for the one-line warning listing the folder's other files
-            (default: printed on stderr).
+        warn: ``warn(line)`` for the warning lines: the folder's other files, duplicate
+            rows, every file empty (default: printed on stderr).
+        n_frames: ``{clip_id: label frames}`` the clips span (None: not checked).
 
     Returns:
         ``{clip_id: table}`` (:func:`~ssl_toolkit.core.labels.read_metadata`), in the order
@@ -208,8 +229,10 @@ def read_results(directory: str | os.PathLike, clip_ids, warn=None) -> dict[str,
 
     Raises:
         DataError: the folder does not exist, a clip's file is missing (naming it), or a
-            file is malformed (naming the file and line: see ``read_metadata``).
+            file is malformed (naming the file and line: see ``read_metadata``), holds too
+            many rows in one frame or frames past its clip's end (naming file and frame).
     """
+    warn = warn or console_warn
     d = Path(directory)
     if not d.is_dir():
         raise DataError(f"--dcase-csv {d} is not a directory of DCASE result files")
@@ -226,10 +249,60 @@ def read_results(directory: str | os.PathLike, clip_ids, warn=None) -> dict[str,
     if extra:
         more = f", ... ({len(extra)} in all)" if len(extra) > _LISTED else ""
         shown = ", ".join(extra[:_LISTED]) + more
-        (warn or console_warn)(
-            f"{d}: {len(extra)} file(s) not of a clip of the split, ignored: {shown}"
+        warn(f"{d}: {len(extra)} file(s) not of a clip of the split, ignored: {shown}")
+    tables = {}
+    for c, p in files.items():
+        t = read_metadata(p, warn=warn, what="result file")
+        if len(t):
+            per_frame = t.groupby("frame").size()
+            if per_frame.max() > MAX_ROWS_PER_FRAME:
+                raise DataError(
+                    f"result file {p}, frame {int(per_frame.idxmax())}: {int(per_frame.max())} "
+                    f"rows in one label frame, more than {MAX_ROWS_PER_FRAME} (a DCASE frame "
+                    "lists each detected source once)"
+                )
+            last = int(t["frame"].max())
+            if n_frames is not None and c in n_frames and last >= n_frames[c] + FRAME_SLACK:
+                span = n_frames[c] * METADATA_HOP_S
+                raise DataError(
+                    f"result file {p} lists frame {last} ({last * METADATA_HOP_S:.1f} s) but "
+                    f"clip {c} lasts about {span:.1f} s ({n_frames[c]} label frames): frames "
+                    f"counted in 20 ms units? DCASE result files count "
+                    f"{METADATA_HOP_S * 1000:g} ms label frames"
+                )
+        tables[c] = t
+    if tables and not any(len(t) for t in tables.values()):
+        warn(f"no result file in {d} holds a row: the system detected nothing (scored as such)")
+    return tables
+
+
+def check_degrees(tables: dict[str, pd.DataFrame], directory, reference_az_deg) -> None:
+    """Refuse result files whose directions are plainly radians: every row of the folder
+    (at least 50) within +-3.2 azimuth and +-1.6 elevation, spread over 2 or more, while the
+    reference azimuths reach beyond +-10 degrees (a system localizing everything within 3
+    degrees of the front while the sources lie elsewhere).
+
+    Args:
+        tables: ``{clip_id: table}`` (:func:`read_results`); directory: their folder;
+        reference_az_deg: the active reference azimuths, degrees.
+
+    Raises:
+        DataError: naming the folder and a file, with the hint.
+    """
+    full = {c: t for c, t in tables.items() if len(t)}
+    if not full:
+        return
+    az = np.concatenate([t["azimuth_deg"].to_numpy(np.float64) for t in full.values()])
+    el = np.concatenate([t["elevation_deg"].to_numpy(np.float64) for t in full.values()])
+    ref = np.asarray(reference_az_deg, np.float64)
+    if looks_like_radians(az, el, min_rows=50, spread=2.0) and (np.abs(ref) > 10).any():
+        first = _file_name(Path(directory), next(iter(full)))
+        raise DataError(
+            f"azimuths in {Path(directory)} (e.g. {first.name}) all lie within "
+            f"+-{RADIANS_AZ:g} and elevations within +-{RADIANS_EL:g} ({len(az)} rows) while "
+            f"the reference sources reach {np.abs(ref).max():.0f} degrees: radians? DCASE "
+            "result files are in degrees"
         )
-    return {c: read_metadata(p) for c, p in files.items()}
 
 
 class DcaseCsvLocalizer(Localizer):

@@ -30,6 +30,7 @@ __all__ = [
     "oracle_error",
     "chance_oracle_error",
     "emd",
+    "emd_excluded",
     "emd_per_frame",
     "hungarian_error",
     "hungarian_match",
@@ -190,16 +191,19 @@ def emd_per_frame(hyps, confidences, targets, active, valid=None) -> np.ndarray:
 
     Args:
         hyps: ``[N, K, 3]``; confidences: ``[N, K]``; targets: ``[N, S, 3]``; active: ``[N, S]``.
-        valid: ``[N, K]`` bool (default all): invalid slots carry no mass; a frame
-            without a valid slot transports nothing and counts 180 degrees (a miss).
+        valid: ``[N, K]`` bool (default all): invalid slots carry no mass. EMD compares
+            two distributions of mass 1: it is undefined (NaN) where either side has none,
+            a frame without an active target or without a valid slot (DCASE result files
+            list no row in frames where a system detects nothing); :func:`emd_excluded`
+            counts the latter.
 
     Returns:
         ``[N]`` float64.
     """
     active = np.asarray(active, dtype=bool)
-    n_act = active.sum(axis=1)
-    out = np.full(len(active), np.nan)
     v = _valid(hyps, valid)
+    n_act = np.where(v.any(axis=1), active.sum(axis=1), 0)  # no mass on one side: skipped
+    out = np.full(len(active), np.nan)
     p_all = _weights(confidences, v)
     for s in np.unique(n_act[n_act > 0]):
         rows = np.flatnonzero(n_act == s)
@@ -216,12 +220,21 @@ def emd_per_frame(hyps, confidences, targets, active, valid=None) -> np.ndarray:
             else:
                 val = _emd_pot(cost, p)
             out[r] = val * _DEG
-    out[(n_act > 0) & ~v.any(axis=1)] = 180.0
     return out
 
 
+def emd_excluded(active, valid) -> int:
+    """Frames with an active target but no valid slot: no estimate to transport, so
+    :func:`emd_per_frame` leaves them out (``emd_excluded_frames`` in ``metrics.json``; the
+    oracle error counts them as misses, 180 degrees)."""
+    active = np.asarray(active, dtype=bool)
+    v = np.ones(active.shape[0], bool) if valid is None else np.asarray(valid, bool).any(axis=1)
+    return int((active.any(axis=1) & ~v).sum())
+
+
 def emd(hyps, confidences, targets, active, valid=None) -> float:
-    """Mean over frames with an active target of :func:`emd_per_frame`, in degrees."""
+    """Mean of :func:`emd_per_frame` over the frames where it is defined (an active target
+    and a valid slot), in degrees; NaN where there is none."""
     e = emd_per_frame(hyps, confidences, targets, active, valid)
     e = e[~np.isnan(e)]
     return float(e.mean()) if len(e) else float("nan")
@@ -651,14 +664,15 @@ def all_metrics(
     ones, which are always there.
 
     Returns:
-        ``{"frames", "oracle_deg", "emd_deg", "hungarian_deg", "frame_recall",
-        "frame_recall_sum", "ER20", "F20", "LE_CD_deg", "LR_CD", "SELD"}``, and with
+        ``{"frames", "oracle_deg", "emd_deg", "emd_excluded_frames", "hungarian_deg",
+        "frame_recall", "frame_recall_sum", "ER20", "F20", "LE_CD_deg", "LR_CD", "SELD"}``, and with
         ``n_classes`` ``"ER20_cls", "F20_cls", "LE_CD_deg_cls", "LR_CD_cls", "SELD_cls"``.
     """
     res = {
         "frames": int(len(active)),
         "oracle_deg": oracle_error(hyps, targets, active, valid),
         "emd_deg": emd(hyps, confidences, targets, active, valid),
+        "emd_excluded_frames": emd_excluded(active, valid),
         "hungarian_deg": hungarian_error(hyps, detected, targets, active),
     }
     res.update(frame_recall(confidences, active, threshold, valid))
@@ -686,6 +700,7 @@ TITLES = {
     "oracle_deg": Title("oracle (deg)", "oracle°"),
     "chance_oracle_deg": Title("chance oracle (deg)", "chance°"),
     "emd_deg": Title("EMD (deg)", "EMD°"),
+    "emd_excluded_frames": Title("frames without an estimate (left out of EMD)", "no est."),
     "hungarian_deg": Title("Hungarian (deg)", "Hungarian°"),
     "frame_recall": Title("frame recall", "recall"),
     "frame_recall_sum": Title("frame recall (sum)", "recall (sum)"),

@@ -18,13 +18,16 @@ its direction between label frames is interpolated along the great circle
 
 from __future__ import annotations
 
+import csv
 import heapq
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .console import warn as console_warn
 from .errors import DataError
 from .geometry import rad, slerp, sph_to_unit
 
@@ -44,38 +47,48 @@ def write_labels(path: str | os.PathLike, events: pd.DataFrame) -> None:
 
 
 def read_labels(path: str | os.PathLike) -> pd.DataFrame:
-    """Read and check a TUT2018 label CSV.
+    """Read and check a TUT2018 label CSV (a header line, then one row per event).
+
+    Read by :func:`_text_rows` (any line ending, a byte-order mark, blank lines anywhere and a
+    trailing comma are tolerated); a file holding a header and no event is an empty table.
 
     Raises:
-        DataError: naming the file (and row) when a column is missing or a value
-            is not a number, a time is negative or ends before it starts, or an
-            angle is out of range.
+        DataError: naming the file (and line) when it is unreadable or empty, a column is
+            missing, a row has another number of fields than the header, a value is not
+            a finite number, a time is negative or ends before it starts, or an angle is
+            out of range.
     """
     p = Path(path)
-    try:
-        df = pd.read_csv(p, skipinitialspace=True)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"label file {p} is unreadable: {e}") from e
-    except pd.errors.EmptyDataError as e:
-        raise DataError(
-            f"label file {p} is empty (expected header {','.join(LABEL_COLUMNS)})"
-        ) from e
-    missing = [c for c in LABEL_COLUMNS if c not in df.columns]
+    rows = _text_rows(p, "label file", len(LABEL_COLUMNS))
+    if not rows:
+        raise DataError(f"label file {p} is empty (expected header {','.join(LABEL_COLUMNS)})")
+    _, _, header = rows[0]
+    missing = [c for c in LABEL_COLUMNS if c not in header]
     if missing:
         raise DataError(f"label file {p} lacks column(s) {', '.join(missing)}")
-    num = df[LABEL_COLUMNS[1:]].apply(pd.to_numeric, errors="coerce")
-    bad = num.isna().any(axis=1) | df["sound_event_recording"].isna()
-    bad |= (num["start_time"] < 0) | (num["end_time"] <= num["start_time"])
-    bad |= (num["ele"].abs() > 90) | (num["azi"] < -180) | (num["azi"] > 360)
+    body = rows[1:]
+    for n, text, fields in body:
+        if len(fields) != len(header):
+            raise DataError(
+                f"label file {p}, line {n}: row {text[:80]!r} has {len(fields)} fields, the "
+                f"header {len(header)}"
+            )
+    df = pd.DataFrame([f for _, _, f in body], columns=header, dtype=object)
+    if df.empty:
+        df = pd.DataFrame({c: pd.Series(dtype=object) for c in header})
+    num = df[LABEL_COLUMNS[1:]].apply(pd.to_numeric, errors="coerce").astype(np.float64)
+    bad = ~np.isfinite(num.to_numpy()).all(axis=1) | (df["sound_event_recording"] == "").to_numpy()
+    bad |= ((num["start_time"] < 0) | (num["end_time"] <= num["start_time"])).to_numpy()
+    bad |= ((num["ele"].abs() > 90) | (num["azi"] < -180) | (num["azi"] > 360)).to_numpy()
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
+        row = int(np.flatnonzero(bad)[0])
+        n, text, _ = body[row]
         raise DataError(
-            f"label file {p}, row {row + 2}: malformed event "
-            f"{','.join(str(v) for v in df.iloc[row].tolist())!r} "
-            "(need numeric times with 0 <= start < end, |ele| <= 90, azi in [-180, 360])"
+            f"label file {p}, line {n}: malformed event {text[:80]!r} "
+            "(need finite numeric times with 0 <= start < end, |ele| <= 90, azi in [-180, 360])"
         )
-    out = num.copy()
-    out.insert(0, "sound_event_recording", df["sound_event_recording"].astype(str))
+    out = num.reset_index(drop=True)
+    out.insert(0, "sound_event_recording", df["sound_event_recording"].astype(str).to_numpy())
     return out
 
 
@@ -165,73 +178,154 @@ def frame_labels(
     return activity, directions.astype(np.float32)
 
 
-def read_metadata(path: str | os.PathLike) -> pd.DataFrame:
-    """Read and check a DCASE 2020-2024 metadata CSV (5 or 6 columns, no header).
+def read_metadata(path: str | os.PathLike, warn=None, what: str = "metadata file") -> pd.DataFrame:
+    """Read and check a DCASE 2020-2024 metadata (or result) CSV, row by row.
 
-    An empty distance field (a row of a 6-column file) is an unknown distance (NaN). A
-    header line (some copies have one) and blank lines are skipped; line numbers in
-    messages count them.
+    As the official readers (``load_output_format_file`` of the DCASE baselines), each row
+    is parsed on its own: ``frame,class,source,azimuth,elevation`` (5 fields),
+    ``...,distance`` (6 fields: DCASE 2024, in cm; an empty distance is unknown) or
+    ``frame,class,azimuth,elevation`` (4 fields: the 2020 result format without a source
+    index; rows of one class in one frame get sources 0, 1, ... in file order). 5 and 6
+    fields mix freely within a file; 4 fields among more is refused (a truncated row).
+    Read by :func:`_text_rows`: any line ending, a byte-order mark, blank lines anywhere
+    and a trailing comma are tolerated; a first line that is not numeric (a header of 4
+    to 6 names) is skipped; line numbers in messages count every line. A row
+    repeated identically is kept once, with one warning line naming the file.
+
+    Args:
+        path: the CSV file.
+        warn: ``warn(line)`` for the duplicate warning (default: a line on stderr).
+        what: how messages name the file (``metadata file``, ``result file``).
 
     Returns:
         A table of :data:`METADATA_COLUMNS` sorted by frame, class and source (distance
-        in metres, NaN without a distance column).
+        in metres, NaN where unknown); no rows for a file without any.
 
     Raises:
-        DataError: naming the file and line when it is unreadable, has another number of
-            columns, a value is not a number, a frame, class or source index is negative
-            or not an integer, an angle is out of range (|azimuth| <= 180, |elevation|
-            <= 90), a distance is negative, or a (frame, class, source) repeats.
+        DataError: naming the file and line when it is unreadable, a row has another number
+            of fields, a value is not a finite number, a frame, class or source index is
+            negative, not an integer or too large (a class above :data:`MAX_CLASS`), an
+            angle is out of range (|azimuth| <= 180, |elevation| <= 90 degrees), a distance
+            is negative, or one (frame, class, source) is listed twice with other values.
     """
     p = Path(path)
-    empty = empty_metadata()
-    try:
-        df = pd.read_csv(p, header=None, skipinitialspace=True, dtype=str, skip_blank_lines=False)
-    except pd.errors.EmptyDataError:
-        return empty
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"metadata file {p} is unreadable: {e}") from e
-    line = np.arange(1, len(df) + 1)  # (R,) line of each row in the file
-    filled = df.notna().any(axis=1).to_numpy()  # blank lines are rows of NaN: skip them
-    df, line = df[filled], line[filled]
-    if df.empty:
-        return empty
-    if df.shape[1] not in (5, 6):
+    rows = _text_rows(p, what, 5)
+    if rows and _is_header(rows[0][2]):  # a header line (some copies have one)
+        rows = rows[1:]
+    if not rows:
+        return empty_metadata()
+    parsed = np.full((len(rows), 6), np.nan)  # frame, class, source, azimuth, elevation, cm
+    no_source = np.zeros(len(rows), bool)
+    for i, (n, text, fields) in enumerate(rows):
+        if len(fields) not in (4, 5, 6):
+            sep = next((c for c in ";\t|" if c in text), None)
+            hint = f" (separated by {sep!r}? DCASE rows are comma-separated)" if sep else ""
+            raise DataError(
+                f"{what} {p}, line {n}: row {text[:80]!r} has {len(fields)} field(s); a DCASE "
+                "row has 5 (frame,class,source,azimuth,elevation), 6 (and distance in cm) or "
+                f"4 (frame,class,azimuth,elevation){hint}"
+            )
+        cols = (0, 1, 3, 4) if len(fields) == 4 else range(len(fields))
+        no_source[i] = len(fields) == 4
+        for j, f in zip(cols, fields, strict=True):
+            v = _number(f)
+            if v is None and not (j == 5 and f == ""):
+                raise DataError(
+                    f"{what} {p}, line {n}: malformed row {text[:80]!r} "
+                    f"({_FIELD_NAMES[j]} {f!r} is not a finite number)"
+                )
+            parsed[i, j] = np.nan if v is None else v
+    if no_source.any() and not no_source.all():  # 4 fields among 5 or 6: a truncated row
+        i = int(np.flatnonzero(no_source)[0])
+        other = rows[int(np.flatnonzero(~no_source)[0])][0]
         raise DataError(
-            f"metadata file {p} has {df.shape[1]} columns; a DCASE metadata file has 5 "
-            "(frame,class,source,azimuth,elevation) or 6 (and distance in cm)"
+            f"{what} {p}, line {rows[i][0]}: row {rows[i][1][:80]!r} has 4 fields, line "
+            f"{other} 5 or more: a truncated row? (4 fields, frame,class,azimuth,elevation, "
+            "only in files without source indices)"
         )
-    first = pd.to_numeric(df.iloc[0], errors="coerce")
-    if bool(first.isna().all()):  # a header line (some copies have one): skip it
-        df, line = df.iloc[1:], line[1:]
-    num = df.apply(pd.to_numeric, errors="coerce").to_numpy(np.float64).reshape(-1, df.shape[1])
-    bad = _malformed(num, df)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        text = ",".join(df.iloc[row].fillna("").astype(str).tolist())
-        raise DataError(
-            f"metadata file {p}, line {line[row]}: malformed row {text!r} (need integer "
-            "frame, class and source >= 0, |azimuth| <= 180, |elevation| <= 90 degrees, "
-            "distance >= 0 cm)"
-        )
-    idx = num[:, :3]
+    parsed[no_source, 2] = 0.0
+    why = _out_of_range(parsed)
+    if why is not None:
+        i, reason = why
+        n, text, _ = rows[i]
+        raise DataError(f"{what} {p}, line {n}: malformed row {text[:80]!r} ({reason})")
+    line = np.array([n for n, _, _ in rows])
     out = pd.DataFrame(
         {
-            "frame": idx[:, 0].astype(np.int64),
-            "class": idx[:, 1].astype(np.int64),
-            "source": idx[:, 2].astype(np.int64),
-            "azimuth_deg": num[:, 3],
-            "elevation_deg": num[:, 4],
-            "distance_m": num[:, 5] / 100.0 if num.shape[1] == 6 else np.nan,
+            "frame": parsed[:, 0].astype(np.int64),
+            "class": parsed[:, 1].astype(np.int64),
+            "source": parsed[:, 2].astype(np.int64),
+            "azimuth_deg": parsed[:, 3],
+            "elevation_deg": parsed[:, 4],
+            "distance_m": parsed[:, 5] / 100.0,
         }
     )
+    same = out.duplicated(keep="first").to_numpy() & ~no_source  # identical rows: keep one
+    if no_source.any():  # 4 fields: identical rows once, then sources 0, 1... per class
+        same |= out.duplicated(keep="first").to_numpy() & no_source
+        keep4 = no_source & ~same
+        rank = out[keep4].groupby(["frame", "class"]).cumcount().to_numpy()
+        out.loc[keep4, "source"] = rank
+    if same.any():
+        first = int(line[np.flatnonzero(same)[0]])
+        (warn or console_warn)(
+            f"{what} {p}: {int(same.sum())} identical duplicate row(s) ignored (first at line "
+            f"{first})"
+        )
+        out, line = out[~same].reset_index(drop=True), line[~same]
     dup = out.duplicated(["frame", "class", "source"])
     if dup.any():
         row = int(np.flatnonzero(dup.to_numpy())[0])
         f, c, s = (int(out[k].iloc[row]) for k in ("frame", "class", "source"))
         raise DataError(
-            f"metadata file {p}, line {line[row]}: frame {f} lists class {c} source {s} twice"
+            f"{what} {p}, line {line[row]}: frame {f} lists class {c} source {s} twice, with "
+            "other values"
         )
     return out.sort_values(["frame", "class", "source"], kind="stable").reset_index(drop=True)
+
+
+#: Names of the fields of a metadata row, in messages.
+_FIELD_NAMES = ("frame", "class", "source", "azimuth", "elevation", "distance")
+#: Largest class index a label file may hold: classes are stored as int16, -1 for none, and
+#: a scenes or features manifest holds at most 32767 classes.
+MAX_CLASS = int(np.iinfo(np.int16).max) - 1
+#: Largest frame or source index (a 100 ms frame index of 2**31 is 6.8 years).
+MAX_INDEX = 2**31 - 1
+
+
+def _is_header(fields: list[str]) -> bool:
+    """A header line of a metadata file: 4 to 6 fields, none of them a number."""
+    return len(fields) in (4, 5, 6) and all(_number(f) is None and f for f in fields)
+
+
+def _number(text: str) -> float | None:
+    """A finite number written in ``text``, or None."""
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _out_of_range(num: np.ndarray) -> tuple[int, str] | None:
+    """The first row of parsed metadata ``num [R, 6]`` (distance NaN when absent) with a
+    value out of range, and why; None when every row is fine."""
+    checks = (
+        ((num[:, :3] < 0).any(axis=1), "frame, class and source indices must be >= 0"),
+        ((num[:, :3] != np.round(num[:, :3])).any(axis=1),
+         "frame, class and source indices must be integers"),
+        ((num[:, [0, 2]] > MAX_INDEX).any(axis=1),
+         f"frame and source indices must be at most {MAX_INDEX}"),
+        (num[:, 1] > MAX_CLASS, f"a class index must be at most {MAX_CLASS}"),
+        (np.abs(num[:, 3]) > 180, "the azimuth must lie in [-180, 180] degrees"),
+        (np.abs(num[:, 4]) > 90, "the elevation must lie in [-90, 90] degrees"),
+        (num[:, 5] < 0, "a distance must be >= 0 cm"),
+        (num[:, 5] / 100 > np.finfo(np.float32).max, "the distance is too large"),
+    )  # fmt: skip
+    for bad, why in checks:
+        if bad.any():
+            return int(np.flatnonzero(bad)[0]), why
+    return None
 
 
 def empty_metadata() -> pd.DataFrame:
@@ -239,16 +333,43 @@ def empty_metadata() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=np.float64) for c in METADATA_COLUMNS})
 
 
-def _malformed(num: np.ndarray, text: pd.DataFrame) -> np.ndarray:
-    """``[R]`` bool: rows of a metadata file (``num [R, 5 or 6]`` parsed, ``text`` as read)
-    with a missing or non-numeric value, a negative or fractional frame, class or source, an
-    angle out of range, or a negative or unparsable distance (an empty one is allowed)."""
-    idx = num[:, :3]
-    bad = np.isnan(num[:, :5]).any(axis=1) | (idx < 0).any(axis=1) | (idx != np.round(idx)).any(1)
-    bad |= (np.abs(num[:, 3]) > 180) | (np.abs(num[:, 4]) > 90)
-    if num.shape[1] == 6:
-        bad |= (num[:, 5] < 0) | (np.isnan(num[:, 5]) & text.iloc[:, 5].notna().to_numpy())
-    return bad
+def _text_rows(path: Path, what: str, min_fields: int) -> list[tuple[int, str, list[str]]]:
+    """The non-blank lines of a label file: ``(line number, text, fields)``.
+
+    The one way every label and result file is read: UTF-8 (a byte-order mark is dropped),
+    any line ending (LF, CRLF, CR), blank and whitespace-only lines skipped wherever they
+    are (line numbers still count them), fields split at commas (CSV quoting understood)
+    and stripped of spaces, and empty fields at the end of a row beyond ``min_fields``
+    dropped (a trailing comma).
+
+    Raises:
+        DataError: naming the file when it cannot be read, is not UTF-8 text, or is binary.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{what} {path} is unreadable: {e.strerror or e}") from e
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{what} {path} is not UTF-8 text (undecodable byte at offset {e.start})"
+        ) from e
+    if "\0" in text:
+        raise DataError(f"{what} {path} is binary (holds NUL bytes), not a CSV text file")
+    rows = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        s = line.strip()
+        if not s:
+            continue
+        try:
+            fields = [f.strip() for f in next(csv.reader([s]))]
+        except csv.Error as e:
+            raise DataError(f"{what} {path}, line {n}: unreadable row {s[:80]!r} ({e})") from e
+        while len(fields) > min_fields and fields[-1] == "":
+            fields.pop()
+        rows.append((n, s, fields))
+    return rows
 
 
 def write_metadata(path: str | os.PathLike, meta: pd.DataFrame) -> None:
@@ -276,13 +397,13 @@ def metadata_events(meta: pd.DataFrame) -> np.ndarray:
     consecutive frames form one event (an event ends where a frame is skipped)."""
     if len(meta) == 0:
         return np.zeros(0, np.int64)
-    key = meta["class"].to_numpy() * (1 << 20) + meta["source"].to_numpy()
-    frame = meta["frame"].to_numpy()
-    order = np.lexsort((frame, key))
-    k, f = key[order], frame[order]
-    new = np.ones(len(k), bool)
-    new[1:] = (k[1:] != k[:-1]) | (f[1:] != f[:-1] + 1)
-    ev = np.empty(len(k), np.int64)
+    cls, src = meta["class"].to_numpy(np.int64), meta["source"].to_numpy(np.int64)
+    frame = meta["frame"].to_numpy(np.int64)
+    order = np.lexsort((frame, src, cls))
+    c, s, f = cls[order], src[order], frame[order]
+    new = np.ones(len(c), bool)
+    new[1:] = (c[1:] != c[:-1]) | (s[1:] != s[:-1]) | (f[1:] != f[:-1] + 1)
+    ev = np.empty(len(c), np.int64)
     ev[order] = np.cumsum(new) - 1
     return ev
 
@@ -407,3 +528,110 @@ def table_frame_labels(
     if label_format == "dcase":
         return metadata_frame_labels(table, n_frames, hop_s, max_sources)
     return (*frame_labels(table, n_frames, hop_s, max_sources), None, None)
+
+
+# ----------------------------------------------------------------------------- label sets
+
+#: Most sources active at once that a scenes or features manifest may hold (``max_sources``).
+MAX_OVERLAP = 1000
+#: Degrees that are plainly radians: at least this many rows, all azimuths within
+#: +-RADIANS_AZ and elevations within +-RADIANS_EL, and the azimuths spread over at least
+#: RADIANS_SPREAD (a few degrees, which in radians is most of the circle). A source near 0
+#: degrees does not trip it: its rows would all have to lie within +-3.2 degrees and still
+#: span RADIANS_SPREAD degrees.
+RADIANS_AZ, RADIANS_EL = 3.2, 1.6
+RADIANS_MIN_ROWS, RADIANS_SPREAD = 100, 4.0
+
+
+def looks_like_radians(
+    azimuth_deg, elevation_deg, min_rows: int = RADIANS_MIN_ROWS, spread: float = RADIANS_SPREAD
+) -> bool:
+    """Whether directions read as degrees are plainly radians (see :data:`RADIANS_MIN_ROWS`)."""
+    az = np.asarray(azimuth_deg, np.float64)
+    el = np.asarray(elevation_deg, np.float64)
+    if len(az) < min_rows:
+        return False
+    inside = (np.abs(az) <= RADIANS_AZ).all() and (np.abs(el) <= RADIANS_EL).all()
+    return bool(inside and az.max() - az.min() >= spread)
+
+
+def check_label_set(tables, fmt: str, n_classes: int | None = None,
+                    edition: str = "") -> list[str]:  # fmt: skip
+    """The checks an import makes on its label files as a set, before anything is written.
+
+    - A file that holds no event, for a clip that has audio: a silent clip is legitimate (a
+      recording of background; short synthesized clips; the official readers accept an
+      empty file), so it is one warning line naming the files; every file empty is
+      refused (nothing labelled at all: surely a wrong folder or format).
+    - More than :data:`MAX_OVERLAP` events at once (what a manifest can hold): refused,
+      naming the file and the frame or time.
+    - Directions that are plainly radians over the whole set (:func:`looks_like_radians`):
+      refused, naming a file.
+    - A DCASE class index beyond the edition's ``n_classes``: one warning line naming the
+      file, frame and class (the class count grows to hold it).
+
+    Args:
+        tables: ``[(label file, table)]``: tables of :func:`read_label_file` in ``fmt``.
+        fmt: ``tut2018`` or ``dcase``.
+        n_classes, edition: the DCASE edition's class count and name (None: not checked).
+
+    Returns:
+        The warning lines, for the caller to print once the import has succeeded (a failed
+        command prints its error line only).
+
+    Raises:
+        DataError: naming the file at fault.
+    """
+    warnings: list[str] = []
+    tables = list(tables)
+    empty = [Path(p) for p, t in tables if len(t) == 0]
+    if tables and len(empty) == len(tables):
+        raise DataError(
+            f"no label file holds an event ({empty[0]} and {len(empty) - 1} other(s)): a "
+            "wrong folder, or labels in another format?"
+        )
+    if empty:
+        shown = ", ".join(p.name for p in empty[:8]) + (", ..." if len(empty) > 8 else "")
+        warnings.append(
+            f"{len(empty)} label file(s) hold no event, their clips are imported as silent: "
+            f"{shown} (in {empty[0].parent})"
+        )
+    az_col, el_col = ("azimuth_deg", "elevation_deg") if fmt == "dcase" else ("azi", "ele")
+    full = [(p, t) for p, t in tables if len(t)]
+    for p, t in full:
+        if fmt == "dcase":
+            per_frame = t.groupby("frame").size()
+            if per_frame.max() > MAX_OVERLAP:
+                f = int(per_frame.idxmax())
+                raise DataError(
+                    f"metadata file {p}, frame {f}: {int(per_frame.max())} events at once, "
+                    f"more than the {MAX_OVERLAP} a scenes artifact can hold"
+                )
+        elif max_overlap(t) > MAX_OVERLAP:
+            raise DataError(
+                f"label file {p}: {max_overlap(t)} events overlap, more than the "
+                f"{MAX_OVERLAP} a scenes artifact can hold"
+            )
+    if full:
+        az = np.concatenate([t[az_col].to_numpy(np.float64) for _, t in full])
+        el = np.concatenate([t[el_col].to_numpy(np.float64) for _, t in full])
+        az = np.where(az > 180, az - 360, az)  # TUT2018 azimuths may be in [0, 360)
+        if looks_like_radians(az, el):
+            raise DataError(
+                f"the directions of all {len(az)} events of the label files (e.g. {full[0][0]}) "
+                f"lie within +-{RADIANS_AZ:g} (azimuth) and +-{RADIANS_EL:g} (elevation): "
+                "radians? Label files are in degrees"
+            )
+    if fmt == "dcase" and n_classes is not None:
+        for p, t in full:
+            big = t[t["class"] >= n_classes]
+            if len(big):
+                top = int(t["class"].max())
+                warnings.append(
+                    f"metadata file {p}, frame {int(big['frame'].iloc[0])}: class "
+                    f"{int(big['class'].iloc[0])} is beyond the {n_classes} classes of "
+                    f"{edition or 'this edition'} (0..{n_classes - 1}); the scenes get "
+                    f"{top + 1} or more classes"
+                )
+                break
+    return warnings

@@ -40,8 +40,15 @@ from pathlib import Path
 from typing import Any
 
 from ..core.artifacts import Manifest
+from ..core.console import warn as console_warn
 from ..core.errors import DataError
-from ..core.labels import METADATA_HOP_S, metadata_max_overlap, read_metadata, write_metadata
+from ..core.labels import (
+    METADATA_HOP_S,
+    check_label_set,
+    metadata_max_overlap,
+    read_metadata,
+    write_metadata,
+)
 from .importers import (
     N_CHANNELS,
     ImportSplit,
@@ -176,6 +183,7 @@ def _scan(
             {
                 "clip_id": clip_id,
                 "wav": wav,
+                "csv": csv,
                 "meta": meta,
                 "fold": fold,
                 "split": which,
@@ -251,6 +259,8 @@ def import_dcase(
     n_channels = N_CHANNELS if mics is None else len(mics)
     edition, (test_folds, val_folds), records = _scan(root, fmt, n_channels, split)
     _check_split(records, split, root, fraction=edition == "starss")
+    warnings = check_label_set(((r["csv"], r["meta"]) for r in records), "dcase",
+                               n_classes=EDITION_CLASSES[edition], edition=edition)  # fmt: skip
     config = import_config("dcase", root, records, split, copy=copy, fmt=fmt, mics=mics)
     largest = max((int(r["meta"]["class"].max()) for r in records if len(r["meta"])), default=-1)
     extra = {
@@ -263,7 +273,7 @@ def import_dcase(
         "test_folds": list(test_folds),
         "val_folds": list(val_folds),
     }
-    return write_scenes(
+    man = write_scenes(
         out,
         config,
         records,
@@ -275,6 +285,9 @@ def import_dcase(
         fmt=fmt,
         mics=mics,
     )
+    for line in warnings:  # once the import succeeded: a failure prints its error only
+        console_warn(line)
+    return man
 
 
 __all__ = ["EDITION_CLASSES", "OFFICIAL_FOLDS", "find_clips", "import_dcase"]

@@ -28,8 +28,9 @@ import pandas as pd
 from ..core.artifacts import Manifest, build_artifact
 from ..core.config import ConfigError
 from ..core.console import log, track
+from ..core.console import warn as console_warn
 from ..core.errors import DataError
-from ..core.labels import max_overlap, read_labels, write_labels
+from ..core.labels import check_label_set, max_overlap, read_labels, write_labels
 from ..core.memory import check_disk, file_bytes
 
 WAV_DIR = re.compile(r"^wav_(ov[123])_split(\d+)(?:_.*)?$")
@@ -155,8 +156,6 @@ def _check_split(
             (False: only ``--val-folds`` makes val, as for the TAU-NIGENS datasets).
     """
     if records and all(r["split"] == "test" for r in records):
-        from ..core.console import log
-
         log(f"{root}: all {len(records)} clips are test clips: an evaluation-only import "
             "(score models trained on other data with `ssl eval --split test`)")  # fmt: skip
         return
@@ -251,6 +250,7 @@ def _scan(root: Path, n_channels: int, how: ImportSplit) -> list[dict[str, Any]]
                 {
                     "clip_id": f"{subset}_split{fold}_{wav.stem}",
                     "wav": wav,
+                    "csv": csv,
                     "events": events,
                     "fold": fold,
                     "split": split,
@@ -314,13 +314,14 @@ def import_tut2018(
     split.validate()
     records = _scan(root, N_CHANNELS if mics is None else len(mics), split)
     _check_split(records, split, root)
+    warnings = check_label_set(((r["csv"], r["events"]) for r in records), "tut2018")
     config = import_config("tut2018", root, records, split, copy=copy, fmt=fmt, mics=mics)
     extra = {
         "max_sources": max(max(r["n_sources_max"], int(r["subset"][2:])) for r in records),
         "layout": "tut2018",
         "classes": sorted({c for r in records for c in r["events"]["sound_event_recording"]}),
     }
-    return write_scenes(
+    man = write_scenes(
         out,
         config,
         records,
@@ -332,6 +333,9 @@ def import_tut2018(
         fmt=fmt,
         mics=mics,
     )
+    for line in warnings:  # once the import succeeded: a failure prints its error only
+        console_warn(line)
+    return man
 
 
 def write_scenes(

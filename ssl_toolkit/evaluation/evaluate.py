@@ -454,8 +454,10 @@ def evaluate_dcase_csv(
     """
     import hashlib
 
-    from ..analysis.dcase_csv import DcaseCsvLocalizer, read_results
+    from ..analysis.dcase_csv import DcaseCsvLocalizer, check_degrees, read_results
     from ..analysis.frames import label_frames
+    from ..core.geometry import unit_to_sph
+    from ..core.memory import check_fits
 
     cfg = cfg or EvalConfig()
     cfg.validate()
@@ -469,7 +471,15 @@ def evaluate_dcase_csv(
     fs = open_features(features)
     rows = _rows(fs, cfg.split, "--split")
     lab = label_frames(fs, rows)
-    tables = read_results(csv_dir, lab["clip_id"])
+    n_label = _label_frames_per_clip(lab["clip_id"], lab["frame"], fs.hop_s)
+    tables = read_results(csv_dir, lab["clip_id"], n_frames=n_label)
+    ref_az = unit_to_sph(np.asarray(lab["targets"], np.float64)[np.asarray(lab["active"], bool)])
+    check_degrees(tables, csv_dir, np.degrees(ref_az[0]))
+    # the scored arrays are dense in the most rows of one frame (K): [N, K] and [N, S, K]
+    k = max((int(t.groupby("frame").size().max()) for t in tables.values() if len(t)), default=1)
+    n, s = len(lab["frame"]), np.shape(lab["active"])[1]
+    check_fits(float(n) * k * (25 + 2 * 8 * s), f"--dcase-csv {csv_dir}: {n} frames of up to "
+               f"{k} rows", "score fewer rows per label frame")  # fmt: skip
     digest = hashlib.sha256()
     for clip in tables:
         digest.update(clip.encode() + b"\0" + (csv_dir / f"{clip}.csv").read_bytes() + b"\0")
@@ -487,6 +497,15 @@ def evaluate_dcase_csv(
                          source=str(csv_dir.resolve()))  # fmt: skip
         b.extra["label"] = label
     return b.manifest
+
+
+def _label_frames_per_clip(clip_id, frame, hop_s: float) -> dict[str, int]:
+    """``{clip: label frames}`` that the feature frames ``frame`` of each clip reach."""
+    from ..analysis.dcase_csv import label_frame
+
+    clip_id = np.asarray(clip_id).astype(str)
+    last = pd.Series(label_frame(frame, hop_s)).groupby(clip_id).max()
+    return {str(c): int(v) + 1 for c, v in last.items()}
 
 
 def load_metrics(path: str | os.PathLike) -> dict[str, Any]:
