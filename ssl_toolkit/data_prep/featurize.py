@@ -22,7 +22,7 @@ in the manifest (see :mod:`ssl_toolkit.features.store`).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,9 @@ from ..core.cpu import worker_threads
 from ..core.errors import DataError
 from ..core.labels import read_label_file, table_frame_labels
 from ..features.extract import _MEL, _mel_basis, extract
-from ..features.spec import TYPES, FeatureSpec
+from ..features.spec import TYPES, FeatureSpec, levels_db
 from ..features.store import FeatureWriter, frame_stats, write_rows
+from .arrays import scenes_array
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,11 @@ class FeatureConfig:
             raise ConfigError(f"option 'chunk_frames' must be at least 1, got {self.chunk_frames}")
 
 
-def make_spec(cfg: FeatureConfig, fs: int, fmt: str, n_channels: int = 4) -> FeatureSpec:
-    """The :class:`FeatureSpec` of ``cfg`` for audio at ``fs``: window sizes scaled to it."""
+def make_spec(
+    cfg: FeatureConfig, fs: int, fmt: str, n_channels: int = 4, array=None
+) -> FeatureSpec:
+    """The :class:`FeatureSpec` of ``cfg`` for audio at ``fs``: window sizes scaled to it;
+    ``array`` the scenes' :class:`~ssl_toolkit.features.spec.ArraySpec` (None: unknown)."""
     win = int(round(cfg.win_s * fs))
     n_fft = cfg.n_fft or 1 << (win - 1).bit_length()
     if n_fft < win:
@@ -97,6 +101,7 @@ def make_spec(cfg: FeatureConfig, fs: int, fmt: str, n_channels: int = 4) -> Fea
         n_channels=int(n_channels),
         format=fmt,
         chunk_frames=int(cfg.chunk_frames),
+        array=array,
     )
 
 
@@ -144,7 +149,7 @@ def compute_features(
         raise ConfigError(f"option 'jobs' must be at least 1, got {jobs}")
     scenes = read_manifest(scenes_dir, "scenes")
     ex = scenes.extra
-    spec = make_spec(cfg, ex["fs"], ex["format"], ex.get("n_channels", 4))
+    spec = make_spec(cfg, ex["fs"], ex["format"], ex.get("n_channels", 4), scenes_array(ex))
     root = str(ex.get("audio_root", "."))  # absolute: an imported dataset left in place
     protect = (root,) if os.path.isabs(root) else ()
     with build_artifact(
@@ -192,6 +197,8 @@ def _write(scenes: Manifest, spec: FeatureSpec, out_dir: Path, jobs: int) -> dic
         largest, has_distance = max(largest, labels[0]), has_distance or labels[1]
     writer.finish()
     rel = np.sqrt(err2 / np.maximum(val2, 1e-30))
+    with np.load(out_dir / "norm.npz") as norm:  # the train split's mean features
+        spec = replace(spec, levels_db=levels_db(spec, norm["mean"]))
     extra = {
         "feature_params": spec.to_dict(),
         "shape": [c, chunk, f],

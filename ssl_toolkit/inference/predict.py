@@ -307,6 +307,33 @@ def _spec(predictor: ModelLocalizer) -> FeatureSpec:
     return predictor.spec
 
 
+def _start_of_run(predictor: ModelLocalizer, spec: FeatureSpec, audio_files) -> int:
+    """State the model's expected input in one line (stderr), check every file's header
+    (channel count: refused) and what its audio says against the model's input
+    (:mod:`~ssl_toolkit.inference.input_checks`: one warning line per finding), before
+    anything is written; returns the longest file's length in samples at the model rate."""
+    from rich.markup import escape
+
+    from ..core.console import err, warn
+    from ..features.spec import warn_unknown_array
+    from .input_checks import banner, check_audio
+
+    def say(line: str) -> None:
+        err.print(escape(line), highlight=False, soft_wrap=True)
+
+    say(banner(spec, predictor.source))
+    warn_unknown_array(spec, predictor.source, "run" if predictor.backend == "torch" else "export")
+    longest = 0
+    for a in audio_files:  # every header checked before anything is written
+        r = AudioReader(a, spec.fs, spec.n_channels)
+        try:
+            longest = max(longest, r.n)
+            check_audio(r, spec, warn, lambda line: say(f"note: {line}"))
+        finally:
+            r.close()
+    return longest
+
+
 def predict_files(
     export_or_run: str | os.PathLike,
     audio_files,
@@ -368,11 +395,7 @@ def predict_files(
         from ..analysis.dcase_csv import check_hop
 
         check_hop(spec.hop_s)
-    longest = 0
-    for a in audio_files:  # every header checked before anything is written
-        r = AudioReader(a, spec.fs, spec.n_channels)
-        longest = max(longest, r.n)
-        r.close()
+    longest = _start_of_run(predictor, spec, audio_files)
     _check_block_memory(predictor, longest, block_seconds)
     created = not out.exists()
     dcase_dir = out / "dcase"
