@@ -308,30 +308,42 @@ def _spec(predictor: ModelLocalizer) -> FeatureSpec:
 
 
 def _start_of_run(predictor: ModelLocalizer, spec: FeatureSpec, audio_files) -> int:
-    """State the model's expected input in one line (stderr), check every file's header
-    (channel count: refused) and what its audio says against the model's input
-    (:mod:`~ssl_toolkit.inference.input_checks`: one warning line per finding), before
-    anything is written; returns the longest file's length in samples at the model rate."""
+    """Check every file's header (channel count: refused) before anything is written;
+    returns the longest file's length in samples at the model rate."""
+    longest = 0
+    for a in audio_files:
+        r = AudioReader(a, spec.fs, spec.n_channels)
+        longest = max(longest, r.n)
+        r.close()
+    return longest
+
+
+def _announce(predictor: ModelLocalizer, spec: FeatureSpec, audio_files) -> None:
+    """State the model's expected input in one line and what each file's audio says
+    against it (:mod:`~ssl_toolkit.inference.input_checks`: one line per finding, warnings
+    as ``warning:``), all on stderr; printed once every file was read (a file that fails
+    leaves its error as the only line)."""
     from rich.markup import escape
 
     from ..core.console import err, warn
     from ..features.spec import warn_unknown_array
     from .input_checks import banner, check_audio
 
-    def say(line: str) -> None:
-        err.print(escape(line), highlight=False, soft_wrap=True)
-
-    say(banner(spec, predictor.source))
-    warn_unknown_array(spec, predictor.source, "run" if predictor.backend == "torch" else "export")
-    longest = 0
-    for a in audio_files:  # every header checked before anything is written
+    lines: list[tuple[str, str]] = []  # (kind, line)
+    for a in audio_files:
         r = AudioReader(a, spec.fs, spec.n_channels)
         try:
-            longest = max(longest, r.n)
-            check_audio(r, spec, warn, lambda line: say(f"note: {line}"))
+            check_audio(r, spec, lambda ln: lines.append(("warn", ln)),
+                        lambda ln: lines.append(("note", f"note: {ln}")))  # fmt: skip
         finally:
             r.close()
-    return longest
+    err.print(escape(banner(spec, predictor.source)), highlight=False, soft_wrap=True)
+    warn_unknown_array(spec, predictor.source, "run" if predictor.backend == "torch" else "export")
+    for kind, line in lines:
+        if kind == "warn":
+            warn(line)
+        else:
+            err.print(escape(line), highlight=False, soft_wrap=True)
 
 
 def predict_files(
@@ -397,6 +409,7 @@ def predict_files(
         check_hop(spec.hop_s)
     longest = _start_of_run(predictor, spec, audio_files)
     _check_block_memory(predictor, longest, block_seconds)
+    _announce(predictor, spec, audio_files)
     created = not out.exists()
     dcase_dir = out / "dcase"
     dcase_created = dcase and not dcase_dir.exists()
