@@ -17,6 +17,7 @@ import numpy as np
 
 from .core.artifacts import Manifest, build_artifact
 from .core.geometry import sph_to_unit
+from .features.spec import ArraySpec
 from .features.store import FeatureWriter
 
 
@@ -72,6 +73,7 @@ def make_features_artifact(
         "format": "mic",
         "chunk_frames": frames,
         "n_mels": bins,
+        "array": ArraySpec.mic(_TETRAHEDRON_M).to_dict(),  # the tetrahedral MIC array
     }
     with build_artifact(path, "features", cfg, force=force) as b:
         if b.reused:

@@ -90,6 +90,24 @@ def read_array_toml(path) -> list[list[float]]:
     return found[0]
 
 
+def scenes_array(extra: dict):
+    """The :class:`~ssl_toolkit.features.spec.ArraySpec` of a scenes artifact's extras:
+    FOA (ACN W,Y,Z,X, SN3D), or the MIC capsules of ``mic_positions_m`` (the tetrahedral
+    array when a 4-channel MIC artifact lists none) with its ``acoustic_model``
+    (``free-field`` when not stated: the toolkit's rendering); None when unknown (a MIC
+    artifact of another channel count without positions)."""
+    from ..features.spec import ArraySpec
+
+    if extra.get("format") == "foa":
+        return ArraySpec.foa()
+    pos = extra.get("mic_positions_m")
+    if not pos:
+        if int(extra.get("n_channels", 4)) != 4:
+            return None
+        pos = tetra_positions_m()
+    return ArraySpec.mic(pos, extra.get("acoustic_model", "free-field"))
+
+
 def foa_gains(directions: np.ndarray) -> np.ndarray:
     """ACN/SN3D first-order gains of plane waves arriving from unit directions.
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,9 @@ from ..core.errors import DataError
 from ..core.labels import read_label_file, table_frame_labels
 from ..core.memory import check_disk
 from ..features.extract import _MEL, _mel_basis, extract
-from ..features.spec import TYPES, FeatureSpec
+from ..features.spec import TYPES, FeatureSpec, levels_db
 from ..features.store import FeatureWriter, frame_stats, write_rows
+from .arrays import scenes_array
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,11 @@ class FeatureConfig:
             raise ConfigError(f"option 'chunk_frames' must be at least 1, got {self.chunk_frames}")
 
 
-def make_spec(cfg: FeatureConfig, fs: int, fmt: str, n_channels: int = 4) -> FeatureSpec:
-    """The :class:`FeatureSpec` of ``cfg`` for audio at ``fs``: window sizes scaled to it."""
+def make_spec(
+    cfg: FeatureConfig, fs: int, fmt: str, n_channels: int = 4, array=None
+) -> FeatureSpec:
+    """The :class:`FeatureSpec` of ``cfg`` for audio at ``fs``: window sizes scaled to it;
+    ``array`` the scenes' :class:`~ssl_toolkit.features.spec.ArraySpec` (None: unknown)."""
     win = int(round(cfg.win_s * fs))
     n_fft = cfg.n_fft or 1 << (win - 1).bit_length()
     if n_fft < win:
@@ -99,6 +103,7 @@ def make_spec(cfg: FeatureConfig, fs: int, fmt: str, n_channels: int = 4) -> Fea
         n_channels=int(n_channels),
         format=fmt,
         chunk_frames=int(cfg.chunk_frames),
+        array=array,
     )
 
 
@@ -146,7 +151,7 @@ def compute_features(
     worker_count(jobs, 1)  # a bad --jobs is refused before anything is read
     scenes = read_manifest(scenes_dir, "scenes")
     ex = scenes.extra
-    spec = make_spec(cfg, ex["fs"], ex["format"], ex.get("n_channels", 4))
+    spec = make_spec(cfg, ex["fs"], ex["format"], ex.get("n_channels", 4), scenes_array(ex))
     root = str(ex.get("audio_root", "."))  # absolute: an imported dataset left in place
     protect = (root,) if os.path.isabs(root) else ()
     with build_artifact(
@@ -221,6 +226,8 @@ def _write(
             bar.advance(task)
     writer.finish()
     rel = np.sqrt(err2 / np.maximum(val2, 1e-30))
+    with np.load(out_dir / "norm.npz") as norm:  # the train split's mean features
+        spec = replace(spec, levels_db=levels_db(spec, norm["mean"]))
     extra = {
         "feature_params": spec.to_dict(),
         "shape": [c, chunk, f],

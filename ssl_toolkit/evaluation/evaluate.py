@@ -248,14 +248,39 @@ def write_eval(
     return doc
 
 
-def _check_compatible(run: FeatureSpec | None, fs: FeatureSet) -> None:
-    """Refuse features computed otherwise than the run's (``None``: the run does not say)."""
+def _check_compatible(run: FeatureSpec | None, fs: FeatureSet, model=None, kind="run") -> None:
+    """Refuse features computed otherwise than the run's (``None``: the run does not say),
+    or of another array (:func:`check_same_array`)."""
+    if model is not None:
+        check_same_array(run, fs.spec, model, fs.manifest.path, kind)
     bad = [k for k in _MUST_MATCH if run is not None and getattr(run, k) != getattr(fs.spec, k)]
     if bad:
         k = bad[0]
         raise UserError(
             f"{fs.manifest.path} has {k}={getattr(fs.spec, k)!r} but the run was trained on "
             f"{k}={getattr(run, k)!r}: evaluate on features made with the run's feature parameters"
+        )
+
+
+def check_same_array(model: FeatureSpec | None, data: FeatureSpec, model_path, data_path,
+                     kind: str = "run", warn=None) -> None:  # fmt: skip
+    """Refuse features of another array than the model's, in one line naming both arrays;
+    warn once per artifact where either side records none (made before arrays were
+    recorded: unchecked, still usable).
+
+    Raises:
+        UserError: ``<kind> M was trained on <array>, features F are of <array>: ...``.
+    """
+    from ..features.spec import array_mismatch, warn_unknown_array
+
+    warn_unknown_array(model, model_path, kind, warn)
+    warn_unknown_array(data, data_path, "features", warn)
+    both = array_mismatch(model, data)
+    if both is not None:
+        who = f"run {model_path}" if kind == "run" else f"the model of {kind} {model_path}"
+        raise UserError(
+            f"{who} was trained on the {both[0]}, features {data_path} are of the {both[1]}: "
+            f"evaluate on features of the {kind}'s array"
         )
 
 
@@ -346,7 +371,7 @@ def evaluate_run(
     loc = load_localizer(model)
     model_m = read_manifest(loc.source, ("run", "export"))
     fs = open_features(features)
-    _check_compatible(loc.spec, fs)
+    _check_compatible(loc.spec, fs, loc.source, model_m.kind)
     rows = _rows(fs, cfg.split, "--split")
     check_batch(min(cfg.batch_size, len(rows)), fs.shape, loc.K, "--batch-size")
     seg_frames = fs.spec.segment_frames(cfg.segment_s)
@@ -358,6 +383,9 @@ def evaluate_run(
         fr = predict_split(loc, fs, rows, cfg.batch_size, f"predicting {cfg.split}")
         kappa = (cal["kappa_vmf"], cal["kappa_voronoi"]) if cal else None
         temp = cal.get("calibration_val", {}).get("temperature")
+        for key, spec in (("model_array", loc.spec), ("data_array", fs.spec)):
+            if spec is not None and spec.array is not None:  # what ssl report checks
+                b.extra[key] = spec.array.to_dict()
         slots = loc.slot_classes
         _score_and_write(b, fr, fs, cfg, loc, thr, loc.label, kappa=kappa, temperature=temp,
                          model_classes=None if slots is None else int(slots.max()) + 1,

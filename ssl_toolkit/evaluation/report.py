@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..analysis.metrics import TITLES, titles
 from ..core.artifacts import ArtifactError, Manifest, build_artifact, read_manifest
+from ..core.errors import UserError
 
 __all__ = ["COLUMNS", "aggregate_seeds", "collect", "make_report", "print_report", "unique_labels"]
 
@@ -151,6 +152,64 @@ def aggregate_seeds(table: pd.DataFrame, items: Sequence[_Eval]) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def _input_spec(ref: dict):
+    """The :class:`FeatureSpec` an eval's input recorded (a run's ``model.json``, an
+    export's ``io.json``, a features manifest), or None when it is gone or was rebuilt
+    since (another fingerprint) or records none."""
+    from ..features.spec import FeatureSpec
+
+    try:
+        m = read_manifest(ref["path"], ref.get("kind"))
+        if m.fingerprint != ref.get("fingerprint"):
+            return None
+        if m.kind == "features":
+            params, where = m.extra.get("feature_params"), m.path / "manifest.json"
+        elif m.kind == "run":
+            from ..models import read_model_meta
+
+            params, where = read_model_meta(m.path).get("feature_params"), m.path / "model.json"
+        else:
+            from ..models.localize import read_io_json
+
+            params, where = read_io_json(m).get("feature_params"), m.file("io.json")
+        return None if params is None else FeatureSpec.from_dict(params, where, None)
+    except (ArtifactError, UserError, OSError, KeyError, TypeError):
+        return None
+
+
+def _check_array(man: Manifest, ev: _Eval) -> None:
+    """Refuse an eval of a model on features of another array (one made before ``ssl eval``
+    refused such pairs): the arrays it recorded (``model_array``, ``data_array``), else
+    those its inputs record, where both are known."""
+    from ..features.spec import ArraySpec, arrays_differ
+
+    refs = {r.get("kind"): r for r in man.inputs if isinstance(r, dict)}
+    model_ref = refs.get("run") or refs.get("export")
+    if model_ref is None or "features" not in refs:
+        return  # a classical baseline or DCASE result files: no model
+    arrays = []
+    for key, ref in (("model_array", model_ref), ("data_array", refs["features"])):
+        array = None
+        if isinstance(man.extra.get(key), dict):
+            try:
+                array = ArraySpec.from_dict(man.extra[key], man.path / "manifest.json", None,
+                                            f"extra.{key}.")  # fmt: skip
+            except ArtifactError:
+                array = None
+        if array is None and (spec := _input_spec(ref)) is not None:
+            array = spec.array
+        arrays.append(array)
+    both = arrays_differ(*arrays)
+    if both is not None:
+        kind, path = model_ref.get("kind"), model_ref["path"]
+        who = f"run {path}" if kind == "run" else f"the model of export {path}"
+        raise UserError(
+            f"eval {ev.label}: {who} was trained on the {both[0]}, features "
+            f"{refs['features']['path']} are of the {both[1]}: its numbers do not apply; "
+            f"evaluate on features of the {kind}'s array and report that eval"
+        )
+
+
 def _check_same_data(evals: Sequence[_Eval]) -> None:
     """Refuse evals scored on different features or splits, saying how to make them
     comparable: score each on the features and split most of them used."""
@@ -195,6 +254,8 @@ def make_report(
     mans, items = [m for m, _ in loaded], [e for _, e in loaded]
     for ev, label in zip(items, unique_labels([e.path for e in items]), strict=True):
         ev.label = label
+    for man, ev in loaded:
+        _check_array(man, ev)
     if not allow_mixed:
         _check_same_data(items)
     table, thr = collect(items)

@@ -409,6 +409,34 @@ def _spec(predictor: ModelLocalizer) -> FeatureSpec:
     return predictor.spec
 
 
+def _announce(predictor: ModelLocalizer, spec: FeatureSpec, audio_files) -> None:
+    """State the model's expected input in one line and what each file's audio says
+    against it (:mod:`~ssl_toolkit.inference.input_checks`: one line per finding, warnings
+    as ``warning:``), all on stderr; printed once every file was read (a file that fails
+    leaves its error as the only line)."""
+    from rich.markup import escape
+
+    from ..core.console import err, warn
+    from ..features.spec import warn_unknown_array
+    from .input_checks import banner, check_audio
+
+    lines: list[tuple[str, str]] = []  # (kind, line)
+    for a in audio_files:
+        r = AudioReader(a, spec.fs, spec.n_channels)
+        try:
+            check_audio(r, spec, lambda ln: lines.append(("warn", ln)),
+                        lambda ln: lines.append(("note", f"note: {ln}")))  # fmt: skip
+        finally:
+            r.close()
+    err.print(escape(banner(spec, predictor.source)), highlight=False, soft_wrap=True)
+    warn_unknown_array(spec, predictor.source, "run" if predictor.backend == "torch" else "export")
+    for kind, line in lines:
+        if kind == "warn":
+            warn(line)
+        else:
+            err.print(escape(line), highlight=False, soft_wrap=True)
+
+
 def predict_files(
     export_or_run: str | os.PathLike,
     audio_files,
@@ -509,6 +537,7 @@ def _predict_jobs(export_or_run, jobs, threshold, block_seconds, backend, dcase,
         r = AudioReader(j.audio, spec.fs, spec.n_channels)
         longest, ratio = max(longest, r.n), max(ratio, r.fs_in / r.fs)
         r.close()
+    _announce(predictor, spec, [j.audio for j in jobs])
     block = bounded_block(predictor, block_seconds, longest, ratio)
     thr = predictor.threshold if threshold is None else float(threshold)
     for j in track(jobs, "localizing"):
