@@ -176,6 +176,7 @@ def _scan(
             {
                 "clip_id": clip_id,
                 "wav": wav,
+                "label_file": csv,
                 "meta": meta,
                 "fold": fold,
                 "split": which,

@@ -242,6 +242,7 @@ def _scan(root: Path, n_channels: int, how: ImportSplit) -> list[dict[str, Any]]
                 {
                     "clip_id": f"{subset}_split{fold}_{wav.stem}",
                     "wav": wav,
+                    "label_file": csv,
                     "events": events,
                     "fold": fold,
                     "split": split,
@@ -353,7 +354,10 @@ def write_scenes(
         force: rebuild even when ``out`` holds an artifact built otherwise.
         fmt, mics: the audio format and the ``[M, 3]`` capsule positions (``mic``).
     """
-    with build_artifact(out, "scenes", config, force=force, protect=(root,), log=log) as b:
+    reads = [f for r in records for f in (r["wav"], r["label_file"])]  # the dataset's files
+    with build_artifact(
+        out, "scenes", config, force=force, protect=(root,), reads=reads, log=log
+    ) as b:
         if b.reused:
             return b.manifest
         rows = [_write_clip(r, root, b.dir, copy, write_label) for r in track(records, "import")]
