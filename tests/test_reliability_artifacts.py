@@ -105,6 +105,18 @@ def test_force_never_replaces_a_foreign_directory_nor_another_kind(stage, base, 
         assert snapshot(ws) == before, "the user's files changed"
 
 
+def test_demo_force_keeps_a_users_folder_in_its_workdir(tmp_path):
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "scenes" / "field-recording.wav").write_bytes(b"RIFF mine")
+    before = snapshot(tmp_path)
+    res = invoke("demo", tmp_path, "--force")
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    line = res.output.strip().splitlines()[-1]  # after the demo's stage banner
+    assert line.startswith("error: ") and "not an artifact of this toolkit" in line, line
+    assert "--force" not in line, line
+    assert snapshot(tmp_path) == before
+
+
 def test_force_replaces_an_artifact_of_its_kind_and_an_empty_directory_is_usable(base, tmp_path):
     ws = tmp_path
     copy_needs(base, ws, "scenes")
