@@ -388,3 +388,18 @@ def test_content_fingerprint(tmp_path):
     assert content_fingerprint([b]).fingerprint == fp  # not the path
     with pytest.raises(Exception, match="nope.wav: no such file"):
         content_fingerprint([tmp_path / "nope.wav"])
+
+
+def test_an_output_of_an_earlier_version_is_rebuilt_once_with_force(tmp_path):
+    wav = tmp_path / "a.wav"
+    wav.write_bytes(b"RIFF" + bytes(100))
+    out = tmp_path / "feat"
+    with build_artifact(out, "features", {"a": 1}):  # no reads: as before this rule
+        pass
+    with pytest.raises(ArtifactError, match="earlier version.*--force"):
+        with build_artifact(out, "features", {"a": 1}, reads=[wav]):
+            pass
+    with build_artifact(out, "features", {"a": 1}, reads=[wav], force=True):
+        pass
+    with build_artifact(out, "features", {"a": 1}, reads=[wav]) as b:
+        assert b.reused

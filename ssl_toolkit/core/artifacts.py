@@ -725,6 +725,11 @@ def _existing(final: Path, kind: str, fp: str, config, input_fps, contents) -> M
         and old.config == json.loads(json.dumps(config, default=str))
         and [i.get("fingerprint") for i in old.inputs] == list(input_fps)
     ):
+        if not old.reads:
+            raise ArtifactError(
+                f"{final} was built by an earlier version of the toolkit, which did not "
+                "fingerprint the files it reads; pass --force to rebuild it once"
+            )
         raise ArtifactError(
             f"{final} was built from other contents of the files it reads"
             f"{_changed_file(final, contents)}; pass --force to rebuild it from the files "
