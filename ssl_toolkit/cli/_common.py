@@ -116,23 +116,39 @@ def _sigterm_as_interrupt() -> None:
         signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
+def _fail(message: str) -> typer.Exit:
+    """Print ``error: message`` as one red line; the Exit(1) to raise."""
+    from rich.markup import escape
+
+    from ..core.console import err
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
 def user_errors(fn: F) -> F:
-    """Turn UserError (bad input/options) into one red line and exit code 1."""
+    """Turn UserError (bad input/options) into one red line and exit code 1.
+
+    So does an OS error about a path (it names the file: a name too long, a component that
+    is a file, a symbolic link loop, a missing parent, a full or read-only disk, ...), for
+    every stage at once: ``PATH: what is wrong``. An OS error that names no file, and any
+    other exception, is a bug and keeps its traceback.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ..core.errors import UserError
+        from ..core.errors import UserError, path_error_line
 
         _sigterm_as_interrupt()
         try:
             return fn(*args, **kwargs)
         except UserError as e:
-            from rich.markup import escape
-
-            from ..core.console import err
-
-            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            raise _fail(str(e)) from None
+        except (OSError, RuntimeError) as e:
+            line = path_error_line(e)
+            if line is None:
+                raise
+            raise _fail(line) from None
         except KeyboardInterrupt:
             print(INTERRUPTED, file=sys.stderr)
             raise typer.Exit(130) from None

@@ -11,8 +11,11 @@ missing directory, a wrong kind or an unknown schema with one line naming the
 stage that makes the right input. It writes its output with
 :func:`build_artifact`: the work happens in a hidden sibling directory that is
 renamed into place once the manifest is written, so an interrupted stage never
-leaves a directory that looks complete. With the same config and inputs an
-existing output is reused; ``force=True`` rebuilds it.
+leaves a directory that looks complete. With the same config, inputs and
+contents of the files it reads (``reads=``, see :func:`content_fingerprint`) an
+existing output is reused; ``force=True`` rebuilds it. ``force`` replaces only an
+artifact of the same kind (or the toolkit's own leftovers): never another kind of
+artifact, nor a directory or file that is not an artifact of this toolkit.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,7 +38,11 @@ from typing import Any
 
 from .. import __version__
 from . import readers
-from .errors import ArtifactError  # re-exported: artifacts.ArtifactError
+from .errors import (
+    ArtifactError,  # re-exported: artifacts.ArtifactError
+    DataError,
+    describe_os_error,
+)
 
 MANIFEST = "manifest.json"
 
@@ -67,6 +75,7 @@ class Manifest:
     extra: dict[str, Any] = field(default_factory=dict)
     toolkit_version: str = ""
     created: str = ""
+    reads: dict[str, Any] = field(default_factory=dict)
 
     def ref(self) -> dict[str, Any]:
         """How an output that uses this artifact records it among its inputs."""
@@ -83,17 +92,110 @@ def safe_join(root: str | os.PathLike, relative: str) -> Path:
     Raises:
         ArtifactError: when the path is absolute or climbs out with ``..``.
     """
-    root_p = Path(root).resolve()
-    p = (root_p / relative).resolve()
+    root_p = resolved(root)
+    p = resolved(root_p / relative)
     if p != root_p and root_p not in p.parents:
         raise ArtifactError(f"{relative!r} points outside {root_p}; refusing to read it")
     return p
+
+
+def resolved(path: str | os.PathLike) -> Path:
+    """``Path(path).resolve()``, with a symbolic link loop raised as the OSError (ELOOP)
+    naming the path that it is, not Python 3.11's RuntimeError."""
+    try:
+        return Path(path).resolve()
+    except RuntimeError as e:
+        if not str(e).startswith("Symlink loop"):
+            raise
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path)) from None
 
 
 def fingerprint(obj: Any) -> str:
     """Stable short hash of a JSON-serializable object."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _output_fingerprint(
+    kind: str, schema: Any, config: Any, inputs: list[Any], reads: str | None
+) -> str:
+    """The fingerprint of an artifact: its kind, schema, config, its inputs' fingerprints and,
+    when it reads files (``reads=``), their :func:`content_fingerprint`."""
+    obj = {"kind": kind, "schema": schema, "config": config, "inputs": inputs}
+    if reads is not None:
+        obj["reads"] = reads
+    return fingerprint(obj)
+
+
+#: Bytes hashed at the start, the middle and the end of each file a stage reads.
+SAMPLE_BYTES = 64 * 1024
+#: How :func:`content_fingerprint` sees a file (recorded in manifests, stated in the README).
+CONTENT_RULE = "size, mtime_ns and sha256 of the first, middle and last 64 KiB of each file"
+#: Per-file digests of the files an artifact was built from (for the refusal naming one).
+READS_FILE = "reads.json"
+
+
+@dataclass(frozen=True)
+class Contents:
+    """What :func:`content_fingerprint` saw: one fingerprint, and a digest per file."""
+
+    fingerprint: str
+    files: list[tuple[str, str]]
+    bytes: int
+
+    def summary(self) -> dict[str, Any]:
+        return {"fingerprint": self.fingerprint, "files": len(self.files),
+                "bytes": self.bytes, "rule": CONTENT_RULE}  # fmt: skip
+
+
+def content_fingerprint(paths) -> Contents:
+    """Fingerprint the files a stage reads, so that a changed input is never reused silently.
+
+    Each file counts by its size, its modification time (ns) and a sha256 of its first,
+    middle and last :data:`SAMPLE_BYTES` (the whole file when smaller): a rewritten file of
+    the same size changes its time, and ``touch`` alone is taken as a change too (safe side).
+    The fingerprint depends on the files' order and contents, not on their paths (an
+    artifact moved with ``mv`` keeps its fingerprint).
+
+    Raises:
+        DataError: one line naming a file that cannot be read.
+    """
+    digests, total, h = [], 0, hashlib.sha256()
+    for p in paths:
+        d, size = _file_digest(Path(p))
+        digests.append((str(p), d))
+        total += size
+        h.update(d.encode())
+    return Contents(h.hexdigest()[:16], digests, total)
+
+
+def _file_digest(path: Path) -> tuple[str, int]:
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            h = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}:".encode())
+            n = SAMPLE_BYTES
+            if st.st_size <= 3 * n:
+                h.update(f.read())
+            else:
+                for at in (0, (st.st_size - n) // 2, st.st_size - n):
+                    h.update(os.pread(f.fileno(), n, at))
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {describe_os_error(e)}") from e
+    return h.hexdigest()[:16], st.st_size
+
+
+def scene_files(scenes: Manifest, clips: Any, audio_root: Path, clip_ids=None) -> list[Path]:
+    """The audio and label files of (some of) the clips of a scenes artifact: what a stage
+    that reads them passes as ``build_artifact(reads=...)``.
+
+    Args:
+        scenes, clips, audio_root: the artifact and what :func:`read_clips` returned.
+        clip_ids: the clips read (None: all), in any order.
+    """
+    rows = clips if clip_ids is None else clips[clips["clip_id"].isin(set(clip_ids))]
+    audio = [safe_join(audio_root, a) for a in rows["audio"]]
+    return audio + [safe_join(scenes.path, lab) for lab in rows["labels"]]
 
 
 def read_manifest(path: str | os.PathLike, kind: str | tuple[str, ...]) -> Manifest:
@@ -118,7 +220,7 @@ def read_manifest(path: str | os.PathLike, kind: str | tuple[str, ...]) -> Manif
     mpath = p / MANIFEST
     if not mpath.is_file():
         raise ArtifactError(
-            f"{p} is not a {'/'.join(kinds)} artifact (no {MANIFEST}): run `{maker}` first"
+            f"{p} is not a {'/'.join(kinds)} artifact ({_why_absent(mpath)}): run `{maker}` first"
         )
     raw = readers.read_json_object(mpath, f"{maker} --force")
     got = raw.get("kind")
@@ -138,7 +240,7 @@ def read_manifest(path: str | os.PathLike, kind: str | tuple[str, ...]) -> Manif
     readers.check_fields(extra, EXTRA_FIELDS.get(got, {}), mpath, rebuild,
                          EXTRA_REQUIRED.get(got, ()), "extra.")  # fmt: skip
     man = Manifest(
-        path=p.resolve(),
+        path=resolved(p),
         kind=got,
         schema=schema,
         fingerprint=raw.get("fingerprint", ""),
@@ -147,11 +249,26 @@ def read_manifest(path: str | os.PathLike, kind: str | tuple[str, ...]) -> Manif
         extra=extra,
         toolkit_version=raw.get("toolkit_version", ""),
         created=raw.get("created", ""),
+        reads=raw.get("reads", {}),
     )
     if got == "scenes":
         _check_audio_root(man, mpath, rebuild)
         _check_clip_header(man.path / "clips.csv", rebuild)
     return man
+
+
+def _why_absent(mpath: Path) -> str:
+    """Why there is no manifest file at ``mpath``, in a few words."""
+    try:
+        os.stat(mpath)
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            return describe_os_error(e)
+        parent = mpath.parent
+        if not os.path.lexists(parent):
+            return "no such file or directory"
+        return f"no {MANIFEST}"
+    return f"{MANIFEST} is not a file"
 
 
 _INPUT_REF = readers.mapping
@@ -162,6 +279,7 @@ _MANIFEST_FIELDS: dict[str, readers.Check] = {
     "extra": readers.mapping,
     "toolkit_version": readers.text(),
     "created": readers.text(),
+    "reads": readers.mapping,
 }
 #: Types of the manifest extras each kind's readers rely on (checked where present).
 EXTRA_FIELDS: dict[str, dict[str, readers.Check]] = {
@@ -261,8 +379,8 @@ def _check_audio_root(man: Manifest, mpath: Path, rebuild: str) -> None:
             "outside the scenes' own dataset", rebuild,
         )  # fmt: skip
     ins = [i.get("fingerprint") for i in man.inputs]
-    want = fingerprint({"kind": man.kind, "schema": man.schema, "config": man.config,
-                        "inputs": ins})  # fmt: skip
+    want = _output_fingerprint(man.kind, man.schema, man.config, ins,
+                               man.reads.get("fingerprint") if man.reads else None)  # fmt: skip
     if want != man.fingerprint:
         raise readers.damaged(
             mpath, "its config was edited (the fingerprint does not match it); refusing to "
@@ -305,14 +423,90 @@ def _overlaps(a: Path, b: Path) -> bool:
 
 def _check_inputs_untouched(final: Path, inputs: list[Manifest], protect) -> None:
     """Refuse (even with --force) an output that is, contains or lies in an input."""
-    out = final.resolve()
+    out = resolved(final)
     for p in [m.path for m in inputs] + [Path(x) for x in protect]:
-        src = Path(p).resolve()
+        src = resolved(p)
         if _overlaps(out, src):
             raise ArtifactError(
                 f"output {final} overlaps the input {p}: a stage never writes over, into or "
                 "around its inputs (even with --force); choose another output path"
             )
+
+
+#: Longest name (bytes) a file system takes, where ``pathconf`` does not say.
+NAME_MAX = 255
+#: Room kept after ``.<name>`` for the suffixes of the sibling names (``.tmp-<pid>-<hex>``).
+_SUFFIX_ROOM = 32
+
+
+def _name_max(directory: Path) -> int:
+    try:
+        return int(os.pathconf(directory, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return NAME_MAX
+
+
+def _check_output_path(final: Path) -> None:
+    """Refuse, in one line, an output path that cannot be a directory: a name longer than
+    the file system allows, a component that is a file, a symbolic link loop or a broken
+    symbolic link, or an existing file."""
+    anc = final.parent
+    while not os.path.lexists(anc) and anc != anc.parent:
+        anc = anc.parent
+    limit = _name_max(anc) if anc.is_dir() else NAME_MAX
+    for part in final.parts:
+        if len(os.fsencode(part)) > limit:
+            raise ArtifactError(
+                f"{final}: the name {part[:40]}... is {len(os.fsencode(part))} bytes long, "
+                f"more than the file system allows ({limit}); choose a shorter output name"
+            )
+    try:
+        resolved(final)
+        for p in [*reversed(final.parents), final]:
+            if os.path.lexists(p) and not p.is_dir():
+                what = "a broken symbolic link" if p.is_symlink() and not p.exists() else (
+                    "an existing file, not a directory")  # fmt: skip
+                raise ArtifactError(f"{p} is {what}; choose another output path")
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename and str(e.filename) != str(final) else ""
+        raise ArtifactError(
+            f"{final}: {describe_os_error(e)}{where}; choose another output path"
+        ) from None
+
+
+def _sibling(final: Path, suffix: str) -> Path:
+    """``.<name>.<suffix>`` beside ``final``: the toolkit's own files of that output (lock,
+    temporary, replaced and resumable directories). A name too long for that is shortened
+    to its first bytes and a hash of the whole, so the sibling names stay within the file
+    system's limit for any output name it accepts."""
+    return final.parent / f"{_sibling_stem(final)}.{suffix}"
+
+
+def _sibling_stem(final: Path) -> str:
+    raw = os.fsencode(final.name)
+    if len(raw) + 1 + _SUFFIX_ROOM <= NAME_MAX:
+        return f".{final.name}"
+    short = raw[:150].decode("utf-8", errors="ignore")
+    return f".{short}~{hashlib.sha256(raw).hexdigest()[:16]}"
+
+
+def _leftovers(final: Path) -> list[Path]:
+    """Temporary and replaced directories of earlier writers of ``final`` (by exact name)."""
+    pat = re.compile(re.escape(_sibling_stem(final)) + r"\.(tmp-\d+-|old-)[0-9a-f]{8}")
+    try:
+        with os.scandir(final.parent) as it:
+            return [final.parent / e.name for e in it if pat.fullmatch(e.name)]
+    except OSError:
+        return []
+
+
+def _remove_leftover(p: Path) -> None:
+    """Remove one of the toolkit's own siblings (a directory, or a file or link there)."""
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            p.unlink()
 
 
 @contextlib.contextmanager
@@ -326,13 +520,11 @@ def _writer_lock(final: Path) -> Iterator[None]:
     Raises:
         ArtifactError: naming the PID of the process that holds the lock.
     """
-    lock = final.parent / f".{final.name}.lock"
+    lock = _sibling(final, "lock")
     fd = _lock_file(lock, final)
     try:
-        for old in final.parent.glob(f".{final.name}.tmp-*"):
-            shutil.rmtree(old, ignore_errors=True)
-        for old in final.parent.glob(f".{final.name}.old-*"):
-            shutil.rmtree(old, ignore_errors=True)
+        for old in _leftovers(final):
+            _remove_leftover(old)
         yield
     finally:
         with contextlib.suppress(OSError):
@@ -347,7 +539,7 @@ writer_lock = _writer_lock
 def _lock_file(lock: Path, final: Path) -> int:
     """An open descriptor holding the exclusive lock of ``lock`` (the file that is there)."""
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -383,14 +575,13 @@ def _env_error(e: OSError, final: Path) -> ArtifactError | None:
 def resumable_dir(final: str | os.PathLike) -> Path:
     """Where a resumable output ``final`` is built and kept when interrupted:
     ``.<name>.partial`` beside it."""
-    final = Path(final)
-    return final.parent / f".{final.name}.partial"
+    return _sibling(Path(final), "partial")
 
 
 def _partial_dir(final: Path, resumable: bool) -> Path:
     if resumable:
         return resumable_dir(final)
-    return final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return _sibling(final, f"tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
 @contextlib.contextmanager
@@ -404,13 +595,14 @@ def build_artifact(
     resumable: bool = False,
     fresh: bool = False,
     protect: tuple = (),
+    reads=None,
     log: Callable[[str], None] | None = None,
 ) -> Iterator[Build]:
     """Build a stage output atomically, or reuse an up-to-date one.
 
     Usage::
 
-        with build_artifact(out, "features", cfg, [scenes]) as b:
+        with build_artifact(out, "features", cfg, [scenes], reads=audio_files) as b:
             if not b.reused:
                 write_files_into(b.dir)
 
@@ -422,19 +614,29 @@ def build_artifact(
     Guarantees: an output that is, contains or lies inside an input (or a path of
     ``protect``, e.g. a dataset being imported) is refused even with ``force``; one
     process at a time builds a given output (advisory lock, see :func:`_writer_lock`);
-    ``force`` replaces the old output only once the new one is complete; a full disk
-    or a read-only location ends in one line and leaves nothing half-written.
+    ``force`` replaces the old output only once the new one is complete, and only when it
+    is an artifact of the same ``kind`` (or an empty directory): another kind of artifact,
+    a directory that is no artifact and a file are never replaced nor written into; a full
+    disk, a read-only location or an impossible path ends in one line and leaves nothing
+    half-written.
+
+    Args:
+        reads: the files the stage reads besides its input artifacts' manifests (audio,
+            labels, a dataset): their :func:`content_fingerprint` is part of the output's
+            fingerprint and recorded in its manifest (``reads``, per file in
+            ``reads.json``), so an output built from files that changed since is not
+            reused: it is refused, naming a changed file, until ``force`` rebuilds it.
 
     Raises:
-        ArtifactError: when ``out`` holds something else (another kind, another
-            config, or files without a manifest) and ``force`` is False, overlaps an
-            input, is being written by another process, or cannot be written.
+        ArtifactError: when ``out`` holds something else (another config or inputs without
+            ``force``; another kind or files without a manifest, even with ``force``),
+            overlaps an input, is being written by another process, or cannot be written.
+        DataError: a file of ``reads`` cannot be read.
     """
     final = Path(out)
     inputs = list(inputs)
+    _check_output_path(final)
     _check_inputs_untouched(final, inputs, protect)
-    if final.exists() and not final.is_dir():
-        raise ArtifactError(f"{final} is an existing file, not a directory; choose another path")
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         lock = _writer_lock(final)
@@ -442,7 +644,7 @@ def build_artifact(
     except OSError as e:
         raise (_env_error(e, final) or e) from e
     try:
-        yield from _build(final, kind, config, inputs, force, resumable, fresh, log)
+        yield from _build(final, kind, config, inputs, force, resumable, fresh, reads, log)
     except OSError as e:
         err = _env_error(e, final)
         if err is None:
@@ -452,54 +654,127 @@ def build_artifact(
         lock.__exit__(None, None, None)
 
 
-def _existing(final: Path, kind: str, fp: str) -> Manifest | None:
+def _peek_kind(final: Path) -> str | None:
+    """The kind ``final/manifest.json`` claims, if it is a manifest of this toolkit (a JSON
+    object whose ``kind`` is one of :data:`SCHEMAS`); None for anything else."""
+    try:
+        raw = json.loads((final / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    kind = raw.get("kind") if isinstance(raw, dict) else None
+    return kind if isinstance(kind, str) and kind in SCHEMAS else None
+
+
+def _check_replaceable(final: Path, kind: str) -> bool:
+    """Whether ``final`` holds an artifact of ``kind`` (True) or nothing (False: absent or
+    an empty directory); refuses anything else, whatever ``--force`` says.
+
+    Decided: a directory whose ``manifest.json`` names this kind is this toolkit's artifact
+    of this kind, even when the rest of its manifest is damaged or of another schema (the
+    refusals of those say "rebuild it with ... --force"); a ``manifest.json`` that is not
+    such a JSON object (unreadable, no known kind: a web app's manifest) makes a directory
+    foreign.
+
+    Raises:
+        ArtifactError: a file, a non-empty directory that is no artifact of this toolkit,
+            or an artifact of another kind.
+    """
+    if not os.path.lexists(final):
+        return False
+    if not final.is_dir():
+        raise ArtifactError(f"{final} is an existing file, not a directory; choose another path")
+    with os.scandir(final) as it:
+        names = sorted(e.name for e in it)
+    if not names:
+        return False
+    got = _peek_kind(final)
+    if got is None:
+        shown = ", ".join(repr(n) for n in names[:3]) + (", ..." if len(names) > 3 else "")
+        entries = "1 entry" if len(names) == 1 else f"{len(names)} entries"
+        raise ArtifactError(
+            f"{final} exists and is not an artifact of this toolkit (it holds {entries}: "
+            f"{shown}, and no {MANIFEST} of an ssl stage); the toolkit never writes into "
+            "nor replaces it: choose another output path"
+        )
+    if got != kind:
+        raise ArtifactError(
+            f"{final} holds a {got} artifact (made by `{MAKERS.get(got, got)}`), not a "
+            f"{kind} artifact: it is never replaced by another kind, even with --force; "
+            "choose another output path"
+        )
+    return True
+
+
+def _existing(final: Path, kind: str, fp: str, config, input_fps, contents) -> Manifest | None:
     """The artifact already at ``final`` if it is this one (same fingerprint), None if
     nothing is there.
 
     Raises:
-        ArtifactError: ``final`` holds another artifact, a damaged one, or foreign files.
+        ArtifactError: ``final`` holds another artifact of this kind (built otherwise, or
+            damaged: ``--force`` replaces it), or anything :func:`_check_replaceable` refuses.
     """
-    if not final.exists():
+    if not _check_replaceable(final, kind):
         return None
-    if (final / MANIFEST).is_file():
-        try:
-            old = read_manifest(final, kind)
-        except ArtifactError as e:
+    try:
+        old = read_manifest(final, kind)
+    except ArtifactError as e:
+        raise ArtifactError(
+            f"{final} holds a {kind} artifact this toolkit cannot reuse ({e}); pass --force "
+            "to replace it, or choose another output path"
+        ) from e
+    if old.fingerprint == fp:
+        return old
+    if (
+        contents is not None
+        and old.config == json.loads(json.dumps(config, default=str))
+        and [i.get("fingerprint") for i in old.inputs] == list(input_fps)
+    ):
+        if not old.reads:
             raise ArtifactError(
-                f"{final} already holds another artifact ({e}); choose another path or pass --force"
-            ) from e
-        if old.fingerprint == fp:
-            return old
+                f"{final} was built by an earlier version of the toolkit, which did not "
+                "fingerprint the files it reads; pass --force to rebuild it once"
+            )
         raise ArtifactError(
-            f"{final} was built with another config or inputs; "
-            "pass --force to replace it or choose another output path"
+            f"{final} was built from other contents of the files it reads"
+            f"{_changed_file(final, contents)}; pass --force to rebuild it from the files "
+            "as they are now, or choose another output path"
         )
-    if any(final.iterdir()):
-        raise ArtifactError(
-            f"{final} exists and is not an artifact of this toolkit; "
-            "refusing to write into it (choose another path or pass --force)"
-        )
-    return None
-
-
-def _build(final, kind, config, inputs, force, resumable, fresh, log) -> Iterator[Build]:
-    """The body of :func:`build_artifact`, under the writer lock."""
-    fp = fingerprint(
-        {
-            "kind": kind,
-            "schema": SCHEMAS[kind],
-            "config": config,
-            "inputs": [m.fingerprint for m in inputs],
-        }
+    raise ArtifactError(
+        f"{final} was built with another config or inputs; "
+        "pass --force to replace it or choose another output path"
     )
-    old = None if force else _existing(final, kind, fp)
+
+
+def _changed_file(final: Path, contents: Contents) -> str:
+    """``: PATH changed since`` for the first file whose digest differs from ``reads.json``."""
+    try:
+        old = dict(map(tuple, json.loads((final / READS_FILE).read_text())["files"]))
+    except (OSError, ValueError, TypeError, KeyError):
+        return ""
+    for path, digest in contents.files:
+        if old.get(path) != digest:
+            return f" ({path} is new or has changed since: its size, time or content)"
+    return " (the files it reads are others, or in another order)"
+
+
+def _build(final, kind, config, inputs, force, resumable, fresh, reads, log) -> Iterator[Build]:
+    """The body of :func:`build_artifact`, under the writer lock."""
+    contents = None if reads is None else content_fingerprint(reads)
+    input_fps = [m.fingerprint for m in inputs]
+    fp = _output_fingerprint(kind, SCHEMAS[kind], config, input_fps,
+                             None if contents is None else contents.fingerprint)  # fmt: skip
+    if force:
+        _check_replaceable(final, kind)  # force replaces an artifact of this kind only
+        old = None
+    else:
+        old = _existing(final, kind, fp, config, input_fps, contents)
     if old is not None:
         (log or (lambda _msg: None))(f"{final}: up to date, reusing it (--force rebuilds)")
         yield Build(dir=final, final=final, reused=True, extra=dict(old.extra), manifest=old)
         return
     work = _partial_dir(final, resumable)
-    if (fresh or not resumable) and work.exists():
-        shutil.rmtree(work)
+    if (fresh or not resumable) and os.path.lexists(work):
+        _remove_leftover(work)
     work.mkdir(parents=True, exist_ok=True)
     build = Build(dir=work, final=final)
     try:
@@ -514,7 +789,11 @@ def _build(final, kind, config, inputs, force, resumable, fresh, log) -> Iterato
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "extra": build.extra,
         }
+        if contents is not None:
+            manifest["reads"] = contents.summary()
+            write_json(work / READS_FILE, {"rule": CONTENT_RULE, "files": contents.files})
         write_json(work / MANIFEST, manifest)
+        _check_replaceable(final, kind)  # again: files may have appeared there meanwhile
         _replace_dir(work, final)
     except BaseException:
         if not resumable:
@@ -525,20 +804,21 @@ def _build(final, kind, config, inputs, force, resumable, fresh, log) -> Iterato
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst``, replacing ``dst`` with as short a gap as possible."""
+    """Move ``src`` to ``dst``, replacing ``dst`` (nothing, an empty directory or an artifact
+    of the same kind, checked by the caller) with as short a gap as possible."""
     trash = None
-    if dst.exists():
-        trash = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
+    if os.path.lexists(dst):
+        trash = _sibling(dst, f"old-{uuid.uuid4().hex[:8]}")
         os.replace(dst, trash)
     os.replace(src, dst)
     if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
+        _remove_leftover(trash)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write strict JSON atomically (temporary file, then rename); NaN and inf become null."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = _sibling(path, f"tmp-{uuid.uuid4().hex[:8]}")
     text = json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False)
     tmp.write_text(text + "\n")
     os.replace(tmp, path)

@@ -36,6 +36,7 @@ from ..core.artifacts import (
     read_clips,
     read_manifest,
     safe_join,
+    scene_files,
 )
 from ..core.config import ConfigError, check_finite, to_dict
 from ..core.console import log, progress
@@ -154,8 +155,16 @@ def compute_features(
     spec = make_spec(cfg, ex["fs"], ex["format"], ex.get("n_channels", 4), scenes_array(ex))
     root = str(ex.get("audio_root", "."))  # absolute: an imported dataset left in place
     protect = (root,) if os.path.isabs(root) else ()
+    reads = scene_files(scenes, *read_clips(scenes))  # fingerprinted: edited audio is never reused
     with build_artifact(
-        out, "features", to_dict(cfg), [scenes], force=force, protect=protect, log=log
+        out,
+        "features",
+        to_dict(cfg),
+        [scenes],
+        force=force,
+        protect=protect,
+        reads=reads,
+        log=log,
     ) as b:
         if b.reused:
             return b.manifest

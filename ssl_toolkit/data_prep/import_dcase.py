@@ -183,7 +183,7 @@ def _scan(
             {
                 "clip_id": clip_id,
                 "wav": wav,
-                "csv": csv,
+                "label_file": csv,
                 "meta": meta,
                 "fold": fold,
                 "split": which,
@@ -259,7 +259,7 @@ def import_dcase(
     n_channels = N_CHANNELS if mics is None else len(mics)
     edition, (test_folds, val_folds), records = _scan(root, fmt, n_channels, split)
     _check_split(records, split, root, fraction=edition == "starss")
-    warnings = check_label_set(((r["csv"], r["meta"]) for r in records), "dcase",
+    warnings = check_label_set(((r["label_file"], r["meta"]) for r in records), "dcase",
                                n_classes=EDITION_CLASSES[edition], edition=edition)  # fmt: skip
     config = import_config("dcase", root, records, split, copy=copy, fmt=fmt, mics=mics)
     largest = max((int(r["meta"]["class"].max()) for r in records if len(r["meta"])), default=-1)

@@ -250,7 +250,7 @@ def _scan(root: Path, n_channels: int, how: ImportSplit) -> list[dict[str, Any]]
                 {
                     "clip_id": f"{subset}_split{fold}_{wav.stem}",
                     "wav": wav,
-                    "csv": csv,
+                    "label_file": csv,
                     "events": events,
                     "fold": fold,
                     "split": split,
@@ -314,7 +314,7 @@ def import_tut2018(
     split.validate()
     records = _scan(root, N_CHANNELS if mics is None else len(mics), split)
     _check_split(records, split, root)
-    warnings = check_label_set(((r["csv"], r["events"]) for r in records), "tut2018")
+    warnings = check_label_set(((r["label_file"], r["events"]) for r in records), "tut2018")
     config = import_config("tut2018", root, records, split, copy=copy, fmt=fmt, mics=mics)
     extra = {
         "max_sources": max(max(r["n_sources_max"], int(r["subset"][2:])) for r in records),
@@ -366,7 +366,10 @@ def write_scenes(
         force: rebuild even when ``out`` holds an artifact built otherwise.
         fmt, mics: the audio format and the ``[M, 3]`` capsule positions (``mic``).
     """
-    with build_artifact(out, "scenes", config, force=force, protect=(root,), log=log) as b:
+    reads = [f for r in records for f in (r["wav"], r["label_file"])]  # the dataset's files
+    with build_artifact(
+        out, "scenes", config, force=force, protect=(root,), reads=reads, log=log
+    ) as b:
         if b.reused:
             return b.manifest
         if copy:

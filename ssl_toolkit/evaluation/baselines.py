@@ -49,7 +49,14 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.frames import Frames, label_frames
-from ..core.artifacts import Manifest, build_artifact, read_clips, read_manifest, safe_join
+from ..core.artifacts import (
+    Manifest,
+    build_artifact,
+    read_clips,
+    read_manifest,
+    safe_join,
+    scene_files,
+)
 from ..core.config import ConfigError, to_dict
 from ..core.errors import DataError, UserError
 from ..core.geometry import great_circle, rad, sph_to_unit
@@ -628,7 +635,9 @@ def run_baseline(
     lab = label_frames(fs_art, rows)
     check_labels(sc, clips, fs_art, lab)
     k = fs_art.max_sources
-    with build_artifact(out, "eval", to_dict(cfg), [sc, fs_art.manifest], force=force) as b:
+    reads = scene_files(sc, *read_clips(sc), lab["clip_id"].tolist())  # the audio it reads
+    with build_artifact(out, "eval", to_dict(cfg), [sc, fs_art.manifest], force=force,
+                        reads=reads) as b:  # fmt: skip
         if b.reused:
             return b.manifest
         loc = ClassicalLocalizer(cfg, mics, fs, k)
