@@ -537,8 +537,8 @@ def _predict_jobs(export_or_run, jobs, threshold, block_seconds, backend, dcase,
         r = AudioReader(j.audio, spec.fs, spec.n_channels)
         longest, ratio = max(longest, r.n), max(ratio, r.fs_in / r.fs)
         r.close()
-    _announce(predictor, spec, [j.audio for j in jobs])
     block = bounded_block(predictor, block_seconds, longest, ratio)
+    _announce(predictor, spec, [j.audio for j in jobs])  # once every check has passed
     thr = predictor.threshold if threshold is None else float(threshold)
     for j in track(jobs, "localizing"):
         predict_file(predictor, j, thr, block)
