@@ -49,6 +49,7 @@ def array_positions(mic_positions_m=None) -> np.ndarray:
 
     if mic_positions_m is None or len(mic_positions_m) == 0:
         return tetra_positions_m()
+
     def is_xyz(p) -> bool:  # three real numbers (a bool is not one)
         return (
             isinstance(p, (list, tuple, np.ndarray))
