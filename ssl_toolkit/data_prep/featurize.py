@@ -8,8 +8,12 @@ window (2048 at 44.1 kHz) by default, every length scaled to the scenes' sample 
 Frame t is centred at ``t * hop`` (centred STFT, zero padding); labels use the
 same timing. Clips are cut into chunks of ``chunk_frames`` frames (0.5 s);
 the frames after the last full chunk of a clip are dropped. Features are
-stored as float16: the manifest records the resulting error
-(``float16_rel_rms_error``, RMS error over RMS value, per channel group).
+stored as float16, or as float32 (exact) when some value is beyond float16's range
+(65504: STFT magnitudes of loud float audio, e.g. samples in int16 units): the manifest
+records which (``dtype``) and the resulting error (``float16_rel_rms_error``, RMS error
+over RMS value, per channel group; 0 with float32). Features that are not finite even
+in float32 (NaN or infinite samples, samples beyond about 1e12) are refused with one line
+naming the clip, and nothing is published.
 
 Frame labels come from the scenes' label files, in the format named by the scenes'
 ``extra.label_format`` (absent: ``tut2018``): TUT2018 event lists
@@ -41,9 +45,9 @@ from ..core.console import log, progress
 from ..core.cpu import worker_threads
 from ..core.errors import DataError
 from ..core.labels import read_label_file, table_frame_labels
-from ..features.extract import _MEL, _mel_basis, extract
+from ..features.extract import _MEL, _mel_basis, extract, peak
 from ..features.spec import TYPES, FeatureSpec
-from ..features.store import FeatureWriter, frame_stats, write_rows
+from ..features.store import FLOAT16_MAX, FeatureWriter, frame_stats, write_rows
 
 
 @dataclass(frozen=True)
@@ -156,7 +160,26 @@ def compute_features(
     return b.manifest
 
 
+class _Float16Overflow(Exception):
+    """A clip's features exceed float16 (args: the audio path, the largest value)."""
+
+
 def _write(scenes: Manifest, spec: FeatureSpec, out_dir: Path, jobs: int) -> dict[str, Any]:
+    """Every clip's chunks in float16, or all again in float32 once a clip overflows it."""
+    try:
+        return _write_as(scenes, spec, out_dir, jobs, "float16")
+    except _Float16Overflow as e:
+        path, top = e.args
+        log(
+            f"features of {path} reach {top:.3g}, beyond float16 (65504): "
+            "storing every clip's as float32"
+        )
+    return _write_as(scenes, spec, out_dir, jobs, "float32")
+
+
+def _write_as(
+    scenes: Manifest, spec: FeatureSpec, out_dir: Path, jobs: int, dtype: str
+) -> dict[str, Any]:
     clips, audio_root = read_clips(scenes)
     chunk = spec.chunk_frames
     per_clip = _clip_frames(clips, audio_root, spec) // chunk
@@ -166,7 +189,7 @@ def _write(scenes: Manifest, spec: FeatureSpec, out_dir: Path, jobs: int) -> dic
     s = int(scenes.extra["max_sources"])
     label_format = scenes.extra.get("label_format", "tut2018")
     dcase = label_format == "dcase"
-    writer = FeatureWriter(out_dir, int(per_clip.sum()), (c, chunk, f), s, classes=dcase)
+    writer = FeatureWriter(out_dir, int(per_clip.sum()), (c, chunk, f), s, dcase, dtype)
     first = np.concatenate(([0], np.cumsum(per_clip)[:-1]))
     tasks = [
         {
@@ -179,17 +202,22 @@ def _write(scenes: Manifest, spec: FeatureSpec, out_dir: Path, jobs: int) -> dic
             "max_sources": s,
             "label_format": label_format,
             "out_dir": str(out_dir),
+            "dtype": dtype,
         }
         for row, i0, k in zip(clips.itertuples(index=False), first, per_clip, strict=True)
         if k > 0
     ]
     err2, val2 = np.zeros(c), np.zeros(c)
     largest, has_distance = -1, False  # over the labels written (DCASE labels)
-    for rows, e2, v2, sums, labels in _run(tasks, jobs):
-        writer.rows.extend(rows)
-        writer.add_stats(rows[0]["split"], sums)
-        err2, val2 = err2 + e2, val2 + v2
-        largest, has_distance = max(largest, labels[0]), has_distance or labels[1]
+    try:
+        for rows, e2, v2, sums, labels in _run(tasks, jobs):
+            writer.rows.extend(rows)
+            writer.add_stats(rows[0]["split"], sums)
+            err2, val2 = err2 + e2, val2 + v2
+            largest, has_distance = max(largest, labels[0]), has_distance or labels[1]
+    except _Float16Overflow:
+        writer.remove()  # every worker is done (the pool waited for them)
+        raise
     writer.finish()
     rel = np.sqrt(err2 / np.maximum(val2, 1e-30))
     extra = {
@@ -197,6 +225,7 @@ def _write(scenes: Manifest, spec: FeatureSpec, out_dir: Path, jobs: int) -> dic
         "shape": [c, chunk, f],
         "max_sources": s,
         "n_chunks": int(per_clip.sum()),
+        "dtype": dtype,
         "float16_rel_rms_error": _group_errors(rel, spec),
     }
     if dcase:  # the scenes' class count (a dataset's), at least what the labels use
@@ -249,8 +278,14 @@ def _clip_chunks(
 ) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray, tuple, tuple[int, bool]]:
     """Features and frame labels of one clip, written into chunks ``first .. first + k``.
 
+    Raises:
+        DataError: naming the audio, when it holds NaN or infinite samples or its
+            features are not finite (:func:`~ssl_toolkit.features.extract.check_features`).
+        _Float16Overflow: when ``t["dtype"]`` is float16 and the features exceed it
+            (nothing written).
+
     Returns:
-        The clip's index rows, its float16 squared error and squared values per channel,
+        The clip's index rows, its storage's squared error and squared values per channel,
         the :func:`~ssl_toolkit.features.store.frame_stats` of its features, and
         ``(largest class index written or -1, whether some distance is known)``.
     """
@@ -260,9 +295,21 @@ def _clip_chunks(
     chunk = p.chunk_frames
     audio, fs = sf.read(t["audio"], dtype="float32", always_2d=True)
     if not np.isfinite(audio).all():
-        raise DataError(f"audio {t['audio']} holds NaN or infinite samples; fix or remove it")
-    x = extract(audio.T, fs, p)[:, : k * chunk]  # (C, k*chunk, F)
-    x16 = _to_float16(x)
+        raise DataError(
+            f"audio {t['audio']} holds NaN or infinite samples (or values beyond float32's "
+            "range); fix or remove it"
+        )
+    try:
+        x = extract(audio.T, fs, p)[:, : k * chunk]  # (C, k*chunk, F)
+    except DataError as e:
+        raise DataError(f"audio {t['audio']}: {e}") from None
+    if t.get("dtype", "float16") == "float16":
+        top = peak(x)
+        if top > FLOAT16_MAX:
+            raise _Float16Overflow(t["audio"], top)
+        x16 = _to_float16(x)
+    else:
+        x16 = x
     e2, v2 = _float16_error(x, x16)
     act, dirs, cls, dist = _labels_of(t, k * chunk, p.hop_s)
     arrays = {"activity.npy": act, "directions.npy": dirs}  # file -> (T, S[, 3]) frame labels
