@@ -148,10 +148,10 @@ def builtin_sizes(name: str, kwargs: dict[str, Any], frames: int = CHUNK_FRAMES)
         acts += 2 * c_out * t * f + 2 * c_out * t * (f // p)  # conv, norm; pooled, dropout
         f //= p
     d_in = chans[-1] * f
-    for layer in range(a["gru_layers"]):  # bidirectional: two directions of 3 gates
-        d = d_in if layer == 0 else 2 * h
-        params += 2 * (3 * h * d + 3 * h * h + 6 * h)
-        acts += 2 * t * h * 4  # each direction's output and its 3 gates
+    layers = a["gru_layers"]  # bidirectional: two directions of 3 gates; layers after
+    params += 2 * (3 * h * d_in + 3 * h * h + 6 * h)  # the first take 2 * h inputs
+    params += (layers - 1) * 2 * (3 * h * 2 * h + 3 * h * h + 6 * h)
+    acts += layers * 2 * t * h * 4  # each direction's output and its 3 gates
     if name == "accdoa":
         if not (_is_int(a["tracks"]) and _is_int(a["n_classes"])):
             return None
