@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..features.store import FeatureSet
+from ..features.store import FeatureSet, check_finite_chunks
 
 
 @dataclass
@@ -72,7 +72,9 @@ def predict_split(
         for start in range(0, len(rows), batch_size):
             cpu.tick()  # threads follow the machine's load
             r = rows[start : start + batch_size]
-            parts.append(localizer.localize(np.asarray(fs.features[r])))  # B * T frames
+            x = np.asarray(fs.features[r])  # (B, C, T, F)
+            check_finite_chunks(fs, r, x)  # damaged features: one line naming the chunk
+            parts.append(localizer.localize(x))  # B * T frames
             p.advance(task, len(r))
     loc = Localization.concat(parts, localizer.K)
     return Frames(hyps=loc.hyps, conf=loc.conf, valid=loc.valid, classes=loc.classes,

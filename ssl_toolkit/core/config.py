@@ -35,6 +35,9 @@ class ConfigError(UserError, ValueError):
 def load_toml(path: str | os.PathLike, section: str | None = None) -> dict[str, Any]:
     """Read a TOML file (optionally one table of it).
 
+    A UTF-8 byte-order mark at the start (as Windows editors write) is skipped:
+    ``tomllib`` refuses it, but it is no part of the text.
+
     Raises:
         ConfigError: naming the file when it is missing, a directory, unreadable,
             not UTF-8 or not valid TOML.
@@ -45,7 +48,7 @@ def load_toml(path: str | os.PathLike, section: str | None = None) -> dict[str, 
     if not p.is_file():
         raise ConfigError(f"config file {p} is not a file (a directory?); give a TOML file")
     try:
-        data = tomllib.loads(p.read_bytes().decode("utf-8"))
+        data = tomllib.loads(p.read_bytes().decode("utf-8").removeprefix("\ufeff"))
     except OSError as e:
         raise ConfigError(f"config file {p} cannot be read ({e.strerror or e})") from e
     except UnicodeDecodeError as e:
@@ -82,7 +85,9 @@ def _coerce(name: str, tp: Any, value: Any, nonfinite_ok: bool = False) -> Any:
         inner = args[0] if args else Any
         out = [_coerce(name, inner, v, nonfinite_ok) for v in value]
         return tuple(out) if origin is tuple else out
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+    if tp in (int, float) and isinstance(value, bool):  # bool is an int in Python, not here
+        raise ConfigError(f"option {name!r} expects {tp.__name__}, got {str(value).lower()}")
+    if tp is float and isinstance(value, int):
         value = float(value)
     if tp in (int, float, str, bool) and not isinstance(value, tp):
         raise ConfigError(f"option {name!r} expects {tp.__name__}, got {value!r}")

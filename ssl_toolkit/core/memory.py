@@ -144,27 +144,42 @@ INFER_FACTOR, TRAIN_FACTOR = 32, 96
 
 
 def batch_bytes(
-    batch: int, shape: tuple[int, int, int], k: int, factor: float = INFER_FACTOR
+    batch: int,
+    shape: tuple[int, int, int],
+    k: int,
+    factor: float = INFER_FACTOR,
+    per_chunk: float = 0.0,
 ) -> float:
     """Estimated bytes of one batch through a model: ``batch`` chunks of features
-    ``shape = (C, T, F)`` (float32, times ``factor``) and K hypotheses per frame out."""
+    ``shape = (C, T, F)`` (float32, times ``factor``) and K hypotheses per frame out, or
+    ``per_chunk`` bytes a chunk when the model's own count is larger (wide layers)."""
     c, t, f = shape
-    return float(batch) * (c * t * f * 4 * factor + t * max(k, 1) * 4 * 4)
+    return float(batch) * max(c * t * f * 4 * factor + t * max(k, 1) * 4 * 4, per_chunk)
 
 
 def check_batch(
-    batch: int, shape: tuple[int, int, int], k: int, option: str, factor: float = INFER_FACTOR
+    batch: int,
+    shape: tuple[int, int, int],
+    k: int,
+    option: str,
+    factor: float = INFER_FACTOR,
+    per_chunk: float = 0.0,
+    sizes: str = "",
 ) -> None:
     """Refuse a batch of ``batch`` chunks that would not fit in memory (see :func:`batch_bytes`).
 
     Args:
         option: the option that sets the batch (``--batch-size``), named in the message.
+        per_chunk: the model's own estimate of a chunk's bytes, if it has one.
+        sizes: the options that set ``per_chunk`` (``channels, gru_units``), named in the
+            fix when the model's estimate is the larger.
 
     Raises:
         ConfigError: naming the option.
     """
+    wide = sizes and per_chunk > batch_bytes(1, shape, k, factor)
     check_fits(
-        batch_bytes(batch, shape, k, factor),
+        batch_bytes(batch, shape, k, factor, per_chunk),
         f"{option}: a batch of {batch} chunks of {list(shape)} (K={k})",
-        f"lower {option}",
+        f"lower {option} or the layer sizes ({sizes})" if wide else f"lower {option}",
     )

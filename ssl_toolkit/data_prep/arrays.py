@@ -12,6 +12,8 @@ Two output formats, as in the DCASE SELD datasets:
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from ..core.geometry import rad, sph_to_unit
@@ -47,11 +49,21 @@ def array_positions(mic_positions_m=None) -> np.ndarray:
 
     if mic_positions_m is None or len(mic_positions_m) == 0:
         return tetra_positions_m()
-    if len(mic_positions_m) < 2 or any(len(p) != 3 for p in mic_positions_m):
+
+    def is_xyz(p) -> bool:  # three real numbers (a bool is not one)
+        return (
+            isinstance(p, (list, tuple, np.ndarray))
+            and len(p) == 3
+            and all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in p)
+        )
+
+    if len(mic_positions_m) < 2 or not all(is_xyz(p) for p in mic_positions_m):
         raise ConfigError(
             "option 'mic_positions_m' must list at least 2 capsules as [x, y, z] in metres"
         )
     pos = np.asarray(mic_positions_m, dtype=np.float64)
+    if not np.isfinite(pos).all():
+        raise ConfigError("option 'mic_positions_m' must hold finite numbers")
     radius = float(np.linalg.norm(pos, axis=1).max())
     if radius > MAX_ARRAY_RADIUS_M:
         raise ConfigError(

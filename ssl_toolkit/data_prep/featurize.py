@@ -8,8 +8,12 @@ window (2048 at 44.1 kHz) by default, every length scaled to the scenes' sample 
 Frame t is centred at ``t * hop`` (centred STFT, zero padding); labels use the
 same timing. Clips are cut into chunks of ``chunk_frames`` frames (0.5 s);
 the frames after the last full chunk of a clip are dropped. Features are
-stored as float16: the manifest records the resulting error
-(``float16_rel_rms_error``, RMS error over RMS value, per channel group).
+stored as float16, or as float32 (exact) when some value is beyond float16's range
+(65504: STFT magnitudes of loud float audio, e.g. samples in int16 units): the manifest
+records which (``dtype``) and the resulting error (``float16_rel_rms_error``, RMS error
+over RMS value, per channel group; 0 with float32). Features that are not finite even
+in float32 (NaN or infinite samples, samples beyond about 1e12) are refused with one line
+naming the clip, and nothing is published.
 
 Frame labels come from the scenes' label files, in the format named by the scenes'
 ``extra.label_format`` (absent: ``tut2018``): TUT2018 event lists
@@ -44,9 +48,9 @@ from ..core.cpu import parallel_map, worker_count, worker_threads
 from ..core.errors import DataError
 from ..core.labels import read_label_file, table_frame_labels
 from ..core.memory import check_disk
-from ..features.extract import _MEL, _mel_basis, extract
+from ..features.extract import _MEL, _mel_basis, extract, peak
 from ..features.spec import TYPES, FeatureSpec, levels_db
-from ..features.store import FeatureWriter, frame_stats, write_rows
+from ..features.store import FLOAT16_MAX, FeatureWriter, frame_stats, write_rows
 from .arrays import scenes_array
 
 
@@ -173,17 +177,17 @@ def compute_features(
 
 
 def output_bytes(
-    n_chunks: int, shape: tuple[int, int, int], max_sources: int, dcase: bool
+    n_chunks: int, shape: tuple[int, int, int], max_sources: int, dcase: bool, itemsize: int = 2
 ) -> float:
     """Estimated disk use of a features artifact: the arrays of
-    :class:`~ssl_toolkit.features.store.FeatureWriter` (float16 features, bool activity,
-    float32 directions; int16 classes and float32 distances with DCASE labels), index.csv
-    and norm.npz."""
+    :class:`~ssl_toolkit.features.store.FeatureWriter` (features of ``itemsize`` bytes:
+    float16, or float32 where float16 would overflow; bool activity, float32 directions;
+    int16 classes and float32 distances with DCASE labels), index.csv and norm.npz."""
     from ..core.memory import file_bytes
 
     c, t, f = shape
     labels = n_chunks * t * max_sources  # label slots
-    arrays = [n_chunks * c * t * f * 2, labels, labels * 12] + (
+    arrays = [n_chunks * c * t * f * itemsize, labels, labels * 12] + (
         [labels * 2, labels * 4] if dcase else []
     )
     index = n_chunks * 48.0  # chunk,clip_id,fold,split,subset,start_frame
@@ -191,8 +195,32 @@ def output_bytes(
     return sum(file_bytes(a + 128) for a in arrays) + file_bytes(index) + file_bytes(norm)
 
 
+class _Float16Overflow(Exception):
+    """A clip's features exceed float16 (args: the audio path, the largest value)."""
+
+
 def _write(
     scenes: Manifest, spec: FeatureSpec, out_dir: Path, jobs: int, final: Path | None = None
+) -> dict[str, Any]:
+    """Every clip's chunks in float16, or all again in float32 once a clip overflows it."""
+    try:
+        return _write_as(scenes, spec, out_dir, jobs, "float16", final)
+    except _Float16Overflow as e:
+        path, top = e.args
+        log(
+            f"features of {path} reach {top:.3g}, beyond float16 (65504): "
+            "storing every clip's as float32"
+        )
+    return _write_as(scenes, spec, out_dir, jobs, "float32", final)
+
+
+def _write_as(
+    scenes: Manifest,
+    spec: FeatureSpec,
+    out_dir: Path,
+    jobs: int,
+    dtype: str,
+    final: Path | None = None,
 ) -> dict[str, Any]:
     clips, audio_root = read_clips(scenes)
     chunk = spec.chunk_frames
@@ -203,9 +231,9 @@ def _write(
     s = int(scenes.extra["max_sources"])
     label_format = scenes.extra.get("label_format", "tut2018")
     dcase = label_format == "dcase"
-    size = output_bytes(int(per_clip.sum()), (c, chunk, f), s, dcase)
+    size = output_bytes(int(per_clip.sum()), (c, chunk, f), s, dcase, np.dtype(dtype).itemsize)
     check_disk(size, final or out_dir, "ssl prep features", "use fewer or shorter clips")
-    writer = FeatureWriter(out_dir, int(per_clip.sum()), (c, chunk, f), s, classes=dcase)
+    writer = FeatureWriter(out_dir, int(per_clip.sum()), (c, chunk, f), s, dcase, dtype)
     first = np.concatenate(([0], np.cumsum(per_clip)[:-1]))
     tasks = [
         {
@@ -218,6 +246,7 @@ def _write(
             "max_sources": s,
             "label_format": label_format,
             "out_dir": str(out_dir),
+            "dtype": dtype,
         }
         for row, i0, k in zip(clips.itertuples(index=False), first, per_clip, strict=True)
         if k > 0
@@ -225,14 +254,18 @@ def _write(
     err2, val2 = np.zeros(c), np.zeros(c)
     largest, has_distance = -1, False  # over the labels written (DCASE labels)
     workers = worker_count(jobs, len(tasks), "clips")
-    with progress() as bar, closing(_run(tasks, workers)) as results:
-        task = bar.add_task("features", total=len(tasks), info="")
-        for rows, e2, v2, sums, labels in results:
-            writer.rows.extend(rows)
-            writer.add_stats(rows[0]["split"], sums)
-            err2, val2 = err2 + e2, val2 + v2
-            largest, has_distance = max(largest, labels[0]), has_distance or labels[1]
-            bar.advance(task)
+    try:
+        with progress() as bar, closing(_run(tasks, workers)) as results:
+            task = bar.add_task("features", total=len(tasks), info="")
+            for rows, e2, v2, sums, labels in results:
+                writer.rows.extend(rows)
+                writer.add_stats(rows[0]["split"], sums)
+                err2, val2 = err2 + e2, val2 + v2
+                largest, has_distance = max(largest, labels[0]), has_distance or labels[1]
+                bar.advance(task)
+    except _Float16Overflow:
+        writer.remove()  # the workers are stopped (closing() ended the pool)
+        raise
     writer.finish()
     rel = np.sqrt(err2 / np.maximum(val2, 1e-30))
     with np.load(out_dir / "norm.npz") as norm:  # the train split's mean features
@@ -242,6 +275,7 @@ def _write(
         "shape": [c, chunk, f],
         "max_sources": s,
         "n_chunks": int(per_clip.sum()),
+        "dtype": dtype,
         "float16_rel_rms_error": _group_errors(rel, spec),
     }
     if dcase:  # the scenes' class count (a dataset's), at least what the labels use
@@ -281,8 +315,14 @@ def _clip_chunks(
 ) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray, tuple, tuple[int, bool]]:
     """Features and frame labels of one clip, written into chunks ``first .. first + k``.
 
+    Raises:
+        DataError: naming the audio, when it holds NaN or infinite samples or its
+            features are not finite (:func:`~ssl_toolkit.features.extract.check_features`).
+        _Float16Overflow: when ``t["dtype"]`` is float16 and the features exceed it
+            (nothing written).
+
     Returns:
-        The clip's index rows, its float16 squared error and squared values per channel,
+        The clip's index rows, its storage's squared error and squared values per channel,
         the :func:`~ssl_toolkit.features.store.frame_stats` of its features, and
         ``(largest class index written or -1, whether some distance is known)``.
     """
@@ -292,9 +332,21 @@ def _clip_chunks(
     chunk = p.chunk_frames
     audio, fs = sf.read(t["audio"], dtype="float32", always_2d=True)
     if not np.isfinite(audio).all():
-        raise DataError(f"audio {t['audio']} holds NaN or infinite samples; fix or remove it")
-    x = extract(audio.T, fs, p)[:, : k * chunk]  # (C, k*chunk, F)
-    x16 = _to_float16(x)
+        raise DataError(
+            f"audio {t['audio']} holds NaN or infinite samples (or values beyond float32's "
+            "range); fix or remove it"
+        )
+    try:
+        x = extract(audio.T, fs, p)[:, : k * chunk]  # (C, k*chunk, F)
+    except DataError as e:
+        raise DataError(f"audio {t['audio']}: {e}") from None
+    if t.get("dtype", "float16") == "float16":
+        top = peak(x)
+        if top > FLOAT16_MAX:
+            raise _Float16Overflow(t["audio"], top)
+        x16 = _to_float16(x)
+    else:
+        x16 = x
     e2, v2 = _float16_error(x, x16)
     act, dirs, cls, dist = _labels_of(t, k * chunk, p.hop_s)
     arrays = {"activity.npy": act, "directions.npy": dirs}  # file -> (T, S[, 3]) frame labels

@@ -37,8 +37,10 @@ def extract(audio: np.ndarray, fs: int, spec: FeatureSpec) -> np.ndarray:
         ``[C, T, F]`` float32 with ``T = 1 + n_samples // hop_length`` (at the spec's rate).
 
     Raises:
-        DataError: when the channel count differs from the one the features expect, or
-            the spec's type is not one this toolkit makes.
+        DataError: when the channel count differs from the one the features expect, the
+            spec's type is not one this toolkit makes, or the features are not finite
+            or beyond :data:`FEATURE_LIMIT` (NaN or infinite samples, or samples so
+            loud that float32 arithmetic overflows); the caller names the audio.
     """
     p = spec
     audio = np.asarray(audio, dtype=np.float32)
@@ -51,13 +53,45 @@ def extract(audio: np.ndarray, fs: int, spec: FeatureSpec) -> np.ndarray:
 
         g = np.gcd(int(fs), int(p.fs))
         audio = resample_poly(audio, p.fs // g, fs // g, axis=-1).astype(np.float32)
-    if p.type == "stft":
-        return _stft_features(audio, p)
-    if p.type == "logmel":
-        return _logmel(_stft(audio, p), p)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflows: refused just below
+        if p.type == "stft":
+            return check_features(_stft_features(audio, p), audio)
+        if p.type == "logmel":
+            return check_features(_logmel(_stft(audio, p), p), audio)
     raise DataError(
         f"features of type {p.type!r} are not made by this toolkit ({', '.join(TYPES)})"
     )
+
+
+#: Largest magnitude a feature may have: squares summed over frames (normalization
+#: statistics) and every later float32 step stay finite below it. STFT magnitudes reach
+#: it for samples of about 1e12 (float audio is expected within about +-1).
+FEATURE_LIMIT = 1e15
+
+
+def peak(x: np.ndarray) -> float:
+    """Largest absolute value of ``x`` (NaN if it holds one), in two passes, no copy."""
+    if x.size == 0:
+        return 0.0
+    return float(max(-x.min(), x.max()))
+
+
+def check_features(x: np.ndarray, audio: np.ndarray) -> np.ndarray:
+    """``x`` when it is finite and within :data:`FEATURE_LIMIT`.
+
+    Raises:
+        DataError: ``samples up to ... give features that are not finite``, with the
+            audio's peak (the caller names the audio).
+    """
+    top = peak(x)
+    if not top <= FEATURE_LIMIT:  # NaN fails too
+        a = peak(audio)
+        what = "NaN or infinite" if not np.isfinite(a) else f"up to {a:.3g}"
+        raise DataError(
+            f"samples {what} give features that are not finite or beyond "
+            f"{FEATURE_LIMIT:.0e}; float audio is expected within about +-1: scale it down"
+        )
+    return x
 
 
 def _stft_features(audio: np.ndarray, p: FeatureSpec) -> np.ndarray:

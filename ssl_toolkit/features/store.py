@@ -3,9 +3,12 @@
 Layout of a ``features`` artifact (schema 1)::
 
     manifest.json    config = the FeatureConfig; extra = {"feature_params": {...},
-                     "shape": [C, T, F], "max_sources": S, "n_chunks": N
+                     "shape": [C, T, F], "max_sources": S, "n_chunks": N,
+                     "dtype": "float16" | "float32"
                      [, "n_classes": K, "has_distance": bool]}
-    features.npy     [N, C, T, F] float16   (C channels/maps, T frames per chunk, F bins)
+    features.npy     [N, C, T, F] float16   (C channels/maps, T frames per chunk, F bins;
+                                             float32 where float16 would overflow: see
+                                             ``extra.dtype``, absent = float16)
     activity.npy     [N, T, S] bool         (source slot s active in frame t)
     directions.npy   [N, T, S, 3] float32   (unit vectors, DCASE frame; zeros where inactive)
     classes.npy      [N, T, S] int16        (class index 0..K-1 of slot s; -1 where inactive)
@@ -42,6 +45,10 @@ from ..core.artifacts import MANIFEST, SPLITS, Manifest, read_manifest
 from .spec import FeatureSpec
 
 INDEX_COLUMNS = ["chunk", "clip_id", "fold", "split", "subset", "start_frame"]
+#: How ``features.npy`` may be stored: float16, or float32 where float16 would overflow.
+FEATURE_DTYPES = ("float16", "float32")
+#: The largest finite float16 (features beyond it are stored as float32).
+FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 @dataclass
@@ -50,7 +57,7 @@ class FeatureSet:
 
     Attributes:
         manifest: the artifact's manifest.
-        features: ``[N, C, T, F]`` float16 memmap.
+        features: ``[N, C, T, F]`` float16 (or float32: ``extra.dtype``) memmap.
         activity: ``[N, T, S]`` bool memmap.
         directions: ``[N, T, S, 3]`` float32 memmap.
         index: one row per chunk (see module docstring).
@@ -131,7 +138,11 @@ def open_features(path: str | os.PathLike) -> FeatureSet:
     c, t, f = extra["shape"]
     s = extra["max_sources"]
     n = extra.get("n_chunks")
-    feats = readers.open_npy(man.file("features.npy"), REBUILD, np.float16, (n, c, t, f))
+    dtype = extra.get("dtype", "float16")
+    if dtype not in FEATURE_DTYPES:
+        why = f"extra.dtype is {dtype!r}, expected one of {FEATURE_DTYPES}"
+        raise readers.damaged(man.path / MANIFEST, why, REBUILD)
+    feats = readers.open_npy(man.file("features.npy"), REBUILD, dtype, (n, c, t, f))
     n = feats.shape[0]
     act = readers.open_npy(man.file("activity.npy"), REBUILD, np.bool_, (n, t, s))
     dirs = readers.open_npy(man.file("directions.npy"), REBUILD, np.float32, (n, t, s, 3))
@@ -157,6 +168,30 @@ def open_features(path: str | os.PathLike) -> FeatureSet:
 
 #: The command that rebuilds a features artifact (named in every damaged-file message).
 REBUILD = "ssl prep features --force"
+
+
+def check_finite_chunks(fs: FeatureSet, rows: np.ndarray, x) -> None:
+    """Refuse a batch ``x [b, C, T, F]`` (numpy or torch, chunks ``rows`` of ``fs``)
+    that holds NaN or infinite values, naming its first such chunk and clip. Features
+    are checked finite when written, so such values are damage.
+
+    Raises:
+        ArtifactError: ``.../features.npy: chunk N (clip ..., frames a-b) holds NaN or
+            infinite values``, and the command that rebuilds them.
+    """
+    bad = ~np.isfinite(np.asarray(x)).reshape(len(x), -1).all(1)
+    if bad.any():
+        raise nonfinite_chunk(fs, int(np.asarray(rows)[np.flatnonzero(bad)[0]]))
+
+
+def nonfinite_chunk(fs: FeatureSet | None, row: int, name: str = "features.npy") -> Exception:
+    """The error of chunk ``row`` of ``fs``'s array ``name`` holding NaN or infinite values."""
+    if fs is None:
+        return readers.damaged(name, f"chunk {row} holds NaN or infinite values", REBUILD)
+    r = fs.index.iloc[row]
+    t0, t = int(r["start_frame"]), int(fs.features.shape[2])
+    what = f"chunk {row} (clip {r['clip_id']}, frames {t0}-{t0 + t - 1}) holds NaN or "
+    return readers.damaged(fs.manifest.file(name), what + "infinite values", REBUILD)
 
 
 def _read_index(path: Path, n_chunks: int) -> pd.DataFrame:
@@ -192,8 +227,12 @@ class FeatureWriter:
 
     With ``classes=True`` it also writes ``classes.npy`` (filled with -1) and
     ``distance.npy`` (NaN) for :meth:`put`'s ``classes`` and ``distance``; the caller
-    then records ``n_classes`` in the manifest's extra.
+    then records ``n_classes`` in the manifest's extra. ``dtype`` is the features'
+    storage (:data:`FEATURE_DTYPES`), recorded by the caller as ``extra.dtype``.
     """
+
+    #: The arrays it writes (removed by :meth:`remove`).
+    FILES = ("features.npy", "activity.npy", "directions.npy", "classes.npy", "distance.npy")
 
     def __init__(
         self,
@@ -202,6 +241,7 @@ class FeatureWriter:
         shape: tuple[int, int, int],
         max_sources: int,
         classes: bool = False,
+        dtype: str = "float16",
     ):
         self.dir = Path(directory)
         c, t, f = shape
@@ -218,7 +258,7 @@ class FeatureWriter:
             )  # fmt: skip
             self.distance[:] = np.nan
         self.features = np.lib.format.open_memmap(
-            self.dir / "features.npy", mode="w+", dtype=np.float16, shape=(n_chunks, c, t, f)
+            self.dir / "features.npy", mode="w+", dtype=np.dtype(dtype), shape=(n_chunks, c, t, f)
         )
         self.activity = np.lib.format.open_memmap(
             self.dir / "activity.npy", mode="w+", dtype=np.bool_, shape=(n_chunks, t, max_sources)
@@ -231,6 +271,11 @@ class FeatureWriter:
         )
         self.rows: list[dict[str, Any]] = []
         self._stats: dict[str, tuple] = {}  # "train" / "all" -> (frames, mean [C, F], M2 [C, F])
+
+    def remove(self) -> None:
+        """Unlink the arrays (a restart in another dtype; the maps stay valid, unused)."""
+        for name in self.FILES:
+            (self.dir / name).unlink(missing_ok=True)
 
     def add_stats(self, split: str, stats: tuple[int, np.ndarray, np.ndarray]) -> None:
         """Pool a clip's :func:`frame_stats` into the normalization statistics."""

@@ -83,8 +83,12 @@ def build_model(name: str, **kwargs: Any):
 
 
 def model_bytes(name: str, kwargs: dict[str, Any]) -> int | None:
-    """Bytes of a model's parameters and buffers, measured on the ``meta`` device
-    (nothing allocated); None when the model cannot be built there."""
+    """Bytes of a model's parameters and buffers, nothing allocated: computed from the
+    arguments for the built-in models (:func:`builtin_sizes`), measured on the ``meta``
+    device for others; None when a registered model cannot be built there."""
+    sizes = builtin_sizes(name, kwargs)
+    if sizes is not None:
+        return sizes[0]
     import torch
 
     try:
@@ -98,19 +102,94 @@ def model_bytes(name: str, kwargs: dict[str, Any]) -> int | None:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def check_model_memory(name: str, kwargs: dict[str, Any], copies: int = 1) -> None:
+#: Frames of the chunk whose activations :func:`check_model_memory` counts (0.5 s).
+CHUNK_FRAMES = 25
+
+
+def builtin_sizes(name: str, kwargs: dict[str, Any], frames: int = CHUNK_FRAMES):
+    """``(bytes of parameters and buffers, bytes of the activations of one chunk of
+    frames)`` of a built-in model (``crnn``, ``accdoa``, ``ensemble``), computed from its
+    arguments with Python integers (no overflow, nothing allocated, even for
+    ``gru_units = 10**12``); None for another model or arguments it does not take.
+
+    The parameters are exact (``tests`` compare them with the ``meta`` device). The
+    activations are what one forward pass in training keeps for the backward pass
+    (float32): the normalized input, each conv block's convolution, normalization and
+    pooled outputs, each GRU layer's outputs and gates, the heads.
+    """
+    import inspect
+
+    if name == "ensemble":
+        member = kwargs.get("member", "crnn")
+        n = kwargs.get("members")
+        one = builtin_sizes(member, {**kwargs.get("member_kwargs", {}), "K": 1,
+                                     "confidence": False}, frames)  # fmt: skip
+        if one is None or not _is_int(n):
+            return None
+        return n * one[0], n * one[1]
+    if name not in ("crnn", "accdoa") or name in REGISTRY:
+        return None
+    try:
+        args = inspect.signature(constructor(name)).bind(**kwargs)
+    except TypeError:
+        return None
+    args.apply_defaults()
+    a = args.arguments
+    ints = ("n_channels", "n_bins", "gru_layers", "gru_units")
+    if not all(_is_int(a[k]) and a[k] >= 1 for k in ints) or not a["channels"]:
+        return None
+    chans, pools = list(a["channels"]), list(a["pools"])
+    if len(chans) != len(pools) or not all(_is_int(v) and v >= 1 for v in chans + pools):
+        return None
+    c, f, h, t = a["n_channels"], a["n_bins"], a["gru_units"], frames
+    params, acts = 2 * c * f, c * t * f  # Normalize's buffers; the normalized input
+    for c_in, c_out, p in zip([c, *chans[:-1]], chans, pools, strict=True):
+        params += c_in * c_out * 9 + c_out + 4 * c_out + 2  # conv, BatchNorm (+ int64 count)
+        acts += 2 * c_out * t * f + 2 * c_out * t * (f // p)  # conv, norm; pooled, dropout
+        f //= p
+    d_in = chans[-1] * f
+    layers = a["gru_layers"]  # bidirectional: two directions of 3 gates; layers after
+    params += 2 * (3 * h * d_in + 3 * h * h + 6 * h)  # the first take 2 * h inputs
+    params += (layers - 1) * 2 * (3 * h * 2 * h + 3 * h * h + 6 * h)
+    acts += layers * 2 * t * h * 4  # each direction's output and its 3 gates
+    if name == "accdoa":
+        if not (_is_int(a["tracks"]) and _is_int(a["n_classes"])):
+            return None
+        out = a["tracks"] * a["n_classes"] * 3
+    else:
+        if not _is_int(a["K"]):
+            return None
+        out = a["K"] * (3 if a["output"] == "unit" else 2) + (a["K"] if a["confidence"] else 0)
+    params += 2 * h * out + out
+    acts += 3 * t * out
+    return 4 * params, 4 * acts
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_model_memory(
+    name: str, kwargs: dict[str, Any], copies: int = 1, frames: int = CHUNK_FRAMES
+) -> None:
     """Refuse a model whose weights (times ``copies``: 4 for training with AdamW, for
-    weights, gradients and two moments) exceed the available memory.
+    weights, gradients and two moments) and the activations of one chunk of ``frames``
+    frames (built-in models) exceed the available memory. Nothing is allocated.
 
     Raises:
         ConfigError: naming K and the layer sizes.
     """
     from ..core.memory import check_fits
 
-    n = model_bytes(name, kwargs)
+    sizes = builtin_sizes(name, kwargs, frames)
+    if sizes is not None:
+        n = sizes[0] * copies + sizes[1]
+    else:
+        n = model_bytes(name, kwargs)
+        n = None if n is None else n * copies
     if n is not None:
         sizes = ", ".join(f"{k}={kwargs[k]}" for k in _SIZE_ARGS if k in kwargs)
-        check_fits(n * copies, f"the {name} model ({sizes or _short(kwargs)})",
+        check_fits(n, f"the {name} model ({sizes or _short(kwargs)})",
                    "lower -K or the layer sizes (channels, gru_units)")  # fmt: skip
 
 

@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
 from ..core.cpu import available_cores
-from ..features.store import FeatureSet
+from ..features.store import FeatureSet, nonfinite_chunk
 
 #: Worker processes chosen at most for an accelerator: one reads about 16,000 chunks/s
 #: of the paper's input from the page cache (2-core machine, busy); more only hold more
@@ -124,7 +124,8 @@ def batch_arrays(fs: FeatureSet, classes: bool = False) -> tuple[np.ndarray, ...
 
 
 class BatchRing:
-    """``slots`` reusable batch buffers: features float16 ``[slots, B, C, T, F]``,
+    """``slots`` reusable batch buffers: features ``[slots, B, C, T, F]`` as stored (float16,
+    or float32 for features beyond float16's range),
     directions float32 ``[slots, B, T, S, 3]``, activity bool ``[slots, B, T, S]`` (and,
     with ``classes``, classes int16 ``[slots, B, T, S]``).
 
@@ -148,9 +149,14 @@ class BatchRing:
         classes: bool = False,
     ):
         arrays = batch_arrays(fs, classes)
-        dtypes = (torch.float16, torch.float32, torch.bool, torch.int16)[: len(arrays)]
+        feats = torch.from_numpy(np.empty(0, arrays[0].dtype)).dtype  # as stored: fp16 or fp32
+        dtypes = (feats, torch.float32, torch.bool, torch.int16)[: len(arrays)]
         self.slots = slots
         self.pinned = False
+        #: the features' chunk (row) held at each place of each slot: names a damaged chunk
+        self.chunks = torch.full((slots, batch_size), -1, dtype=torch.int64)
+        if shared:
+            self.chunks.share_memory_()
         if pin and not shared:
             try:
                 self.buffers = [
@@ -235,6 +241,7 @@ class ChunkBatches(Dataset):
         rows = self.rows[np.asarray(positions)]
         for src, dst in zip(self._arrays, self.ring.slot(slot), strict=True):
             _gather(src, rows, dst.numpy())
+        self.ring.chunks[slot, : len(rows)] = torch.from_numpy(rows.astype(np.int64))
         return slot, len(rows)
 
     def __getstate__(self) -> dict:
@@ -295,8 +302,16 @@ class Batches:
         options: the :class:`LoaderOptions` in force.
     """
 
-    def __init__(self, loader: DataLoader, ring: BatchRing, device, options: LoaderOptions):
+    def __init__(
+        self,
+        loader: DataLoader,
+        ring: BatchRing,
+        device,
+        options: LoaderOptions,
+        fs: FeatureSet | None = None,
+    ):
         self.loader, self.ring, self.options = loader, ring, options
+        self.fs = fs  # names a chunk whose features are not finite
         self.device = torch.device(device)
         self._in_flight: collections.deque = collections.deque()  # events of async copies
 
@@ -320,7 +335,26 @@ class Batches:
                 slot, n = next(it)
             except StopIteration:
                 return
-            yield self._deliver(self.ring.slot(slot, n))
+            batch = self._deliver(self.ring.slot(slot, n))
+            self._check_finite(batch[:2], slot)
+            yield batch
+
+    def _check_finite(self, xd: tuple[torch.Tensor, torch.Tensor], slot: int) -> None:
+        """Refuse a batch whose features or directions hold NaN or infinite values, naming
+        the first such chunk (one pass over the batch on its device: cheap beside a
+        forward pass).
+
+        Raises:
+            ArtifactError: ``.../features.npy: chunk N (clip ..., frames a-b) holds NaN or
+                infinite values``, and the command that rebuilds them.
+        """
+        ok = [torch.isfinite(t).flatten(1).all(1) for t in xd]  # (b,) each
+        if bool((ok[0] & ok[1]).all()):
+            return
+        for okay, name in zip(ok, ("features.npy", "directions.npy"), strict=True):
+            if not bool(okay.all()):
+                i = int((~okay).nonzero()[0, 0])
+                raise nonfinite_chunk(self.fs, int(self.ring.chunks[slot, i]), name)
 
     def _deliver(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         x, d, a, *rest = batch  # rest: classes (b, T, S) int16, when read
@@ -408,4 +442,4 @@ def make_loader(
     # The DataLoader draws a seed for its workers at every new iterator (every epoch
     # without persistent workers, once with them); from its own generator, the global
     # RNG (dropout, drawn negatives) is the same whatever the number of workers.
-    return Batches(loader, ring, device, opts), sampler
+    return Batches(loader, ring, device, opts, fs), sampler

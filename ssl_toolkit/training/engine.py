@@ -17,6 +17,7 @@ from torch import nn
 
 from ..core import cpu
 from ..core.config import ConfigError
+from ..core.errors import UserError
 from ..core.geometry import deg
 from ..losses import oracle_angle
 from .monitor import Monitor, say
@@ -51,6 +52,45 @@ class Job:
     on_best: Callable[[nn.Module], None] = lambda _m: None
     tag: str = ""
     forward_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class Diverged(UserError):
+    """Training stopped: a model's outputs or its loss are not finite (the message says
+    which, where, and what to change)."""
+
+
+class _NotFinite(UserError):
+    """Raised by :func:`check_finite` (``what``: which is not finite); the epoch loop
+    turns it into :class:`Diverged`, saying where."""
+
+    def __init__(self, what: str):
+        super().__init__(f"the model diverged: {what}; lower --lr")
+        self.what = what
+
+
+def check_finite(hyps: torch.Tensor, conf: torch.Tensor, loss: torch.Tensor | None = None):
+    """The one check of every method's forward pass (training and validation): the
+    outputs before the loss sees them (a NaN confidence makes a BCE raise, or assert on
+    CUDA), and the loss. One device sync per call.
+
+    Raises:
+        _NotFinite: naming the outputs or the loss.
+    """
+    ok = torch.isfinite(hyps).all() & torch.isfinite(conf).all()
+    if loss is not None:
+        ok = ok & torch.isfinite(loss).all()
+    if not bool(ok):
+        outputs = bool(torch.isfinite(hyps).all() & torch.isfinite(conf).all())
+        raise _NotFinite("its loss is not finite" if outputs else "its outputs are not finite")
+
+
+def _diverged(job: Job, e: _NotFinite, cfg, epoch: int, step: int | None) -> Diverged:
+    where = f"epoch {epoch}, step {step}" if step is not None else f"epoch {epoch} (validation)"
+    return Diverged(
+        f"{job.label}: training diverged at {where}: the model's weights left the range "
+        f"of finite numbers ({e.what}); lower --lr (now {cfg.lr:g}) or --grad-clip and "
+        "train again (--resume would repeat it)"
+    )
 
 
 def _extra(rest: list) -> dict[str, Any]:
@@ -154,7 +194,9 @@ def train_step(
     x, d, a, *rest = batch  # (b, C, T, F), (b, T, S, 3), (b, T, S)[, classes (b, T, S)]
     with rt.autocast():
         hyps, conf = net(x, **job.forward_kwargs)  # (b, T, K, 3), (b, T, K)
-    loss = job.loss(hyps.float(), conf.float(), d, a, progress, **_extra(rest))
+    hyps, conf = hyps.float(), conf.float()
+    check_finite(hyps, conf)  # before the loss: inputs were checked by the loader
+    loss = job.loss(hyps, conf, d, a, progress, **_extra(rest))
     mark("forward")
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
@@ -176,6 +218,9 @@ def train_epoch(
 
     Returns:
         ``(mean loss, chunks seen by this process)``.
+
+    Raises:
+        Diverged: the outputs or the loss of a step are not finite (before its update).
     """
     net.train()
     loss_sum, n_batches, n_chunks = 0.0, 0, 0
@@ -184,7 +229,15 @@ def train_epoch(
             break
         if not cfg.deterministic:  # a fixed thread count keeps deterministic runs exact
             cpu.tick()
-        loss = train_step(net, job, batch, (opt, sched, scaler), cfg, rt, st.step / total).item()
+        try:
+            loss = train_step(net, job, batch, (opt, sched, scaler), cfg, rt, st.step / total)
+        except _NotFinite as e:
+            raise _diverged(job, e, cfg, st.epoch + 1, st.step + 1) from None
+        loss = loss.item()
+        if not math.isfinite(loss):
+            raise _diverged(
+                job, _NotFinite("its loss is not finite"), cfg, st.epoch + 1, st.step + 1
+            )
         st.step += 1
         loss_sum, n_batches, n_chunks = loss_sum + loss, n_batches + 1, n_chunks + len(batch[0])
         mon.step(loss)
@@ -206,8 +259,11 @@ def validate(net, job: Job, loader, rt: Runtime, seed: int = 0) -> tuple[float, 
         with rt.autocast():
             hyps, conf = net(x, **job.forward_kwargs)
         hyps, conf = hyps.float(), conf.float()
+        check_finite(hyps, conf)
         n_act = float(a.sum())
-        sums[0] += job.loss(hyps, conf, d, a, None, generator=gen, **_extra(rest)).item() * len(x)
+        loss = job.loss(hyps, conf, d, a, None, generator=gen, **_extra(rest))
+        check_finite(hyps, conf, loss)
+        sums[0] += loss.item() * len(x)
         sums[1] += len(x)
         sums[2] += oracle_angle(hyps, d, a).item() * n_act
         sums[3] += n_act
@@ -294,7 +350,10 @@ def _one_epoch(net, job, loaders, optim, st: FitState, total, cfg, rt, mon: Moni
         net, job, train_loader, opt, sched, scaler, st, total, cfg, rt, mon
     )
     seconds = time.perf_counter() - t0
-    val_loss, val_oracle = validate(net, job, val_loader, rt, cfg.seed)
+    try:
+        val_loss, val_oracle = validate(net, job, val_loader, rt, cfg.seed)
+    except _NotFinite as e:
+        raise _diverged(job, e, cfg, st.epoch + 1, None) from None
     st.epoch += 1  # numbered from 1
     improved = val_loss < st.best_val
     if improved:

@@ -49,12 +49,16 @@ def fit_to_features(cfg: TrainConfig, fs: FeatureSet) -> TrainConfig:
 def _check_memory(cfg: TrainConfig, fs: FeatureSet) -> None:
     """Refuse, before anything is written, a model or a batch the memory cannot hold."""
     from ..core.memory import TRAIN_FACTOR, check_batch
-    from ..models import check_model_memory
+    from ..models import builtin_sizes, check_model_memory
 
     k = 1 if cfg.method == "ie" else n_outputs(cfg, fs)  # IE: members of one hypothesis
     kwargs = model_kwargs(cfg, fs, k)
-    check_model_memory(model_name(cfg), kwargs, copies=4)  # weights, grads, 2 moments
-    check_batch(cfg.batch_size, fs.shape, k, "--batch-size", TRAIN_FACTOR)
+    frames = fs.shape[1]
+    check_model_memory(model_name(cfg), kwargs, copies=4, frames=frames)  # weights, grads,
+    sizes = builtin_sizes(model_name(cfg), kwargs, frames)  # 2 moments; a chunk's activations
+    per_chunk = 3 * sizes[1] if sizes else 0.0  # kept for backward, their gradients, workspace
+    check_batch(cfg.batch_size, fs.shape, k, "--batch-size", TRAIN_FACTOR, per_chunk,
+                "channels, gru_units")  # fmt: skip
 
 
 def n_outputs(cfg: TrainConfig, fs: FeatureSet) -> int:
