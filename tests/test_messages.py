@@ -49,3 +49,51 @@ def test_flags_are_shown_without_a_type_in_every_help():
         assert "<bool>" not in res.output, cmd
     res = runner.invoke(app, ["prep", "synth", "--help"], terminal_width=200)
     assert "<int>" in res.output  # the other types are still shown
+
+
+def test_choices_are_matched_up_to_case(tmp_path):
+    """`--preset RESYN --format MIC` and `--method RMCL` mean resyn, mic and rmcl; the
+    artifacts record the exact spelling."""
+    import json
+
+    from ssl_toolkit.testing import make_features_artifact
+
+    res = runner.invoke(app, ["prep", "synth", str(tmp_path / "s"), "--preset", "ReSyn",
+                              "--format", "MIC", "--n-clips", "2", "--clip-seconds", "1",
+                              "--fs", "8000", "--subsets", "ov1"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "s" / "manifest.json").read_text())["config"]
+    assert (cfg["preset"], cfg["format"]) == ("resyn", "mic")
+    feats = make_features_artifact(tmp_path / "f", n_chunks=8, bins=8).path
+    toml = tmp_path / "tiny.toml"
+    toml.write_text("[train]\nchannels = [4]\ngru_layers = 1\ngru_units = 8\n")
+    res = runner.invoke(app, ["train", str(feats), str(tmp_path / "r"), "--method", "RMCL",
+                              "--epochs", "1", "--max-steps", "1", "--batch-size", "2",
+                              "--device", "CPU", "--config", str(toml)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "r" / "manifest.json").read_text())["config"]
+    assert (cfg["method"], cfg["device"]) == ("rmcl", "cpu")
+
+
+def test_an_unknown_choice_is_one_line_in_one_format_with_the_closest_name(tmp_path):
+    from ssl_toolkit.testing import make_features_artifact
+
+    feats = str(make_features_artifact(tmp_path / "f", n_chunks=4, bins=8).path)
+    cases = [
+        (["train", feats, str(tmp_path / "r"), "--method", "rmc"], "method", "rmc", "rmcl"),
+        (["train", feats, str(tmp_path / "r"), "--method", "WTA-topn"], "method", "WTA-topn",
+         "wta-top-n"),
+        (["prep", "synth", str(tmp_path / "s"), "--preset", "resin"], "preset", "resin", "resyn"),
+        (["prep", "synth", str(tmp_path / "s"), "--format", "fao"], "format", "fao", "foa"),
+        (["eval", str(tmp_path / "r"), str(tmp_path / "e"), "--data", feats, "--split", "tset"],
+         "split", "tset", "test"),
+        (["baseline", str(tmp_path / "s"), str(tmp_path / "b"), "--data", feats, "--method",
+          "musik"], "method", "musik", "music"),
+    ]  # fmt: skip
+    for args, name, value, close in cases:
+        res = runner.invoke(app, args)
+        lines = [ln for ln in res.output.splitlines() if ln.strip()]
+        assert res.exit_code != 0 and len(lines) == 1, (args, res.output)
+        assert lines[0].startswith(f"error: option '{name}': '{value}' is not one of "), lines[0]
+        assert lines[0].endswith(f"did you mean '{close}'?"), lines[0]
+    assert not any((tmp_path / d).exists() for d in "rseb")

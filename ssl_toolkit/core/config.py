@@ -15,8 +15,9 @@ import os
 import sys
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -117,20 +118,64 @@ def check_finite(cfg: Any) -> None:
                 _check_finite(f.name, y, False)
 
 
+def choose(name: str, value: Any, allowed: Iterable[str]) -> str:
+    """The value of ``allowed`` that ``value`` names: itself, or the one it names up to
+    case (``RMCL`` is ``rmcl``). Every option with a fixed set of values is checked here, so
+    that all refusals read alike and suggest the closest name.
+
+    Raises:
+        ConfigError: ``option 'method': 'rmc' is not one of pit, rmcl, ...; did you mean
+            'rmcl'?``.
+    """
+    allowed = tuple(allowed)
+    if value in allowed:
+        return value
+    if isinstance(value, str):
+        same = [a for a in allowed if a.lower() == value.strip().lower()]
+        if len(same) == 1:
+            return same[0]
+    refuse_choice(name, value, allowed)
+
+
+def refuse_choice(name: str, value: Any, allowed: Iterable[str]) -> NoReturn:
+    """Raise the one refusal of a value not among ``allowed`` (see :func:`choose`)."""
+    allowed = tuple(allowed)
+    hint = ""
+    if isinstance(value, str):
+        import difflib
+
+        lower = {a.lower(): a for a in allowed}
+        close = difflib.get_close_matches(value.strip().lower(), list(lower), n=1, cutoff=0.6)
+        hint = f"; did you mean {lower[close[0]]!r}?" if close else ""
+    raise ConfigError(f"option {name!r}: {value!r} is not one of {', '.join(allowed)}{hint}")
+
+
+def check_choices(cfg: Any) -> None:
+    """Check every option of ``cfg`` named in its class's ``CHOICES`` (name -> allowed
+    values): exactly one of them (``resolve`` maps other spellings to it with
+    :func:`choose`; a config built in code must spell it exactly)."""
+    for name, allowed in getattr(type(cfg), "CHOICES", {}).items():
+        if getattr(cfg, name) not in allowed:
+            refuse_choice(name, getattr(cfg, name), allowed)
+
+
 def resolve(cls: type[T], *layers: dict[str, Any] | None) -> T:
     """Build ``cls`` from its defaults updated by each layer in turn.
 
     ``None`` values in a layer mean "not given" and are skipped, so CLI options
     defaulting to None do not override a TOML file.
 
+    Options named in ``cls.CHOICES`` are matched to their values with :func:`choose`.
+
     Raises:
-        ConfigError: on an unknown key (with the known ones listed), a value
-            of the wrong type, or a float that is infinite or NaN (unless the field's
-            metadata has ``NONFINITE_OK``).
+        ConfigError: on an unknown key (with the known ones listed), a value of the wrong
+            type or not among its choices, or a float that is infinite or NaN (unless the
+            field's metadata has ``NONFINITE_OK``).
     """
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     names = set(fields)
+    choices = getattr(cls, "CHOICES", {})  # option -> its values, matched up to case
     values: dict[str, Any] = {}
     for layer in layers:
         for key, value in (layer or {}).items():
@@ -142,6 +187,8 @@ def resolve(cls: type[T], *layers: dict[str, Any] | None) -> T:
             if value is None:
                 continue
             values[k] = _coerce(k, hints[k], value, fields[k].metadata.get(NONFINITE_OK, False))
+            if k in choices:
+                values[k] = choose(k, values[k], choices[k])
     obj = cls(**values)
     check = getattr(obj, "validate", None)
     if callable(check):

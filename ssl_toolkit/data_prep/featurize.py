@@ -42,7 +42,7 @@ from ..core.artifacts import (
     safe_join,
     scene_files,
 )
-from ..core.config import ConfigError, check_finite, to_dict
+from ..core.config import ConfigError, check_choices, check_finite, to_dict
 from ..core.console import log, progress
 from ..core.cpu import parallel_map, worker_count, worker_threads
 from ..core.errors import DataError
@@ -67,6 +67,8 @@ class FeatureConfig:
         chunk_frames: frames per chunk (25 = 0.5 s).
     """
 
+    CHOICES = {"type": TYPES}  # checked and matched up to case by core.config
+
     type: str = "stft"
     win_s: float = 0.04
     hop_s: float = 0.02
@@ -77,8 +79,7 @@ class FeatureConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid option."""
         check_finite(self)
-        if self.type not in TYPES:
-            raise ConfigError(f"option 'type' must be one of {TYPES}, got {self.type!r}")
+        check_choices(self)
         if not 0 < self.hop_s <= self.win_s <= 1:
             raise ConfigError("options 'hop_s' and 'win_s' need 0 < hop_s <= win_s <= 1 s")
         if self.n_fft < 0 or self.n_fft & (self.n_fft - 1) and self.n_fft:

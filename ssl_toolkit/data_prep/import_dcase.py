@@ -253,7 +253,7 @@ def import_dcase(
         ConfigError: an invalid option.
     """
     root = Path(root).resolve()
-    mics = _array(fmt, mic_positions_m)
+    fmt, mics = _array(fmt, mic_positions_m)
     split = split or ImportSplit()
     split.validate()
     n_channels = N_CHANNELS if mics is None else len(mics)

@@ -309,7 +309,7 @@ def import_tut2018(
             wrong channel count, unreadable audio, mixed rates).
     """
     root = Path(root).resolve()
-    mics = _array(fmt, mic_positions_m)
+    fmt, mics = _array(fmt, mic_positions_m)
     split = split or ImportSplit()
     split.validate()
     records = _scan(root, N_CHANNELS if mics is None else len(mics), split)
@@ -403,18 +403,18 @@ def copy_bytes(records: list[dict[str, Any]]) -> float:
     return sum(file_bytes(Path(r["wav"]).stat().st_size) for r in records)
 
 
-def _array(fmt: str, mic_positions_m) -> np.ndarray | None:
-    """Capsule positions ``[M, 3]`` of a ``mic`` import (None for ``foa``), checked."""
-    from ..core.config import ConfigError
+def _array(fmt: str, mic_positions_m) -> tuple[str, np.ndarray | None]:
+    """The format (``foa`` or ``mic``, matched up to case) and the capsule positions
+    ``[M, 3]`` of a ``mic`` import (None for ``foa``), checked."""
+    from ..core.config import ConfigError, choose
     from .arrays import array_positions
 
-    if fmt not in ("foa", "mic"):
-        raise ConfigError(f"option --format must be foa or mic, got {fmt!r}")
+    fmt = choose("format", fmt, ("foa", "mic"))
     if fmt == "foa":
         if mic_positions_m is not None:
             raise ConfigError("option --array needs --format mic (FOA has no capsules)")
-        return None
-    return array_positions(mic_positions_m)
+        return fmt, None
+    return fmt, array_positions(mic_positions_m)
 
 
 def _write_clip(

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.artifacts import Manifest, build_artifact
-from ..core.config import ConfigError, check_finite, to_dict
+from ..core.config import ConfigError, check_choices, check_finite, choose, to_dict
 from ..core.console import log, progress
 from ..core.cpu import parallel_map, worker_count
 from ..core.errors import DataError
@@ -139,6 +139,9 @@ class SynthConfig:
             stay static.
     """
 
+    #: Options with a fixed set of values (checked and matched up to case by core.config).
+    CHOICES = {"preset": ("ansyn", "resyn"), "format": FORMATS, "layout": LAYOUTS}
+
     preset: str = "ansyn"
     format: str = "foa"
     fs: int = 44100
@@ -172,9 +175,7 @@ class SynthConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid option."""
         check_finite(self)
-        _check(self.preset in ("ansyn", "resyn"), "preset", "must be ansyn or resyn")
-        _check(self.format in FORMATS, "format", f"must be one of {FORMATS}")
-        _check(self.layout in LAYOUTS, "layout", f"must be one of {LAYOUTS}")
+        check_choices(self)
         _check(8000 <= self.fs <= 192000, "fs", "must be in 8000..192000 Hz")
         _check(self.n_clips >= 1, "n_clips", "must be at least 1")
         _check(self.clip_seconds > 0, "clip_seconds", "must be positive")
@@ -292,14 +293,12 @@ def synth_config(toml: dict[str, Any] | None, cli: dict[str, Any] | None) -> Syn
 
     toml, cli = toml or {}, cli or {}
     name = cli.get("preset") or toml.get("preset") or "ansyn"
-    return resolve(SynthConfig, preset_config(name), toml, cli)
+    return resolve(SynthConfig, preset_config(choose("preset", name, PRESETS)), toml, cli)
 
 
 def preset_config(name: str) -> dict[str, Any]:
     """The options a preset sets (a layer for :func:`config.resolve`)."""
-    if name not in PRESETS:
-        raise ConfigError(f"option 'preset' must be one of {', '.join(PRESETS)}, got {name!r}")
-    return dict(PRESETS[name])
+    return dict(PRESETS[choose("preset", name, PRESETS)])
 
 
 def mic_positions(cfg: SynthConfig) -> np.ndarray | None:

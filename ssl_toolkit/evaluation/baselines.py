@@ -57,7 +57,7 @@ from ..core.artifacts import (
     safe_join,
     scene_files,
 )
-from ..core.config import ConfigError, to_dict
+from ..core.config import ConfigError, check_choices, to_dict
 from ..core.errors import DataError, UserError
 from ..core.geometry import great_circle, rad, sph_to_unit
 from ..core.labels import read_label_file, table_frame_labels
@@ -116,6 +116,10 @@ class BaselineConfig:
         speed_of_sound_m_s: speed of sound.
     """
 
+    #: Options with a fixed set of values (checked and matched up to case by core.config).
+    CHOICES = {"method": tuple(CLASSICAL_METHODS), "n_sources": ("known", "estimate"),
+               "split": SPLITS}  # fmt: skip
+
     method: str = "srp"
     n_sources: str = "known"
     split: str = "test"
@@ -128,14 +132,7 @@ class BaselineConfig:
     speed_of_sound_m_s: float = 343.0
 
     def validate(self) -> None:
-        if self.method not in CLASSICAL_METHODS:
-            raise ConfigError(
-                f"--method must be one of {', '.join(CLASSICAL_METHODS)}, got {self.method!r}"
-            )
-        if self.n_sources not in ("known", "estimate"):
-            raise ConfigError(f"--n-sources must be known or estimate, got {self.n_sources!r}")
-        if self.split not in SPLITS:
-            raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        check_choices(self)
         if self.grid_deg is not None and not 0.5 <= self.grid_deg <= 45:
             raise ConfigError(f"--grid-deg must be in [0.5, 45], got {self.grid_deg}")
         if not 0.001 <= self.refine_deg <= 1.0:

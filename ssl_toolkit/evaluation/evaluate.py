@@ -30,7 +30,7 @@ import pandas as pd
 from ..analysis import density, metrics, thresholds
 from ..analysis.frames import Frames, predict_split
 from ..core.artifacts import Manifest, build_artifact, read_manifest, write_json
-from ..core.config import ConfigError, check_finite, to_dict
+from ..core.config import ConfigError, check_choices, check_finite, to_dict
 from ..core.console import log as console_log
 from ..core.console import warn as console_warn
 from ..core.errors import UserError
@@ -71,6 +71,8 @@ class EvalConfig:
             docs/ARCHITECTURE.md).
     """
 
+    CHOICES = {"split": SPLITS}  # checked and matched up to case by core.config
+
     split: str = "test"
     threshold: float | None = None
     learn_threshold: bool = False
@@ -82,8 +84,7 @@ class EvalConfig:
 
     def validate(self) -> None:
         check_finite(self)
-        if self.split not in SPLITS:
-            raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        check_choices(self)
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"--threshold must be in [0, 1], got {self.threshold}")
         if self.threshold is not None and self.learn_threshold:

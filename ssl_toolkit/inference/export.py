@@ -202,12 +202,11 @@ def run_onnx(path: str | os.PathLike, x: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def _check_formats(formats) -> tuple[str, ...]:
-    formats = tuple(dict.fromkeys(formats))
+    from ..core.config import choose
+
+    formats = tuple(dict.fromkeys(choose("format", f, EXPORT_FORMATS) for f in formats))
     if not formats:
         raise UserError("--format: give at least one of torchscript, onnx")
-    bad = [f for f in formats if f not in EXPORT_FORMATS]
-    if bad:
-        raise UserError(f"--format {bad[0]!r} is unknown; choose from {', '.join(EXPORT_FORMATS)}")
     if "onnx" in formats and (why := onnx_available()):
         raise UserError(f"--format onnx: {why}")
     return formats

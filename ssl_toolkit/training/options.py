@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.config import ConfigError, resolve, to_dict
+from ..core.config import ConfigError, check_choices, choose, resolve, to_dict
 from ..losses.adpit import MAX_TRACKS
 from ..losses.annealed import SCHEDULES
 from ..losses.wta import MODES
@@ -101,6 +101,12 @@ class TrainConfig:
             Off: class-agnostic, every source is of one class.
     """
 
+    #: Options with a fixed set of values (checked and matched up to case by core.config).
+    CHOICES = {
+        "method": METHODS, "device": DEVICES, "amp_dtype": AMP_DTYPES, "output": ("unit", "sph"),
+        "wta_mode": tuple(m for m in MODES if m != "amcl"), "temperature_schedule": SCHEDULES,
+    }  # fmt: skip
+
     method: str = "rmcl"
     K: int = 5
     epochs: int = 50
@@ -140,12 +146,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first invalid option."""
-        _choice("method", self.method, METHODS)
-        _choice("device", self.device, DEVICES)
-        _choice("amp_dtype", self.amp_dtype, AMP_DTYPES)
-        _choice("output", self.output, ("unit", "sph"))
-        _choice("wta_mode", self.wta_mode, tuple(m for m in MODES if m != "amcl"))
-        _choice("temperature_schedule", self.temperature_schedule, SCHEDULES)
+        check_choices(self)
         for name in ("K", "epochs", "batch_size", "gru_layers", "gru_units", "top_n"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"option {name!r} must be >= 1, got {getattr(self, name)}")
@@ -205,7 +206,7 @@ def resolve_train_config(*layers: dict[str, Any] | None) -> TrainConfig:
     method = TrainConfig.method
     for layer in layers:
         if (layer or {}).get("method") is not None:
-            method = layer["method"]  # type: ignore[index]
+            method = choose("method", layer["method"], METHODS)  # type: ignore[index]
     return resolve(TrainConfig, METHOD_DEFAULTS.get(method), *layers)
 
 
@@ -214,8 +215,3 @@ def config_dict(cfg: TrainConfig) -> dict[str, Any]:
     less the :data:`LATE_OPTIONS` at their default."""
     d = to_dict(cfg)
     return {k: v for k, v in d.items() if not (k in LATE_OPTIONS and v == LATE_OPTIONS[k])}
-
-
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"option {name!r} is {value!r}; choose one of {', '.join(allowed)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...core.config import ConfigError
+from ...core.config import ConfigError, refuse_choice
 
 TOY_METHODS = ("smcl", "rmcl", "rmcl*", "ie")
 IE_TARGETS = ("closest", "all")
@@ -56,9 +56,9 @@ class ToyConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid option."""
-        bad = [m for m in self.methods if m not in TOY_METHODS]
-        if bad:
-            raise ConfigError(f"toy option methods: {bad[0]!r} unknown; choose from {TOY_METHODS}")
+        for m in self.methods:
+            if m not in TOY_METHODS:
+                refuse_choice("methods", m, TOY_METHODS)
         for name in ("K", "steps", "batch_size", "hidden", "layers", "ie_members", "n_eval_t"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"toy option {name} must be >= 1")
@@ -67,7 +67,7 @@ class ToyConfig:
         if not 0 <= self.negatives <= self.K - 1:
             raise ConfigError(f"toy option negatives must be in [0, K - 1], got {self.negatives}")
         if self.ie_target not in IE_TARGETS:
-            raise ConfigError(f"toy option ie_target must be one of {IE_TARGETS}")
+            refuse_choice("ie_target", self.ie_target, IE_TARGETS)
         if any(not 0 <= t <= 1 for t in self.plot_t):
             raise ConfigError("toy option plot_t: values must lie in [0, 1]")
 
