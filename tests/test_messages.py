@@ -97,3 +97,23 @@ def test_an_unknown_choice_is_one_line_in_one_format_with_the_closest_name(tmp_p
         assert lines[0].startswith(f"error: option '{name}': '{value}' is not one of "), lines[0]
         assert lines[0].endswith(f"did you mean '{close}'?"), lines[0]
     assert not any((tmp_path / d).exists() for d in "rseb")
+
+
+def test_an_interruption_names_the_stage_and_what_was_kept(tmp_path, monkeypatch):
+    """Ctrl-C in `ssl baseline` says that ssl baseline stopped (not train's --resume
+    advice); in `ssl train` it says the resumable state was kept."""
+    import ssl_toolkit.evaluation.baselines as baselines
+    import ssl_toolkit.training as training
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(baselines, "run_baseline", ctrl_c)
+    monkeypatch.setattr(training, "train", ctrl_c)
+    res = runner.invoke(app, ["baseline", str(tmp_path / "s"), str(tmp_path / "b"), "--data",
+                              str(tmp_path / "f")])  # fmt: skip
+    assert res.exit_code == 130
+    assert "interrupted: ssl baseline stopped" in res.output and "--resume" not in res.output
+    res = runner.invoke(app, ["train", str(tmp_path / "f"), str(tmp_path / "r")])
+    assert res.exit_code == 130
+    assert "interrupted: ssl train stopped" in res.output and "--resume" in res.output

@@ -95,11 +95,18 @@ def shown(value: Any) -> str:
     return str(value)
 
 
-#: What an interrupted command leaves behind (outputs are built atomically).
-INTERRUPTED = (
-    "interrupted: no incomplete artifact was left (outputs are renamed into place only when "
-    "complete); an interrupted `ssl train` keeps its resumable state: rerun it with --resume"
-)
+def interrupted(command: str) -> str:
+    """What an interrupted ``command`` (e.g. ``ssl baseline``) says it left behind: outputs
+    are built atomically, and ``ssl train`` keeps its resumable state."""
+    line = (f"interrupted: {command} stopped; no incomplete artifact was left (outputs are "
+            "renamed into place only when complete)")  # fmt: skip
+    if command.endswith(" train"):
+        line += "; the run's resumable state was kept (the last finished epoch): rerun the "
+        line += "same command with --resume to continue"
+    elif command.endswith(" predict"):
+        line = (f"interrupted: {command} stopped; the result files already complete were "
+                "kept, none is half-written")  # fmt: skip
+    return line
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -126,6 +133,14 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _command_name(fn: Callable[..., Any]) -> str:
+    """``ssl train`` for ``cli.train.train_cmd``, ``ssl prep import`` for ``cli.prep.import_``
+    (the command functions are named after their command)."""
+    name = fn.__name__.removesuffix("_cmd").rstrip("_")
+    group = " prep" if fn.__module__.endswith(".prep") else ""
+    return f"ssl{group} {name}"
+
+
 def user_errors(fn: F) -> F:
     """Turn UserError (bad input/options) into one red line and exit code 1.
 
@@ -134,6 +149,8 @@ def user_errors(fn: F) -> F:
     every stage at once: ``PATH: what is wrong``. An OS error that names no file, and any
     other exception, is a bug and keeps its traceback.
     """
+
+    command = _command_name(fn)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -150,7 +167,7 @@ def user_errors(fn: F) -> F:
                 raise
             raise _fail(line) from None
         except KeyboardInterrupt:
-            print(INTERRUPTED, file=sys.stderr)
+            print(interrupted(command), file=sys.stderr)
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
