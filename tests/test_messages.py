@@ -117,3 +117,24 @@ def test_an_interruption_names_the_stage_and_what_was_kept(tmp_path, monkeypatch
     res = runner.invoke(app, ["train", str(tmp_path / "f"), str(tmp_path / "r")])
     assert res.exit_code == 130
     assert "interrupted: ssl train stopped" in res.output and "--resume" in res.output
+
+
+def test_a_missing_path_does_not_exist_and_swapped_predict_arguments_are_named(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    res = runner.invoke(app, ["eval", str(tmp_path / "runs" / "rmlc5"), str(tmp_path / "e"),
+                              "--data", str(tmp_path / "feats")])  # fmt: skip
+    assert res.exit_code == 1
+    assert f"error: {tmp_path / 'runs' / 'rmlc5'} does not exist" in res.output
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "manifest.json").write_text('{"kind": "export", "schema": 1}')
+    wav = tmp_path / "rec.wav"
+    sf.write(wav, np.zeros((800, 4), np.float32), 8000)
+    res = runner.invoke(app, ["predict", str(wav), str(export), "--out", str(tmp_path / "o")])
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 1 and len(lines) == 1, res.output
+    assert "the arguments are swapped; the model comes first" in lines[0]
+    assert f"ssl predict {export} {wav}" in lines[0]
+    assert not (tmp_path / "o").exists()

@@ -219,9 +219,13 @@ def read_manifest(path: str | os.PathLike, kind: str | tuple[str, ...]) -> Manif
     p = Path(path)
     mpath = p / MANIFEST
     if not mpath.is_file():
-        raise ArtifactError(
-            f"{p} is not a {'/'.join(kinds)} artifact ({_why_absent(mpath)}): run `{maker}` first"
-        )
+        why = _why_absent(mpath)
+        if why == "no such file or directory":  # a misspelled path, most often
+            raise ArtifactError(
+                f"{p} does not exist (a {'/'.join(kinds)} artifact is expected here; "
+                f"`{maker}` makes one)"
+            )
+        raise ArtifactError(f"{p} is not a {'/'.join(kinds)} artifact ({why}): run `{maker}` first")
     raw = readers.read_json_object(mpath, f"{maker} --force")
     got = raw.get("kind")
     if got not in kinds:

@@ -490,7 +490,10 @@ def predict_files(
         raise UserError(f"--block-seconds must be a finite number > 0, got {block_seconds}")
     if threshold is not None and not 0.0 <= threshold <= 1.0:  # NaN fails too
         raise UserError(f"--threshold must be in [0, 1], got {threshold}")
+    _check_argument_order(Path(export_or_run), audio_files)
     for a in audio_files:
+        if a.is_dir():
+            raise DataError(f"audio file {a} is a directory; give audio files (wav, flac, ...)")
         if not a.is_file():
             raise DataError(f"audio file {a} does not exist")
     out = Path(out_dir)
@@ -522,6 +525,20 @@ def predict_files(
         for d in reversed(made):  # a failed first run leaves no empty output folder
             if d.is_dir() and not any(d.iterdir()):
                 d.rmdir()
+
+
+def _check_argument_order(model: Path, audio_files: list[Path]) -> None:
+    """Refuse ``ssl predict AUDIO MODEL`` (the model comes first) with one line that says so:
+    the model argument is a file, and an audio argument is a run or export artifact."""
+    if model.is_dir() or not model.is_file():
+        return
+    swapped = [a for a in audio_files if _artifact_kind(a) in ("run", "export")]
+    if swapped:
+        raise UserError(
+            f"{model} is a file and {swapped[0]} a model ({_artifact_kind(swapped[0])} "
+            f"artifact): the arguments are swapped; the model comes first: "
+            f"ssl predict {swapped[0]} {model} ..."
+        )
 
 
 def _predict_jobs(export_or_run, jobs, threshold, block_seconds, backend, dcase, track):
