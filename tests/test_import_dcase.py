@@ -137,9 +137,10 @@ def test_fold_options_override_the_official_split(datasets, tmp_path):
     assert _splits(tmp_path / "c") == {3: {"train", "val"}, 4: {"val"}}
     res = _import(datasets["starss"], tmp_path / "d", "--val-fraction", "0")
     assert res.exit_code == 1 and "no 'val' clip: raise --val-fraction (now 0.0)" in res.output
-    res = _import(datasets["starss"], tmp_path / "e", "--test-folds", "3")
-    assert res.exit_code == 1 and "no 'train' clip" in res.output and "--test-folds" in res.output
-    assert not any((tmp_path / d).exists() for d in "bde")
+    res = _import(datasets["starss"], tmp_path / "e", "--test-folds", "3")  # every clip test
+    assert res.exit_code == 0 and "evaluation-only import" in res.output, res.output
+    assert _splits(tmp_path / "e") == {3: {"test"}, 4: {"test"}}
+    assert not any((tmp_path / d).exists() for d in "bd")
 
 
 def test_mic_format_copy_and_a_24k_clip_reach_the_features(tmp_path):

@@ -13,6 +13,7 @@ correct result, never in `inf` features, a NaN loss or a traceback.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -28,6 +29,10 @@ FS = 8000
 TINY = "[train]\nchannels = [8, 8]\npools = [4, 4]\ngru_layers = 1\ngru_units = 16\n"
 SYNTH = ["--n-clips", "3", "--clip-seconds", "1", "--fs", str(FS), "--subsets", "ov1"]
 TRAIN = ["--epochs", "1", "--max-steps", "2", "--batch-size", "2", "-K", "2", "--device", "cpu"]
+
+
+#: A plain progress line (core.console.progress when stderr is not a terminal).
+PROGRESS_LINE = re.compile(r"^\S.*: \d+(/\d+ \(\d+%\))?  elapsed \d+:\d\d:\d\d")
 
 
 def ssl(*args) -> None:
@@ -50,6 +55,7 @@ def fails(*args, progress: bool = False) -> str:
     if progress:
         lines = [ln for ln in lines if not ln.startswith(("train ", "pit: ", "predicting "))]
         lines = [ln for ln in lines if " epoch " not in ln or ln.startswith("error: ")]
+        lines = [ln for ln in lines if not PROGRESS_LINE.match(ln)]  # stderr is no terminal
     assert len(lines) == 1 and lines[0].startswith("error: "), out
     return lines[0]
 

@@ -295,6 +295,7 @@ def test_block_seconds_is_bounded_and_results_do_not_depend_on_it(models, tmp_pa
     res, _ = predict(models / "exp", wav, "-o", tmp_path / "ref")
     assert res.exit_code == 0 and "warning" not in res.output, res.output
     monkeypatch.setattr(mod, "MAX_BLOCK_SECONDS", 1.0)
+    monkeypatch.setattr("ssl_toolkit.inference.input_checks.EXCERPT_S", 0.5)  # bounded too
     spans.clear()
     res, _ = predict(models / "exp", wav, "-o", tmp_path / "cap", "--block-seconds", "1e9")
     assert res.exit_code == 0, res.output
