@@ -91,7 +91,7 @@ def test_untraceable_model_fails_export_and_leaves_nothing(tmp_path):
 def test_refuses_wrong_input_unknown_format_and_overwrite(run, tmp_path, tiny_features):
     with pytest.raises(ArtifactError, match="ssl train"):
         export_run(tiny_features.path, tmp_path / "exp")
-    with pytest.raises(UserError, match="--format 'tflite'"):
+    with pytest.raises(UserError, match="--format: 'tflite' is not one of torchscript, onnx"):
         export_run(run.path, tmp_path / "exp", formats=("tflite",))
     export_run(run.path, tmp_path / "exp")
     export_run(run.path, tmp_path / "exp")  # same config and input: reused

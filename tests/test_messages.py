@@ -94,7 +94,8 @@ def test_an_unknown_choice_is_one_line_in_one_format_with_the_closest_name(tmp_p
         res = runner.invoke(app, args)
         lines = [ln for ln in res.output.splitlines() if ln.strip()]
         assert res.exit_code != 0 and len(lines) == 1, (args, res.output)
-        assert lines[0].startswith(f"error: option '{name}': '{value}' is not one of "), lines[0]
+        flag = "--" + name.replace("_", "-")
+        assert lines[0].startswith(f"error: option {flag}: '{value}' is not one of "), lines[0]
         assert lines[0].endswith(f"did you mean '{close}'?"), lines[0]
     assert not any((tmp_path / d).exists() for d in "rseb")
 

@@ -222,8 +222,8 @@ def read_manifest(path: str | os.PathLike, kind: str | tuple[str, ...]) -> Manif
         why = _why_absent(mpath)
         if why == "no such file or directory":  # a misspelled path, most often
             raise ArtifactError(
-                f"{p} does not exist (a {'/'.join(kinds)} artifact is expected here; "
-                f"`{maker}` makes one)"
+                f"{p} does not exist (a {'/'.join(kinds)} artifact is expected there): "
+                f"check the path, or run `{maker}` first"
             )
         raise ArtifactError(f"{p} is not a {'/'.join(kinds)} artifact ({why}): run `{maker}` first")
     raw = readers.read_json_object(mpath, f"{maker} --force")

@@ -124,7 +124,7 @@ def choose(name: str, value: Any, allowed: Iterable[str]) -> str:
     that all refusals read alike and suggest the closest name.
 
     Raises:
-        ConfigError: ``option 'method': 'rmc' is not one of pit, rmcl, ...; did you mean
+        ConfigError: ``option --method: 'rmc' is not one of pit, rmcl, ...; did you mean
             'rmcl'?``.
     """
     allowed = tuple(allowed)
@@ -147,7 +147,8 @@ def refuse_choice(name: str, value: Any, allowed: Iterable[str]) -> NoReturn:
         lower = {a.lower(): a for a in allowed}
         close = difflib.get_close_matches(value.strip().lower(), list(lower), n=1, cutoff=0.6)
         hint = f"; did you mean {lower[close[0]]!r}?" if close else ""
-    raise ConfigError(f"option {name!r}: {value!r} is not one of {', '.join(allowed)}{hint}")
+    flag = "--" + name.replace("_", "-")  # as typed on the command line (the TOML key: name)
+    raise ConfigError(f"option {flag}: {value!r} is not one of {', '.join(allowed)}{hint}")
 
 
 def check_choices(cfg: Any) -> None:
