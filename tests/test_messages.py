@@ -139,3 +139,19 @@ def test_a_missing_path_does_not_exist_and_swapped_predict_arguments_are_named(t
     assert "the arguments are swapped; the model comes first" in lines[0]
     assert f"ssl predict {export} {wav}" in lines[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_eval_names_each_step_between_its_two_predictions(tmp_path, tiny_features):
+    """No silent gap and no two bars of one name: 'predicting val', the fits on val,
+    'predicting test', then scoring (plain lines: stderr is not a terminal here)."""
+    from test_eval import make_run
+
+    run = make_run(tmp_path / "run", tiny_features)
+    res = runner.invoke(app, ["eval", str(run), str(tmp_path / "e"), "--data",
+                              str(tiny_features.path)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = res.output
+    steps = ["predicting val: ", "fitting on val (", "predicting test: ", "scoring "]
+    at = [out.find(s) for s in steps]
+    assert -1 not in at and at == sorted(at), out
+    assert out.count("predicting val: ") == 1 and out.count("predicting test: ") == 1
