@@ -222,15 +222,16 @@ def read_manifest(path: str | os.PathLike, kind: str | tuple[str, ...]) -> Manif
         why = _why_absent(mpath)
         if why == "no such file or directory":  # a misspelled path, most often
             raise ArtifactError(
-                f"{p} does not exist (a {'/'.join(kinds)} artifact is expected there): "
+                f"{p} does not exist ({_a('/'.join(kinds))} artifact is expected there): "
                 f"check the path, or run `{maker}` first"
             )
-        raise ArtifactError(f"{p} is not a {'/'.join(kinds)} artifact ({why}): run `{maker}` first")
+        what = _a("/".join(kinds))
+        raise ArtifactError(f"{p} is not {what} artifact ({why}): run `{maker}` first")
     raw = readers.read_json_object(mpath, f"{maker} --force")
     got = raw.get("kind")
     if got not in kinds:
         raise ArtifactError(
-            f"{p} is a {got!r} artifact, expected {'/'.join(kinds)}: run `{maker}` first"
+            f"{p} is {_a(repr(got))} artifact, expected {'/'.join(kinds)}: run `{maker}` first"
         )
     schema = raw.get("schema")
     if schema != SCHEMAS[got]:
@@ -259,6 +260,11 @@ def read_manifest(path: str | os.PathLike, kind: str | tuple[str, ...]) -> Manif
         _check_audio_root(man, mpath, rebuild)
         _check_clip_header(man.path / "clips.csv", rebuild)
     return man
+
+
+def _a(word: str) -> str:
+    """``word`` with its indefinite article: ``an eval``, ``a features``."""
+    return f"{'an' if word.lstrip(chr(39)).startswith(tuple('aeiou')) else 'a'} {word}"
 
 
 def _why_absent(mpath: Path) -> str:
@@ -702,8 +708,8 @@ def _check_replaceable(final: Path, kind: str) -> bool:
         )
     if got != kind:
         raise ArtifactError(
-            f"{final} holds a {got} artifact (made by `{MAKERS.get(got, got)}`), not a "
-            f"{kind} artifact: it is never replaced by another kind, even with --force; "
+            f"{final} holds {_a(got)} artifact (made by `{MAKERS.get(got, got)}`), not "
+            f"{_a(kind)} artifact: it is never replaced by another kind, even with --force; "
             "choose another output path"
         )
     return True
@@ -723,7 +729,7 @@ def _existing(final: Path, kind: str, fp: str, config, input_fps, contents) -> M
         old = read_manifest(final, kind)
     except ArtifactError as e:
         raise ArtifactError(
-            f"{final} holds a {kind} artifact this toolkit cannot reuse ({e}); pass --force "
+            f"{final} holds {_a(kind)} artifact this toolkit cannot reuse ({e}); pass --force "
             "to replace it, or choose another output path"
         ) from e
     if old.fingerprint == fp:
