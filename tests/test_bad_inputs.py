@@ -305,7 +305,7 @@ CASES = [
                      np.load(ws / "feats" / "activity.npy")[:3])),
     C("feats-directions-dtype", "feats tiny.toml", TR, "directions.npy",
       lambda ws: npy(ws / "feats" / "directions.npy",
-                     np.load(ws / "feats" / "directions.npy").astype(np.float64))),
+                     np.load(ws / "feats" / "directions.npy").astype(np.float16))),
     C("feats-index-missing", "feats tiny.toml", TR, "index.csv",
       lambda ws: (ws / "feats" / "index.csv").unlink()),
     C("feats-index-columns", "feats tiny.toml", TR, "index.csv",

@@ -270,7 +270,7 @@ def test_estimated_count_of_one_and_two_sources(tmp_path, counted):
     cfg = BaselineConfig(method="music", n_sources="estimate")
     man = run_baseline(scenes, feats, tmp_path / "est", cfg)
     doc = json.loads((man.path / "metrics.json").read_text())
-    assert doc["scored"] is True
+    assert doc["scored"] is False and "ece" not in doc["overall"]  # a count, no confidences
     with np.load(man.path / "predictions.npz", allow_pickle=False) as z:
         n_true, n_found = z["active"].sum(1), z["valid"].sum(1)
         np.testing.assert_array_equal(z["detected"], z["valid"])
@@ -345,7 +345,7 @@ def test_baseline_cli_takes_a_config_file(tmp_path, data):
     assert res.exit_code == 0, res.output
     cfg = json.loads((out / "manifest.json").read_text())["config"]
     assert (cfg["method"], cfg["n_sources"], cfg["refine_deg"]) == ("music", "estimate", 0.2)
-    assert json.loads((out / "metrics.json").read_text())["scored"] is True
+    assert json.loads((out / "metrics.json").read_text())["scored"] is False  # no scores
     res = CliRunner().invoke(app, [*args, "--n-sources", "guess", "--force"])
     assert res.exit_code == 1 and "--n-sources" in res.output
 

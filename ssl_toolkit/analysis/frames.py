@@ -17,8 +17,9 @@ class Frames:
 
     Attributes:
         hyps: ``[N, K, 3]``; conf: ``[N, K]``; valid: ``[N, K]`` bool (slots holding an
-        estimate); targets: ``[N, S, 3]``; active: ``[N, S]``; clip_id: ``[N]`` str;
-        frame: ``[N]`` frame index in its clip; subset: ``[N]`` str.
+        estimate); targets: ``[N, S, 3]`` float64 (the stored references); active:
+        ``[N, S]``; clip_id: ``[N]`` str; frame: ``[N]`` frame index in its clip; subset:
+        ``[N]`` str.
         classes: ``[N, K]`` int64 predicted class of each slot (-1: unknown), None for a
             class-agnostic localizer; target_classes: ``[N, S]`` int64 class of each target
             slot (-1 where inactive), None when the features have no classes.
@@ -45,7 +46,8 @@ def label_frames(fs: FeatureSet, rows: np.ndarray) -> dict[str, np.ndarray | Non
         "target_classes": None
         if fs.classes is None
         else np.asarray(fs.classes[rows], np.int64).reshape(n * t, -1),
-        "targets": np.asarray(fs.directions[rows], np.float32).reshape(n * t, -1, 3),
+        # float64: the references are scored as stored (float32 in older artifacts)
+        "targets": np.asarray(fs.directions[rows], np.float64).reshape(n * t, -1, 3),
         "active": np.asarray(fs.activity[rows], bool).reshape(n * t, -1),
         "clip_id": np.repeat(idx["clip_id"].to_numpy().astype(str), t),
         "frame": (idx["start_frame"].to_numpy()[:, None] + np.arange(t)[None]).ravel(),

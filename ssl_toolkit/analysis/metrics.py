@@ -29,6 +29,7 @@ from ..core.geometry import great_circle
 __all__ = [
     "oracle_error",
     "chance_oracle_error",
+    "chance_oracle_deg",
     "emd",
     "emd_excluded",
     "emd_per_frame",
@@ -89,7 +90,9 @@ def oracle_error(hyps, targets, active, valid=None) -> float:
 def chance_oracle_error(targets, active, k: int, seed: int = 0) -> float:
     """Oracle error (degrees) of ``k`` directions drawn uniformly on the sphere per frame.
 
-    The chance level a trained model must beat, on the same frames and targets.
+    The chance level a trained model must beat, on the same frames and targets: one
+    seeded sample, whose expectation is :func:`chance_oracle_deg` (exact, what ``ssl eval``
+    reports).
 
     Args:
         targets: ``[N, S, 3]``; active: ``[N, S]`` bool; k: hypotheses per frame.
@@ -99,6 +102,33 @@ def chance_oracle_error(targets, active, k: int, seed: int = 0) -> float:
     hyps = rng.standard_normal((len(active), k, 3))
     hyps /= np.linalg.norm(hyps, axis=-1, keepdims=True)  # (N, K, 3) uniform on the sphere
     return oracle_error(hyps, targets, active)
+
+
+def chance_oracle_deg(k: int, active=None) -> float:
+    """The chance level of the oracle error: its expectation (degrees) for ``k`` directions
+    drawn independently and uniformly on the sphere in every frame, exactly.
+
+    For any target, the angle to one uniform direction exceeds x with probability
+    ``(1 + cos x) / 2``, so the closest of ``k`` exceeds it with probability
+    ``((1 + cos x) / 2)^k`` and its mean is ``integral_0^pi cos(x / 2)^(2k) dx
+    = pi * C(2k, k) / 4^k`` radians (90 degrees for k = 1, 44.3 for k = 5). It is the same
+    for every target, so it is also the expected oracle error of random directions on any
+    set of frames: no sampling, no seed (:func:`chance_oracle_error` draws one such
+    sample). Cost: O(1).
+
+    Args:
+        k: directions per frame (the method's K).
+        active: optional ``[N, S]`` bool of the frames scored: NaN when none is active
+            (as :func:`oracle_error`).
+    """
+    if active is not None and not np.asarray(active, dtype=bool).any():
+        return float("nan")
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    # pi * C(2k, k) / 4^k as a product of (2i - 1) / (2i): stable for any k
+    ratio = math.exp(sum(math.log((2 * i - 1) / (2 * i)) for i in range(1, k + 1)))
+    return 180.0 * ratio
 
 
 def _weights(confidences: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -147,14 +147,15 @@ def frame_labels(
         max_sources: number of slots S.
 
     Returns:
-        ``activity [T, S]`` bool and ``directions [T, S, 3]`` float32 unit vectors
-        (zeros where inactive).
+        ``activity [T, S]`` bool and ``directions [T, S, 3]`` float64 unit vectors
+        (zeros where inactive; float64 so that scores against them are exact: a float32
+        unit vector is off unit length by up to 1e-7, which arccos turns into 0.03 deg).
 
     Raises:
         DataError: when more than ``max_sources`` events overlap.
     """
     activity = np.zeros((n_frames, max_sources), dtype=bool)
-    directions = np.zeros((n_frames, max_sources, 3), dtype=np.float32)
+    directions = np.zeros((n_frames, max_sources, 3), dtype=np.float64)
     if len(events) == 0:
         return activity, directions
     start, end = events["start_time"].to_numpy(), events["end_time"].to_numpy()
@@ -175,7 +176,7 @@ def frame_labels(
         on = (j >= 0) & (frames < stop[ev][np.maximum(j, 0)])
         activity[on, s] = True
         directions[on, s] = u[ev[j[on]]]
-    return activity, directions.astype(np.float32)
+    return activity, directions
 
 
 def read_metadata(path: str | os.PathLike, warn=None, what: str = "metadata file") -> pd.DataFrame:
@@ -440,7 +441,7 @@ def metadata_frame_labels(
         meta_hop_s: label frame of the metadata (100 ms).
 
     Returns:
-        ``activity [T, S]`` bool, ``directions [T, S, 3]`` float32 unit vectors (zeros
+        ``activity [T, S]`` bool, ``directions [T, S, 3]`` float64 unit vectors (zeros
         where inactive), ``classes [T, S]`` int16 (-1 where inactive) and
         ``distance_m [T, S]`` float32 (NaN where inactive or unknown).
 
@@ -451,7 +452,7 @@ def metadata_frame_labels(
     if len(meta) and int(meta["class"].max()) > np.iinfo(np.int16).max:
         raise DataError(f"class index {int(meta['class'].max())} does not fit int16 (> 32767)")
     activity = np.zeros((n_frames, max_sources), bool)
-    directions = np.zeros((n_frames, max_sources, 3), np.float32)
+    directions = np.zeros((n_frames, max_sources, 3), np.float64)
     classes = np.full((n_frames, max_sources), -1, np.int16)
     distance = np.full((n_frames, max_sources), np.nan, np.float32)
     if len(meta) == 0 or n_frames == 0:

@@ -262,22 +262,25 @@ def open_npy(
     """Memory-map a ``.npy`` array after checking its size, dtype and shape.
 
     Args:
-        dtype: the dtype it must have.
+        dtype: the dtype it must have, or a tuple of the dtypes it may have (the array
+            keeps its own).
         shape: the shape it must have (None: any length on that axis).
 
     Raises:
         ArtifactError: see :func:`npy_header`; or another dtype or shape.
     """
     got_shape, got_dtype, offset = npy_header(path, rebuild)
-    dtype = np.dtype(dtype)
+    allowed = [np.dtype(d) for d in (dtype if isinstance(dtype, tuple) else (dtype,))]
     fits = len(got_shape) == len(shape) and all(
         w is None or w == g for w, g in zip(shape, got_shape, strict=True)
     )
-    if got_dtype != dtype or not fits:
+    if got_dtype not in allowed or not fits:
         want = [("*" if w is None else w) for w in shape]
+        names = " or ".join(str(d) for d in allowed)
         raise damaged(
-            path, f"holds {got_dtype} {list(got_shape)}, expected {dtype} {want}", rebuild
+            path, f"holds {got_dtype} {list(got_shape)}, expected {names} {want}", rebuild
         )
+    dtype = got_dtype
     if math.prod(got_shape) == 0:
         return np.zeros(got_shape, dtype)
     return np.memmap(path, dtype=dtype, mode="r", shape=got_shape, offset=offset)

@@ -182,13 +182,13 @@ def output_bytes(
 ) -> float:
     """Estimated disk use of a features artifact: the arrays of
     :class:`~ssl_toolkit.features.store.FeatureWriter` (features of ``itemsize`` bytes:
-    float16, or float32 where float16 would overflow; bool activity, float32 directions;
+    float16, or float32 where float16 would overflow; bool activity, float64 directions;
     int16 classes and float32 distances with DCASE labels), index.csv and norm.npz."""
     from ..core.memory import file_bytes
 
     c, t, f = shape
     labels = n_chunks * t * max_sources  # label slots
-    arrays = [n_chunks * c * t * f * itemsize, labels, labels * 12] + (
+    arrays = [n_chunks * c * t * f * itemsize, labels, labels * 24] + (
         [labels * 2, labels * 4] if dcase else []
     )
     index = n_chunks * 48.0  # chunk,clip_id,fold,split,subset,start_frame

@@ -26,9 +26,11 @@ is scored as a miss, never as a placeholder direction.
 
 Output. :class:`ClassicalLocalizer` is a :class:`~ssl_toolkit.models.localize.Localizer`:
 found sources fill the first slots (strongest first) with confidence 1, the other
-slots are invalid (confidence 0). It is ``scored`` (its confidences carry a source
-count) only with ``--n-sources estimate``; with ``known`` the count came from the
-labels, so frame recall is not reported. :func:`run_baseline` writes an eval
+slots are invalid (confidence 0). It has no confidence scores (``scored`` False: no
+ECE, calibration or learned threshold, whose numbers would measure the count, not a
+confidence); with ``--n-sources estimate`` its detections estimate the source count
+(``counts``: frame recall is reported), with ``known`` the count came from the labels, so
+frame recall is not reported. :func:`run_baseline` writes an eval
 artifact in the same format as ``ssl eval``'s.
 
 The features usually come from FOA scenes (what the learned models train on) and the
@@ -443,7 +445,8 @@ class ClassicalLocalizer(Localizer):
         self.cfg = cfg
         self.method = cfg.method
         self.K = int(K)
-        self.scored = cfg.n_sources == "estimate"
+        self.scored = False  # a 0/1 presence, not a confidence score
+        self.counts = cfg.n_sources == "estimate"  # its detections estimate the count
         self.mics_m = np.asarray(mics_m, np.float64)
         self.fs = int(fs)
         m = len(self.mics_m)
@@ -458,7 +461,7 @@ class ClassicalLocalizer(Localizer):
             )
         hop = cfg.nfft // 2
         self.snapshots = int(cfg.window_s * fs // hop)  # at least, away from the clip's ends
-        if self.scored and self.snapshots <= m:
+        if self.counts and self.snapshots <= m:
             raise ConfigError(
                 f"--n-sources estimate needs more snapshots per frame than capsules ({m}): "
                 f"window_s={cfg.window_s:g} s gives {self.snapshots} at {fs} Hz, nfft {cfg.nfft}"
@@ -657,7 +660,8 @@ def run_baseline(
             out_ = loc.localize((_read_audio(sc, clips, clip, fs), centres, counts))
             hyps[sel], conf[sel], valid[sel] = out_.hyps, out_.conf, out_.valid
         fr = Frames(hyps=hyps, conf=conf, valid=valid, **lab)
-        scores = score_predictions(fr, loc.threshold, fs_art.spec.segment_frames(1.0), loc.scored)
+        scores = score_predictions(fr, loc.threshold, fs_art.spec.segment_frames(1.0), loc.scored,
+                                   counts=loc.counts)  # fmt: skip
         write_eval(b.dir, fr, cfg.method, loc.threshold, scores, loc.scored, split=cfg.split,
                    n_sources=cfg.n_sources)  # fmt: skip
         b.extra.update({"method": cfg.method, "K": k, "threshold": loc.threshold,

@@ -49,6 +49,13 @@ __all__ = [
     "write_eval",
 ]
 
+#: Keys of ``metrics.json`` that measure confidence scores (per subset, and top level): a
+#: method without scores (``scored`` False: WTA variants, IE, classical baselines, DCASE
+#: result files) never has them, whatever path wrote its eval (:func:`write_eval` drops
+#: them), so reports show a dash rather than a number that measures something else.
+CONFIDENCE_KEYS = ("ece", "ece_calibrated", "emd_deg_calibrated")
+CONFIDENCE_EXTRAS = ("thresholds_val", "calibration_val")
+
 #: Feature parameters that must agree between the run's training features and the data.
 _MUST_MATCH = ("type", "fs", "hop_length", "n_fft", "format", "n_channels")
 
@@ -125,7 +132,11 @@ def score_predictions(
             the ``*_cls`` metrics; None: class-agnostic only.
 
     Scored methods also get ``ece``, the expected calibration error of the confidences as
-    predictors of the winning hypotheses (:mod:`ssl_toolkit.analysis.calibration`).
+    predictors of the winning hypotheses (:mod:`ssl_toolkit.analysis.calibration`); methods
+    without scores get none of :data:`CONFIDENCE_KEYS`. Every method gets
+    ``chance_oracle_deg`` beside ``oracle_deg``: the expected oracle error of K uniformly
+    random directions on the same frames (:func:`~ssl_toolkit.analysis.metrics.chance_oracle_deg`,
+    exact; K the method's).
     """
     from ..analysis import calibration
     from ..models.localize import detect
@@ -139,6 +150,7 @@ def score_predictions(
     if scored and temperature is not None:
         tempered = calibration.apply_temperature(fr.conf, temperature)
     seg = metrics.segment_ids(fr.clip_id, fr.frame, seg_frames)
+    k = int(fr.hyps.shape[1])
     out = {}
     for name, m in metrics.subset_masks(fr.active, fr.subset).items():
         if not m.any():
@@ -151,6 +163,7 @@ def score_predictions(
             fr.hyps[m], fr.conf[m], fr.targets[m], fr.active[m], detected[m], seg[m], threshold,
             valid=fr.valid[m], **cls,
         )  # fmt: skip
+        res = _with_chance(res, metrics.chance_oracle_deg(k, fr.active[m]))
         if not counts:
             res["frame_recall"] = res["frame_recall_sum"] = float("nan")
         if scored:
@@ -167,6 +180,17 @@ def score_predictions(
             res["nll_vmf"] = density.mixture_nll(*args, kappa[0], valid=fr.valid[m])
             res["nll_voronoi"] = density.voronoi_nll(*args, kappa[1], valid=fr.valid[m])
         out[name] = res
+    return out
+
+
+def _with_chance(res: dict[str, Any], chance: float) -> dict[str, Any]:
+    """``res`` with ``chance_oracle_deg`` right after ``oracle_deg`` (the column order of
+    ``metrics.csv``)."""
+    out = {}
+    for key, v in res.items():
+        out[key] = v
+        if key == "oracle_deg":
+            out["chance_oracle_deg"] = chance
     return out
 
 
@@ -219,8 +243,15 @@ def write_eval(
     """Write ``predictions.npz``, ``metrics.json`` and ``metrics.csv`` into ``directory``.
 
     ``predictions.npz`` also holds ``classes [N, K]`` and ``target_classes [N, S]`` where
-    ``fr`` has them (a localizer with classes; features with classes)."""
+    ``fr`` has them (a localizer with classes; features with classes). For a method
+    without scores (``scored`` False) the confidence metrics (:data:`CONFIDENCE_KEYS`,
+    :data:`CONFIDENCE_EXTRAS`) are left out, whoever computed them."""
     from ..models.localize import detect
+
+    if not scored:
+        scores = {s: {key: v for key, v in d.items() if key not in CONFIDENCE_KEYS}
+                  for s, d in scores.items()}  # fmt: skip
+        extra = {key: v for key, v in extra.items() if key not in CONFIDENCE_EXTRAS}
 
     optional = {k: getattr(fr, k).astype(np.int64) for k in ("classes", "target_classes")
                 if getattr(fr, k) is not None}  # fmt: skip
@@ -548,8 +579,8 @@ def load_metrics(path: str | os.PathLike) -> dict[str, Any]:
 #: Columns of the summary table printed by ``ssl eval`` / ``ssl baseline`` (key -> title;
 #: a metric an eval lacks, e.g. the class-aware ``*_cls``, is left out).
 SUMMARY = metrics.titles(
-    ("frames", "oracle_deg", "emd_deg", "hungarian_deg", "frame_recall", "F20", "LE_CD_deg",
-     "F20_cls", "LE_CD_deg_cls"),
+    ("frames", "oracle_deg", "chance_oracle_deg", "emd_deg", "hungarian_deg", "frame_recall",
+     "F20", "LE_CD_deg", "F20_cls", "LE_CD_deg_cls"),
     short=True,
 )  # fmt: skip
 

@@ -27,7 +27,8 @@ __all__ = ["COLUMNS", "aggregate_seeds", "collect", "make_report", "print_report
 #: metrics.json key -> column title (analysis.metrics.TITLES), in table order; a column no
 #: eval has (all empty) is dropped.
 COLUMNS = titles(
-    ("oracle_deg", "emd_deg", "hungarian_deg", "frame_recall", "frame_recall_sum", "F20",
+    ("oracle_deg", "chance_oracle_deg", "emd_deg", "hungarian_deg", "frame_recall",
+     "frame_recall_sum", "F20",
      "LE_CD_deg", "LR_CD", "nll_vmf", "nll_voronoi", "ece", "emd_deg_calibrated",
      "F20_cls", "LE_CD_deg_cls", "LR_CD_cls", "ER20_cls", "SELD_cls")
 )  # fmt: skip
@@ -282,7 +283,10 @@ def make_report(
 #: Where each number's definition comes from (printed under every report).
 _SOURCES = (
     "Definitions: oracle error, EMD and frame recall as in Letzelter et al., NeurIPS 2023 "
-    "(rMCL) and its code, with great-circle distances; Hungarian error: optimal one-to-one "
+    "(rMCL) and its code, with great-circle distances; chance oracle: the expected oracle "
+    "error of K directions drawn uniformly on the sphere (exact: 180 * C(2K, K) / 4^K "
+    "degrees; 90 for K = 1, 44.3 for K = 5), the level a method's oracle error must beat; "
+    "Hungarian error: optimal one-to-one "
     "matching of detected sources per frame; F20, LE_CD, LR_CD (and ER20, SELD in "
     "metrics.json) exactly as the DCASE 2023 SELD baseline's SELDMetrics (1 s segments, "
     "macro average, 20 degrees); NLLs: vMF mixture and Voronoi densities of the hypotheses; "
@@ -291,7 +295,10 @@ _SOURCES = (
     "Columns marked class-aware: the same DCASE metrics where a detection matches only "
     "references of its own class, macro-averaged over the dataset's classes (SELDMetrics, "
     "average='macro'); only for localizers with classes scored on data with classes. "
-    "A dash: not defined for the method (no confidence scores). rmcl*: rMCL with drawn "
+    "A dash: not defined for the method (ECE and the EMD after a temperature: no "
+    "confidence scores, e.g. WTA, a classical baseline, DCASE result files; NLLs: no vMF "
+    "concentration fitted on val; frame recall: the source count was given, not "
+    "estimated). rmcl*: rMCL with drawn "
     "negatives."
 )
 
@@ -314,8 +321,8 @@ def _markdown(df: pd.DataFrame, fmt: str) -> str:
 #: Column title -> short title in the terminal table (the files keep the long ones).
 _SHORT = {
     TITLES[k].long: TITLES[k].short
-    for k in ("oracle_deg", "emd_deg", "hungarian_deg", "frame_recall", "F20", "LE_CD_deg",
-              "F20_cls", "LE_CD_deg_cls")
+    for k in ("oracle_deg", "chance_oracle_deg", "emd_deg", "hungarian_deg", "frame_recall",
+              "F20", "LE_CD_deg", "F20_cls", "LE_CD_deg_cls")
 }  # fmt: skip
 
 

@@ -10,7 +10,9 @@ Layout of a ``features`` artifact (schema 1)::
                                              float32 where float16 would overflow: see
                                              ``extra.dtype``, absent = float16)
     activity.npy     [N, T, S] bool         (source slot s active in frame t)
-    directions.npy   [N, T, S, 3] float32   (unit vectors, DCASE frame; zeros where inactive)
+    directions.npy   [N, T, S, 3] float64   (unit vectors, DCASE frame; zeros where inactive;
+                                             float32 in artifacts made before float64: both
+                                             are read, see DIRECTION_DTYPES)
     classes.npy      [N, T, S] int16        (class index 0..K-1 of slot s; -1 where inactive)
     distance.npy     [N, T, S] float32      (source distance in metres; NaN where inactive
                                              or unknown)
@@ -47,6 +49,12 @@ from .spec import FeatureSpec
 INDEX_COLUMNS = ["chunk", "clip_id", "fold", "split", "subset", "start_frame"]
 #: How ``features.npy`` may be stored: float16, or float32 where float16 would overflow.
 FEATURE_DTYPES = ("float16", "float32")
+#: How ``directions.npy`` may be stored: float64 (written since the label references are
+#: scored exactly: a float32 unit vector is off unit length by up to 1e-7, which the
+#: arccos of a great-circle distance turns into up to 0.03 degrees on an exact
+#: prediction), or float32 (artifacts written before; still read, no schema change: the
+#: array's own header says which). Training casts them to float32 for the loss.
+DIRECTION_DTYPES = ("float64", "float32")
 #: The largest finite float16 (features beyond it are stored as float32).
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -59,7 +67,8 @@ class FeatureSet:
         manifest: the artifact's manifest.
         features: ``[N, C, T, F]`` float16 (or float32: ``extra.dtype``) memmap.
         activity: ``[N, T, S]`` bool memmap.
-        directions: ``[N, T, S, 3]`` float32 memmap.
+        directions: ``[N, T, S, 3]`` float64 memmap (float32 in older artifacts:
+            :data:`DIRECTION_DTYPES`); evaluation scores against them in float64.
         index: one row per chunk (see module docstring).
         mean, std: normalization statistics ``[C, F]`` from the train split.
         spec: how the features were computed (``extra.feature_params`` of the manifest).
@@ -145,7 +154,7 @@ def open_features(path: str | os.PathLike) -> FeatureSet:
     feats = readers.open_npy(man.file("features.npy"), REBUILD, dtype, (n, c, t, f))
     n = feats.shape[0]
     act = readers.open_npy(man.file("activity.npy"), REBUILD, np.bool_, (n, t, s))
-    dirs = readers.open_npy(man.file("directions.npy"), REBUILD, np.float32, (n, t, s, 3))
+    dirs = readers.open_npy(man.file("directions.npy"), REBUILD, DIRECTION_DTYPES, (n, t, s, 3))
     index = _read_index(man.file("index.csv"), n)
     norm = readers.read_npz(man.file("norm.npz"), REBUILD, ("mean", "std"))
     mean, std = (norm[k] for k in ("mean", "std"))
@@ -266,7 +275,7 @@ class FeatureWriter:
         self.directions = np.lib.format.open_memmap(
             self.dir / "directions.npy",
             mode="w+",
-            dtype=np.float32,
+            dtype=np.float64,
             shape=(n_chunks, t, max_sources, 3),
         )
         self.rows: list[dict[str, Any]] = []
