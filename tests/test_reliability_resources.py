@@ -250,6 +250,18 @@ def _stop_midway(args: list[str], cwd: Path, ready, sig: int, group: bool):
     return took, proc.returncode, left, err
 
 
+def _long_synth(tmp_path: Path):
+    """``ssl prep synth`` with 4 workers, long enough to be stopped midway, and a test of
+    "midway" (the first clip is written into the temporary output)."""
+    args = ["prep", "synth", str(tmp_path / "scenes"), "--n-clips", "200", "--clip-seconds",
+            "2", "--fs", "8000", "--jobs", "4"]  # fmt: skip
+
+    def midway() -> bool:
+        return any(any(t.rglob("*.wav")) for t in tmp_path.glob(".scenes.tmp-*"))
+
+    return args, midway
+
+
 needs_two_cores = pytest.mark.skipif(
     available_cores() < 2, reason="--jobs runs in-process with one core: no workers to stop"
 )
@@ -257,13 +269,7 @@ needs_two_cores = pytest.mark.skipif(
 
 @needs_two_cores
 def test_sigterm_during_synth_with_jobs_stops_every_worker_and_leaves_nothing(tmp_path):
-    out = tmp_path / "scenes"
-    args = ["prep", "synth", str(out), "--n-clips", "200", "--clip-seconds", "2", "--fs",
-            "8000", "--jobs", "4"]  # fmt: skip
-
-    def midway() -> bool:
-        return any(any(t.rglob("*.wav")) for t in tmp_path.glob(".scenes.tmp-*"))
-
+    args, midway = _long_synth(tmp_path)
     took, rc, left, err = _stop_midway(args, tmp_path, midway, signal.SIGTERM, group=False)
     assert took < 5, f"SIGTERM took {took:.1f} s"
     assert rc == 130 and "interrupted" in err and "Traceback" not in err, err
@@ -293,14 +299,8 @@ def test_ctrl_c_during_features_with_jobs_stops_every_worker_quietly(ws, tmp_pat
 
 @needs_two_cores
 def test_kill_9_of_the_parent_alone_takes_its_workers_with_it(tmp_path):
-    out = tmp_path / "scenes"
-    args = ["prep", "synth", str(out), "--n-clips", "200", "--clip-seconds", "2", "--fs",
-            "8000", "--jobs", "4"]  # fmt: skip
-
-    def midway() -> bool:
-        return any(any(t.rglob("*.wav")) for t in tmp_path.glob(".scenes.tmp-*"))
-
+    args, midway = _long_synth(tmp_path)
     _, rc, left, _ = _stop_midway(args, tmp_path, midway, signal.SIGKILL, group=False)
     assert rc == -signal.SIGKILL
     assert left == [], f"workers outlived their parent: {left}"
-    assert not out.exists()
+    assert not (tmp_path / "scenes").exists()
