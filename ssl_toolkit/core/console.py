@@ -164,7 +164,7 @@ def print_table(
     right = set(right)
 
     def table(cols: list[int], part: str = "") -> Table:
-        t = Table(title=title + part)
+        t = Table(title=part or None)
         for i in cols:
             t.add_column(columns[i], justify="right" if columns[i] in right else "left",
                          no_wrap=True)  # fmt: skip
@@ -182,8 +182,14 @@ def print_table(
         if groups[-1] and width(table(key_cols + groups[-1] + [i])) > console.width:
             groups.append([])
         groups[-1].append(i)
-    for n, g in enumerate(groups, 1):
-        t = table(key_cols + g, f" ({n}/{len(groups)})" if len(groups) > 1 else "")
+    tables = [table(key_cols + g, f"({n}/{len(groups)})" if len(groups) > 1 else "")
+              for n, g in enumerate(groups, 1)]  # fmt: skip
+    widest = max(width(t) for t in tables)
+    if len(tables) == 1 and len(title) <= widest:
+        tables[0].title = title  # centred above its table
+    else:  # on a line of its own: a table narrower than its title would wrap it
+        console.print(title, style="italic", markup=False, highlight=False, soft_wrap=True)
+    for t in tables:
         _print_whole(console, t, width(t))
     if full and len(groups) > 1:
         console.print(f"(split to fit {console.width} columns; the full table: {full})",
