@@ -97,6 +97,20 @@ def train_cmd(
         help="accdoa: K tracks per class of the features' per-frame classes (else one class).",
         show_default="off",
     ),
+    augment: str = typer.Option(
+        None,
+        "--augment",
+        help="Exact spatial augmentation of training chunks by the array's symmetries: "
+        "z (those that map z to +-z: 16 for FOA, 8 for the tetrahedral array) | full "
+        "(all: 48, 24) | none.",
+        show_default="z",
+    ),
+    freq_mask: int = typer.Option(
+        None,
+        "--freq-mask",
+        help="Mask up to N consecutive frequency bins of each training chunk (0: off).",
+        show_default="0",
+    ),
     config: Path = typer.Option(
         None, "--config", help="TOML file (\\[train] table or top level; docs/CONFIG.md)."
     ),
@@ -138,6 +152,8 @@ def train_cmd(
         "pools": _int_list("--pools", pools),
         "tensorboard": tensorboard,
         "classes": classes,
+        "augment": augment,
+        "freq_mask": freq_mask,
     }
     if out is None:  # ssl train RUN --resume
         features, out = _run_only(features, resume)

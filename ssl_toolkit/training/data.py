@@ -294,6 +294,8 @@ class Batches:
     ``x [b, C, T, F]`` float32 (converted on the device), ``d [b, T, S, 3]`` float32,
     ``a [b, T, S]`` bool; a loader made with ``classes`` adds ``classes [b, T, S]`` int64
     (-1 where inactive). Each batch is a new tensor of its own (a copy out of the ring).
+    With ``augment`` (a :class:`~ssl_toolkit.features.augment.SpatialAugment`), each batch
+    is transformed by it on the device, after its check for finite values.
 
     Attributes:
         loader: the underlying :class:`DataLoader` (it yields slot numbers).
@@ -309,8 +311,10 @@ class Batches:
         device,
         options: LoaderOptions,
         fs: FeatureSet | None = None,
+        augment=None,
     ):
         self.loader, self.ring, self.options = loader, ring, options
+        self.augment = augment
         self.fs = fs  # names a chunk whose features are not finite
         self.device = torch.device(device)
         self._in_flight: collections.deque = collections.deque()  # events of async copies
@@ -337,7 +341,7 @@ class Batches:
                 return
             batch = self._deliver(self.ring.slot(slot, n))
             self._check_finite(batch[:2], slot)
-            yield batch
+            yield batch if self.augment is None else self.augment(batch)
 
     def _check_finite(self, xd: tuple[torch.Tensor, torch.Tensor], slot: int) -> None:
         """Refuse a batch whose features or directions hold NaN or infinite values, naming
@@ -390,6 +394,7 @@ def make_loader(
     options: LoaderOptions | None = None,
     context: str | None = None,
     classes: bool = False,
+    augment=None,
 ) -> tuple[Batches, DistributedSampler]:
     """A loader over ``rows`` whose order depends only on ``seed`` and the epoch.
 
@@ -409,6 +414,8 @@ def make_loader(
         context: multiprocessing start method of the workers (default: the platform's).
         classes: also deliver the features' per-frame classes (class-aware accdoa);
             off, batches are ``(x, d, a)`` as ever.
+        augment: a :class:`~ssl_toolkit.features.augment.SpatialAugment` applied to each
+            batch on the device (training only), or None.
     """
     opts = options or LoaderOptions()
     ring = BatchRing(
@@ -442,4 +449,4 @@ def make_loader(
     # The DataLoader draws a seed for its workers at every new iterator (every epoch
     # without persistent workers, once with them); from its own generator, the global
     # RNG (dropout, drawn negatives) is the same whatever the number of workers.
-    return Batches(loader, ring, device, opts, fs), sampler
+    return Batches(loader, ring, device, opts, fs, augment), sampler

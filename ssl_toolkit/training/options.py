@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.config import ConfigError, check_choices, choose, resolve, to_dict
+from ..features.augment import MODES as AUGMENT_MODES
 from ..losses.adpit import MAX_TRACKS
 from ..losses.annealed import SCHEDULES
 from ..losses.wta import MODES
@@ -15,9 +16,11 @@ METHODS = ("rmcl", "wta", "wta-relaxed", "wta-top-n", "amcl", "pit", "ie", "accd
 #: Defaults that depend on the method, applied under the TOML and CLI layers by
 #: :func:`resolve_train_config` (``accdoa``: 3 tracks, as the DCASE baselines).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {"accdoa": {"K": 3}}
-#: Options added after runs existed: left out of a run's recorded config (and fingerprint)
-#: while they have their default, so that older runs stay up to date and resumable.
-LATE_OPTIONS = {"classes": False}
+#: Options added after runs existed, with the value every older run was trained with: left
+#: out of a run's recorded config (and fingerprint) while they have that value, and filled
+#: in where a recorded config lacks them, so that older runs stay up to date and resumable
+#: (``augment``: older runs were not augmented, new runs are by default).
+LATE_OPTIONS = {"classes": False, "augment": "none", "freq_mask": 0}
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AMP_DTYPES = ("auto", "bf16", "fp16")
 #: Options of how a run is executed, not of what it learns: ``--resume`` may change them
@@ -99,12 +102,23 @@ class TrainConfig:
         classes: class-aware training (``accdoa`` only): one set of K tracks per class of
             the features' per-frame classes (features without classes are refused).
             Off: class-agnostic, every source is of one class.
+        augment: exact spatial augmentation of the training batches
+            (:mod:`ssl_toolkit.features.augment`): each chunk is transformed by a symmetry
+            of the features' array drawn at random (features by channel operations,
+            labels by the same rotation or reflection); ``z``: the symmetries that map z to
+            +-z (the elevations are kept; 16 for FOA, 8 for the tetrahedral array), ``full``:
+            all of them (48 for FOA, 24 for the tetrahedral array), ``none``: off.
+            Validation is never augmented.
+        freq_mask: SpecAugment-style frequency mask of up to this many consecutive bins
+            per training chunk, the same bins in every channel, set to the features' mean
+            (0: off).
     """
 
     #: Options with a fixed set of values (checked and matched up to case by core.config).
     CHOICES = {
         "method": METHODS, "device": DEVICES, "amp_dtype": AMP_DTYPES, "output": ("unit", "sph"),
         "wta_mode": tuple(m for m in MODES if m != "amcl"), "temperature_schedule": SCHEDULES,
+        "augment": AUGMENT_MODES,
     }  # fmt: skip
 
     method: str = "rmcl"
@@ -143,6 +157,8 @@ class TrainConfig:
     prefetch_factor: int | None = None
     tensorboard: bool = False
     classes: bool = False
+    augment: str = "z"
+    freq_mask: int = 0
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first invalid option."""
@@ -166,6 +182,10 @@ class TrainConfig:
         if self.negatives != "all" and not (self.negatives.isdigit() and int(self.negatives) > 0):
             raise ConfigError(
                 f"option 'negatives' must be 'all' or a positive integer, got {self.negatives!r}"
+            )
+        if self.freq_mask < 0:
+            raise ConfigError(
+                f"option 'freq_mask' (--freq-mask) must be >= 0, got {self.freq_mask}"
             )
         if self.patience < 1:
             raise ConfigError(f"option 'patience' must be >= 1, got {self.patience}")

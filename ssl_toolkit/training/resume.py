@@ -16,7 +16,7 @@ from ..core.artifacts import MANIFEST, Manifest, read_manifest, write_json
 from ..core.artifacts import resumable_dir as partial_dir  # where build_artifact keeps the run
 from ..core.config import ConfigError
 from ..core.errors import ArtifactError, UserError
-from .options import RUNTIME_OPTIONS, TrainConfig, config_dict, resolve_train_config
+from .options import LATE_OPTIONS, RUNTIME_OPTIONS, TrainConfig, config_dict, resolve_train_config
 
 STORED = Path("checkpoint") / "config.json"
 
@@ -29,15 +29,19 @@ def stored_config(out: str | Path) -> dict[str, Any] | None:
 
     Returns:
         ``{"config": ..., "features": {"path": ..., "fingerprint": ...}}``, or None
-        when ``out`` has neither.
+        when ``out`` has neither. Options the config does not record are the values
+        older runs were trained with (:data:`~.options.LATE_OPTIONS`).
     """
     path = partial_dir(out) / STORED
     if path.is_file():
-        return json.loads(path.read_text())
-    if (Path(out) / MANIFEST).is_file():
+        stored = json.loads(path.read_text())
+    elif (Path(out) / MANIFEST).is_file():
         man = read_manifest(out, "run")
-        return {"config": man.config, "features": man.inputs[0]}
-    return None
+        stored = {"config": man.config, "features": man.inputs[0]}
+    else:
+        return None
+    stored["config"] = {**LATE_OPTIONS, **stored["config"]}  # what an older run had
+    return stored
 
 
 def store_config(run_dir: Path, cfg: TrainConfig, features: Manifest) -> None:
@@ -96,7 +100,8 @@ def check_resume(out: str | Path, cfg: TrainConfig, features: Manifest) -> None:
             f"--resume: {out} was started on other features ({stored['features']['path']}); "
             "give those, or start over without --resume"
         )
-    old, new = learning_config(stored["config"]), learning_config(config_dict(cfg))
+    old = learning_config(stored["config"])
+    new = learning_config({**LATE_OPTIONS, **config_dict(cfg)})
     changed = [
         f"option {k!r} is {new.get(k)!r} here but {old.get(k)!r} there"
         for k in sorted(set(old) | set(new))

@@ -217,6 +217,7 @@ def _fit_all(fs, rows, run_dir: Path, cfg, cfg_dict, rt: Runtime, resume: bool) 
         n_chunks = (len(rows["train"]), len(rows["val"]))
         steps = planned_steps(cfg, per_epoch)
         say(banner(rt, cfg, n_chunks, steps, per_epoch, fs.shape[-1], loaders[0].options))
+        say(augment_line(cfg, loaders[0].augment))
     writer = open_tensorboard(run_dir) if cfg.tensorboard and rt.main else None
     fit_one = _fit_ensemble if cfg.method == "ie" else _fit_model
     fp = fingerprint(learning_config(cfg_dict))  # a resume may change how it runs
@@ -231,12 +232,33 @@ def _fit_all(fs, rows, run_dir: Path, cfg, cfg_dict, rt: Runtime, resume: bool) 
     return summary
 
 
+def training_augment(cfg: TrainConfig, fs: FeatureSet, device, rank: int = 0, world: int = 1):
+    """The :class:`~ssl_toolkit.features.augment.SpatialAugment` of ``cfg.augment`` and
+    ``cfg.freq_mask`` on features ``fs`` (its :attr:`note` says what it does)."""
+    from ..features.augment import SpatialAugment, plan
+
+    maps, note = plan(fs.spec, cfg.augment)
+    aug = SpatialAugment(maps, cfg.freq_mask, fs.mean, device, rank, world)
+    aug.note = note
+    return aug
+
+
+def augment_line(cfg: TrainConfig, aug) -> str:
+    """``augment: <what the symmetries are>[; frequency mask of up to N bins]``."""
+    line = f"augment: {aug.note}"
+    if cfg.freq_mask:
+        line += f"; frequency mask of up to {cfg.freq_mask} bins per chunk"
+    return line
+
+
 def _loaders(fs, rows, cfg, rt: Runtime) -> tuple:
     """``(train_loader, train_sampler, val_loader, val_sampler)`` of this process.
 
     Batches arrive on ``rt.device``; workers, pinning and prefetching are chosen by
-    :func:`~ssl_toolkit.training.data.loader_options` unless the config sets them.
+    :func:`~ssl_toolkit.training.data.loader_options` unless the config sets them. The
+    training batches are augmented there (:func:`training_augment`), never validation's.
     """
+    aug = training_augment(cfg, fs, rt.device, rt.rank, rt.world)
     per_rank = cfg.batch_size // rt.world
     opts = loader_options(
         rt.device, cfg.num_workers, cfg.pin_memory, cfg.prefetch_factor, world=rt.world
@@ -255,6 +277,7 @@ def _loaders(fs, rows, cfg, rt: Runtime) -> tuple:
             device=rt.device,
             options=opts,
             classes=cfg.classes,
+            augment=aug if split == "train" else None,
         )
     )
 
