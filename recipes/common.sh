@@ -67,3 +67,28 @@ else
   exit 2
 fi
 ssl() { if [ -n "$SSL_PYTHON" ]; then "$SSL_PYTHON" -m ssl_toolkit "$@"; else command ssl "$@"; fi; }
+# broadband_sources DIR: event clips of broadband noise bursts for `ssl prep synth
+# --sources-dir` (4 classes: white, pink, brown and amplitude-modulated noise; 8 clips of 1-3 s
+# each at 16 kHz; seeded, so every recipe gets the same files).
+broadband_sources() {
+  "${SSL_PYTHON:-python3}" - "$1" <<'PY'
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+fs, rng, root = 16000, np.random.default_rng(0), Path(sys.argv[1])
+for cls, tilt in (("white", 0.0), ("pink", -1.0), ("brown", -2.0), ("modulated", 0.0)):
+    (root / cls).mkdir(parents=True, exist_ok=True)
+    for i in range(8):
+        n = int(fs * rng.uniform(1.0, 3.0))
+        spec = np.fft.rfft(rng.standard_normal(n))
+        f = np.maximum(np.fft.rfftfreq(n, 1 / fs), 50.0)
+        x = np.fft.irfft(spec * f ** (tilt / 2), n)
+        if cls == "modulated":  # a syllable-like 4 Hz envelope
+            x *= 0.55 + 0.45 * np.sin(2 * np.pi * rng.uniform(3, 6) * np.arange(n) / fs)
+        ramp = np.minimum(1.0, np.minimum(np.arange(n), np.arange(n)[::-1]) / (0.02 * fs))
+        sf.write(root / cls / f"{cls}{i}.wav", (0.3 * x * ramp / np.abs(x).max()), fs)
+PY
+}

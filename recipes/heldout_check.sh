@@ -26,29 +26,7 @@ source "$(dirname "$0")/common.sh"
 w=$workdir
 mkdir -p "$w"
 sources=()
-if [ ${#broadband[@]} -gt 0 ]; then  # noise bursts, one folder per class (seeded: reproducible)
-  sources=(--sources-dir "$w/sources")
-  "${SSL_PYTHON:-python3}" - "$w/sources" <<'PY'
-import sys
-from pathlib import Path
-
-import numpy as np
-import soundfile as sf
-
-fs, rng, root = 16000, np.random.default_rng(0), Path(sys.argv[1])
-for cls, tilt in (("white", 0.0), ("pink", -1.0), ("brown", -2.0), ("modulated", 0.0)):
-    (root / cls).mkdir(parents=True, exist_ok=True)
-    for i in range(8):
-        n = int(fs * rng.uniform(1.0, 3.0))
-        spec = np.fft.rfft(rng.standard_normal(n))
-        f = np.maximum(np.fft.rfftfreq(n, 1 / fs), 50.0)
-        x = np.fft.irfft(spec * f ** (tilt / 2), n)
-        if cls == "modulated":  # a syllable-like 4 Hz envelope
-            x *= 0.55 + 0.45 * np.sin(2 * np.pi * rng.uniform(3, 6) * np.arange(n) / fs)
-        ramp = np.minimum(1.0, np.minimum(np.arange(n), np.arange(n)[::-1]) / (0.02 * fs))
-        sf.write(root / cls / f"{cls}{i}.wav", (0.3 * x * ramp / np.abs(x).max()), fs)
-PY
-fi
+if [ ${#broadband[@]} -gt 0 ]; then sources=(--sources-dir "$w/sources"); broadband_sources "$w/sources"; fi
 cat > "$w/train.toml" <<'TOML'
 [train]
 channels = [32, 32, 32]
