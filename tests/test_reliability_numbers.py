@@ -53,7 +53,8 @@ def fails(*args, progress: bool = False) -> str:
     assert "Traceback" not in out and "Warning" not in out, out
     lines = [ln for ln in out.splitlines() if ln.strip()]
     if progress:
-        lines = [ln for ln in lines if not ln.startswith(("train ", "pit: ", "predicting "))]
+        said = ("train ", "pit: ", "predicting ", "augment: ")  # banner and notes
+        lines = [ln for ln in lines if not ln.startswith(said)]
         lines = [ln for ln in lines if " epoch " not in ln or ln.startswith("error: ")]
         lines = [ln for ln in lines if not PROGRESS_LINE.match(ln)]  # stderr is no terminal
     assert len(lines) == 1 and lines[0].startswith("error: "), out

@@ -270,24 +270,23 @@ def _init_worker(parent: int, threads: int, initializer: Callable | None, initar
 
 
 def _stop_workers(pool, timeout_s: float = 3.0) -> None:
-    """Terminate a pool's workers (SIGTERM, then SIGKILL after ``timeout_s``) and wait
-    until they are gone: no worker outlives the parent's cleanup."""
+    """Kill a pool's workers and wait until they are gone, before the pool's queues are
+    released: no worker outlives the parent's cleanup, and none still starting (its signals
+    masked) finds the queues' semaphores gone and prints a traceback. SIGKILL, not SIGTERM:
+    a worker holds nothing to clean up (the partial output is the parent's to remove)."""
     procs = list((getattr(pool, "_processes", None) or {}).values())
     for p in procs:
         try:
-            p.terminate()
+            p.kill()
         except (OSError, ValueError, AttributeError):
             pass
-    pool.shutdown(wait=False, cancel_futures=True)
     deadline = time.monotonic() + timeout_s
     for p in procs:
         try:
             p.join(max(0.0, deadline - time.monotonic()))
-            if p.is_alive():
-                p.kill()
-                p.join(1.0)
         except (OSError, ValueError, AttributeError, AssertionError):
             pass
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def parallel_map(
