@@ -304,3 +304,15 @@ def test_kill_9_of_the_parent_alone_takes_its_workers_with_it(tmp_path):
     assert rc == -signal.SIGKILL
     assert left == [], f"workers outlived their parent: {left}"
     assert not (tmp_path / "scenes").exists()
+
+
+def test_data_loader_workers_are_capped_at_the_cores(capsys):
+    """`num_workers = 2000` starts no more data-loader workers than the cores this process
+    may use, and says so; an explicit count within them is kept."""
+    from ssl_toolkit.training.data import loader_options
+
+    cores = available_cores()
+    assert loader_options("cpu", num_workers=2000).num_workers == cores
+    assert f"note: num_workers 2000: {cores} data-loader workers" in capsys.readouterr().err
+    assert loader_options("cpu", num_workers=1).num_workers == 1
+    assert loader_options("cpu").num_workers == 0  # the CPU default: none

@@ -93,14 +93,21 @@ def loader_options(
       less one for the training process itself, at least 1 and at most
       :data:`MAX_AUTO_WORKERS`; each 2 batches ahead; page-locked buffers on CUDA.
 
-    ``pin_memory`` is ignored on a device other than CUDA, and ``prefetch_factor``
-    without workers.
+    A ``num_workers`` above those cores is lowered to them, with a note (2000 workers
+    for 2 cores would only fight over them). ``pin_memory`` is ignored on a device other
+    than CUDA, and ``prefetch_factor`` without workers.
     """
     device = torch.device(device)
     accel = device.type != "cpu"
+    cores = max(1, available_cores() // max(world, 1))
     if num_workers is None:
-        cores = max(1, available_cores() // max(world, 1))
         num_workers = min(max(cores - 1, 1), MAX_AUTO_WORKERS) if accel else 0
+    elif num_workers > cores:  # as --jobs: never more workers than cores to run them
+        from ..core.console import err
+
+        err.print(f"note: num_workers {num_workers}: {cores} data-loader workers (the cores "
+                  "this process may use)", highlight=False, soft_wrap=True)  # fmt: skip
+        num_workers = cores
     pin = (device.type == "cuda") if pin_memory is None else bool(pin_memory)
     return LoaderOptions(
         num_workers=int(num_workers),
