@@ -484,15 +484,15 @@ def _check_output_path(final: Path) -> None:
         ) from None
 
 
-def _sibling(final: Path, suffix: str) -> Path:
+def sibling(final: Path, suffix: str) -> Path:
     """``.<name>.<suffix>`` beside ``final``: the toolkit's own files of that output (lock,
     temporary, replaced and resumable directories). A name too long for that is shortened
     to its first bytes and a hash of the whole, so the sibling names stay within the file
     system's limit for any output name it accepts."""
-    return final.parent / f"{_sibling_stem(final)}.{suffix}"
+    return final.parent / f"{sibling_stem(final)}.{suffix}"
 
 
-def _sibling_stem(final: Path) -> str:
+def sibling_stem(final: Path) -> str:
     raw = os.fsencode(final.name)
     if len(raw) + 1 + _SUFFIX_ROOM <= NAME_MAX:
         return f".{final.name}"
@@ -502,7 +502,7 @@ def _sibling_stem(final: Path) -> str:
 
 def _leftovers(final: Path) -> list[Path]:
     """Temporary and replaced directories of earlier writers of ``final`` (by exact name)."""
-    pat = re.compile(re.escape(_sibling_stem(final)) + r"\.(tmp-\d+-|old-)[0-9a-f]{8}")
+    pat = re.compile(re.escape(sibling_stem(final)) + r"\.(tmp-\d+-|old-)[0-9a-f]{8}")
     try:
         with os.scandir(final.parent) as it:
             return [final.parent / e.name for e in it if pat.fullmatch(e.name)]
@@ -530,7 +530,7 @@ def _writer_lock(final: Path) -> Iterator[None]:
     Raises:
         ArtifactError: naming the PID of the process that holds the lock.
     """
-    lock = _sibling(final, "lock")
+    lock = sibling(final, "lock")
     fd = _lock_file(lock, final)
     try:
         for old in _leftovers(final):
@@ -585,13 +585,13 @@ def _env_error(e: OSError, final: Path) -> ArtifactError | None:
 def resumable_dir(final: str | os.PathLike) -> Path:
     """Where a resumable output ``final`` is built and kept when interrupted:
     ``.<name>.partial`` beside it."""
-    return _sibling(Path(final), "partial")
+    return sibling(Path(final), "partial")
 
 
 def _partial_dir(final: Path, resumable: bool) -> Path:
     if resumable:
         return resumable_dir(final)
-    return _sibling(final, f"tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    return sibling(final, f"tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
 @contextlib.contextmanager
@@ -664,7 +664,7 @@ def build_artifact(
         lock.__exit__(None, None, None)
 
 
-def _peek_kind(final: Path) -> str | None:
+def peek_kind(final: Path) -> str | None:
     """The kind ``final/manifest.json`` claims, if it is a manifest of this toolkit (a JSON
     object whose ``kind`` is one of :data:`SCHEMAS`); None for anything else."""
     try:
@@ -697,7 +697,7 @@ def _check_replaceable(final: Path, kind: str) -> bool:
         names = sorted(e.name for e in it)
     if not names:
         return False
-    got = _peek_kind(final)
+    got = peek_kind(final)
     if got is None:
         shown = ", ".join(repr(n) for n in names[:3]) + (", ..." if len(names) > 3 else "")
         entries = "1 entry" if len(names) == 1 else f"{len(names)} entries"
@@ -818,7 +818,7 @@ def _replace_dir(src: Path, dst: Path) -> None:
     of the same kind, checked by the caller) with as short a gap as possible."""
     trash = None
     if os.path.lexists(dst):
-        trash = _sibling(dst, f"old-{uuid.uuid4().hex[:8]}")
+        trash = sibling(dst, f"old-{uuid.uuid4().hex[:8]}")
         os.replace(dst, trash)
     os.replace(src, dst)
     if trash is not None:
@@ -828,7 +828,7 @@ def _replace_dir(src: Path, dst: Path) -> None:
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write strict JSON atomically (temporary file, then rename); NaN and inf become null."""
     path = Path(path)
-    tmp = _sibling(path, f"tmp-{uuid.uuid4().hex[:8]}")
+    tmp = sibling(path, f"tmp-{uuid.uuid4().hex[:8]}")
     text = json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False)
     tmp.write_text(text + "\n")
     os.replace(tmp, path)

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.artifacts import ArtifactError, writer_lock
+from ..core.artifacts import ArtifactError, peek_kind, sibling, sibling_stem, writer_lock
 from ..core.cpu import tick
 from ..core.errors import DataError, UserError
 from ..core.geometry import unit_to_sph
@@ -247,8 +247,10 @@ def output_paths(stem: str, out: Path, plot: bool, dcase: bool) -> dict[str, Pat
 
 
 def _tmp_path(final: Path) -> Path:
-    """A hidden, unique temporary sibling of ``final`` (same suffix: matplotlib reads it)."""
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{final.suffix}")
+    """A hidden, unique temporary sibling of ``final`` (same suffix: matplotlib reads it),
+    named as the stages name theirs (:func:`~ssl_toolkit.core.artifacts.sibling`: a long
+    name is shortened, so the temporary name fits wherever ``final`` does)."""
+    return sibling(final, f"tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{final.suffix}")
 
 
 def predict_file(
@@ -513,7 +515,7 @@ def predict_files(
         with contextlib.ExitStack() as locks:
             for p in sorted({p for j in jobs for p in j.paths.values()}):
                 locks.enter_context(writer_lock(p))
-                for old in p.parent.glob(f".{p.name}.tmp-*"):  # leftovers of dead writers
+                for old in p.parent.glob(f"{sibling_stem(p)}.tmp-*"):  # of dead writers
                     if old.is_file() or old.is_symlink():
                         old.unlink(missing_ok=True)
             _check_existing(jobs, force)
@@ -532,10 +534,10 @@ def _check_argument_order(model: Path, audio_files: list[Path]) -> None:
     the model argument is a file, and an audio argument is a run or export artifact."""
     if model.is_dir() or not model.is_file():
         return
-    swapped = [a for a in audio_files if _artifact_kind(a) in ("run", "export")]
+    swapped = [a for a in audio_files if peek_kind(a) in ("run", "export")]
     if swapped:
         raise UserError(
-            f"{model} is a file and {swapped[0]} a model ({_artifact_kind(swapped[0])} "
+            f"{model} is a file and {swapped[0]} a model ({peek_kind(swapped[0])} "
             f"artifact): the arguments are swapped; the model comes first: "
             f"ssl predict {swapped[0]} {model} ..."
         )
@@ -602,7 +604,7 @@ def _check_out_place(out: Path, model: Path, jobs: list[_Job]) -> None:
         raise UserError(f"--out {out} is or lies inside the model artifact {model}: predict never "
                         "writes into an artifact; choose another --out")  # fmt: skip
     for d in [o, *o.parents]:
-        kind = _artifact_kind(d)
+        kind = peek_kind(d)
         if kind is not None:
             raise UserError(f"--out {out} is inside the {kind} artifact {d}: predict never "
                             "writes into an artifact; choose another --out")  # fmt: skip
@@ -612,21 +614,6 @@ def _check_out_place(out: Path, model: Path, jobs: list[_Job]) -> None:
             if q == m or m in q.parents or q in m.parents:
                 raise UserError(f"{p} (an output for {j.audio}) would overwrite the model "
                                 f"artifact {model}; choose another --out")  # fmt: skip
-
-
-def _artifact_kind(d: Path) -> str | None:
-    """The kind of the toolkit artifact ``d`` is (its manifest names a known kind), else None."""
-    import json
-
-    from ..core.artifacts import MANIFEST, SCHEMAS
-
-    try:
-        with open(d / MANIFEST, "rb") as f:
-            doc = json.loads(f.read(1 << 20))
-    except (OSError, ValueError):
-        return None
-    kind = doc.get("kind") if isinstance(doc, dict) else None
-    return kind if isinstance(kind, str) and kind in SCHEMAS else None
 
 
 def _check_existing(jobs: list[_Job], force: bool) -> None:
