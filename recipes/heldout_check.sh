@@ -27,21 +27,12 @@ w=$workdir
 mkdir -p "$w"
 sources=()
 if [ ${#broadband[@]} -gt 0 ]; then sources=(--sources-dir "$w/sources"); broadband_sources "$w/sources"; fi
-cat > "$w/train.toml" <<'TOML'
-[train]
-channels = [32, 32, 32]
-pools = [4, 4, 2]
-gru_layers = 2
-gru_units = 64
-epochs = 25
-batch_size = 16
-lr = 3e-3
-patience = 25
-TOML
 cat > "$w/synth.toml" <<'TOML'
 [synth]
 split_fractions = [0.5, 0.16666666666666666, 0.3333333333333333]
 TOML
+# The learning check's model and budget: the small recipes' CRNN, 25 epochs.
+train=(--config "$(dirname "$0")/conf/train-small.toml" --epochs 25 --patience 25)
 expand_runs "rmcl5:rmcl:5:z" "rmcl5_noaug:rmcl:5:none" "pit:pit:3:z" "pit_noaug:pit:3:none"
 
 if run_stage 1; then announce 1 "MIC RESYN-style scenes (36 train / 12 val / 24 test) -> $w/scenes"
@@ -56,7 +47,7 @@ if run_stage 3; then
   for r in "${runs[@]}"; do IFS=: read -r name method k seed aug <<< "$r"
     announce 3 "train $name (--augment $aug) -> $w/runs/$name"
     ssl train "$w/features" "$w/runs/$name" --method "$method" -K "$k" --seed "$seed" \
-      --augment "$aug" --config "$w/train.toml"
+      --augment "$aug" "${train[@]}"
   done
 fi
 if run_stage 4; then

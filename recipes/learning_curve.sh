@@ -26,18 +26,9 @@ w=$workdir
 mkdir -p "$w"
 sizes="36 144 576 2304"
 steps=1125  # 25 epochs of the smallest set (36 clips x 20 chunks / batch 16)
-cat > "$w/train.toml" <<TOML
-[train]
-channels = [32, 32, 32]
-pools = [4, 4, 2]
-gru_layers = 2
-gru_units = 64
-epochs = 1000
-max_steps = $steps
-batch_size = 16
-lr = 3e-3
-patience = 1000
-TOML
+# The small recipes' CRNN for exactly $steps steps, whatever the set's size (no early stop).
+train=(--config "$(dirname "$0")/conf/train-small.toml" --epochs 1000 --patience 1000
+       --max-steps "$steps")
 sources=()
 if [ ${#broadband[@]} -gt 0 ]; then sources=(--sources-dir "$w/sources"); broadband_sources "$w/sources"; fi
 synth() {  # synth OUT N_CLIPS TRAIN VAL TEST SEED: RESYN-style MIC scenes in these shares
@@ -67,7 +58,7 @@ if run_stage 3; then
   for n in $sizes; do for r in "${runs[@]}"; do IFS=: read -r name method k seed aug <<< "$r"
     announce 3 "train $name on $n clips, $steps steps -> $w/runs/${name}_$n"
     ssl train "$w/features_scenes_$n" "$w/runs/${name}_$n" --method "$method" -K "$k" \
-      --seed "$seed" --augment "$aug" --config "$w/train.toml"
+      --seed "$seed" --augment "$aug" "${train[@]}"
   done; done
 fi
 if run_stage 4; then
