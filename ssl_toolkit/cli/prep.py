@@ -217,7 +217,8 @@ def features(
     type: str = typer.Option(
         None,
         "--type",
-        help="stft (magnitude + phase) or logmel (+ IV / GCC-PHAT).",
+        help="stft (magnitude + phase), logmel (+ IV / GCC-PHAT) or salsa (SALSA-Lite: "
+        "linear-frequency log power + IV / phase differences, up to max_hz).",
         show_default="stft",
     ),
     config: Path = typer.Option(

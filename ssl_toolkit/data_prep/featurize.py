@@ -59,12 +59,15 @@ class FeatureConfig:
     """Options of ``ssl prep features``.
 
     Attributes:
-        type: ``stft`` (magnitude + phase) or ``logmel`` (log-mel + IV / GCC-PHAT).
+        type: ``stft`` (magnitude + phase), ``logmel`` (log-mel + IV / GCC-PHAT) or
+            ``salsa`` (SALSA-Lite: linear-frequency log power + IV / phase differences).
         win_s: analysis window length in seconds (40 ms).
         hop_s: hop in seconds (20 ms, the label resolution).
         n_fft: FFT size; 0 picks the next power of two of the window.
         n_mels: mel bands (``logmel``), also the GCC-PHAT lags kept.
         chunk_frames: frames per chunk (25 = 0.5 s).
+        max_hz: highest frequency of ``salsa`` features (9 kHz as SALSA-Lite; at most the
+            Nyquist frequency); ignored by the other types.
     """
 
     CHOICES = {"type": TYPES}  # checked and matched up to case by core.config
@@ -75,6 +78,7 @@ class FeatureConfig:
     n_fft: int = 0
     n_mels: int = 64
     chunk_frames: int = 25
+    max_hz: float = 9000.0
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid option."""
@@ -88,6 +92,16 @@ class FeatureConfig:
             raise ConfigError(f"option 'n_mels' must be in 8..256, got {self.n_mels}")
         if self.chunk_frames < 1:
             raise ConfigError(f"option 'chunk_frames' must be at least 1, got {self.chunk_frames}")
+        if not self.max_hz >= 100:
+            raise ConfigError(f"option 'max_hz' must be at least 100 Hz, got {self.max_hz}")
+
+    def fingerprinted(self) -> dict[str, Any]:
+        """The options recorded in the artifact: those of its type (``max_hz`` only for
+        ``salsa``: artifacts of the other types keep the fingerprints they had)."""
+        d = to_dict(self)
+        if self.type != "salsa":
+            d.pop("max_hz")
+        return d
 
 
 def make_spec(
@@ -110,6 +124,7 @@ def make_spec(
         format=fmt,
         chunk_frames=int(cfg.chunk_frames),
         array=array,
+        max_hz=float(cfg.max_hz) if cfg.type == "salsa" else None,
     )
 
 
@@ -164,7 +179,7 @@ def compute_features(
     with build_artifact(
         out,
         "features",
-        to_dict(cfg),
+        cfg.fingerprinted(),
         [scenes],
         force=force,
         protect=protect,
@@ -412,4 +427,7 @@ def _group_errors(rel: np.ndarray, spec: FeatureSpec) -> dict[str, float]:
     if spec.type == "stft":
         return {"magnitude": float(rel[:m].max()), "phase": float(rel[m:].max())}
     other = "intensity" if spec.format == "foa" else "gcc_phat"
-    return {"logmel": float(rel[:m].max()), other: float(rel[m:].max())}
+    first = "logmel"
+    if spec.type == "salsa":
+        first, other = "log_power", ("intensity" if spec.format == "foa" else "phase_difference")
+    return {first: float(rel[:m].max()), other: float(rel[m:].max())}

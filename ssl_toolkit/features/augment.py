@@ -11,8 +11,10 @@ follow by ``Q``:
   sign-flipped channel gains pi (wrapped to (-pi, pi]).
 - MIC (free-field or rigid-sphere capsules): a ``Q`` that maps capsule ``j`` onto the
   position of capsule ``i`` makes capsule ``i`` of the rotated scene hear what capsule
-  ``j`` heard (its delay ``-p_i . Q u / c = -p_j . u / c``): log-mel and STFT channels
-  permute, the GCC-PHAT of a pair whose order flips is mirrored in lag.
+  ``j`` heard (its delay ``-p_i . Q u / c = -p_j . u / c``): log-mel, log-power and STFT
+  channels permute, the GCC-PHAT of a pair whose order flips is mirrored in lag, and its
+  SALSA-Lite phase difference changes sign (exact but at the wrap, ``+-c / 2f``, where the
+  negated value lands on the other end of the interval: a set of measure zero).
 
 The symmetries are found from the array itself (:func:`array_symmetries`): for FOA the 48
 signed permutations; for a MIC array the signed permutations of the axes and the rotations
@@ -202,7 +204,7 @@ class ChannelMaps:
 
 
 def channel_maps(spec: FeatureSpec, syms: list[Symmetry]) -> ChannelMaps:
-    """The :class:`ChannelMaps` of ``syms`` on features of ``spec`` (stft or logmel)."""
+    """The :class:`ChannelMaps` of ``syms`` on features of ``spec`` (any of :data:`TYPES`)."""
     m, c, f = spec.n_channels, spec.channels, spec.bins
     g = len(syms)
     source = np.tile(np.arange(c), (g, 1))
@@ -218,19 +220,22 @@ def channel_maps(spec: FeatureSpec, syms: list[Symmetry]) -> ChannelMaps:
             source[k, :m], source[k, m:] = src, m + src
             offset[k, m:] = np.where(sign < 0, math.pi, 0.0)
             phase[m:] = True
-        elif spec.format == "foa":  # log-mel W, Y, Z, X, then intensity x, y, z
+        elif spec.format == "foa":  # log-mel/power W, Y, Z, X, then intensity x, y, z
             source[k, :m] = src
             for a in range(3):
                 j = int(np.argmax(np.abs(s.matrix[a])))
                 source[k, m + a], scale[k, m + a] = m + j, s.matrix[a, j]
-        else:  # log-mel of each capsule, then GCC-PHAT of each pair (i < j)
+        else:  # log-mel/power of each capsule, then GCC-PHAT / phase difference of each pair
             source[k, :m] = src
             pairs = list(itertools.combinations(range(m), 2))
             index = {p: n for n, p in enumerate(pairs)}
             for n, (i, j) in enumerate(pairs):
                 a, b = int(src[i]), int(src[j])
                 source[k, m + n] = m + index[(min(a, b), max(a, b))]
-                mirror[k, m + n] = a > b
+                if spec.type == "salsa":  # the pair (j, i): the phase difference negated
+                    scale[k, m + n] = -1.0 if a > b else 1.0
+                else:  # the pair (j, i): the cross-correlation mirrored in lag
+                    mirror[k, m + n] = a > b
     return ChannelMaps(np.stack([s.matrix for s in syms]).astype(np.float32), source, scale,
                        offset, mirror, bins.astype(np.int64), phase)  # fmt: skip
 

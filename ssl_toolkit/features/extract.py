@@ -8,6 +8,14 @@ Two kinds (:attr:`FeatureSpec.type`):
 - ``logmel`` (DCASE baselines): log-mel energies of each channel, plus the mel-band active
   intensity vector for FOA (``[4 + 3, T, n_mels]``) or the GCC-PHAT of every capsule pair,
   ``n_mels`` lags around zero, for MIC (``[4 + 6, T, n_mels]``).
+- ``salsa`` (SALSA-Lite, Nguyen et al., ICASSP 2022): the log power of each channel in the
+  linear-frequency bins ``1 .. K`` up to ``max_hz``, plus for FOA the active intensity vector
+  of each bin and for MIC the normalized phase difference of every capsule pair ``i < j``,
+  ``-c / (2 pi f) arg(conj(X_i) X_j)``: for a plane wave below spatial aliasing, the path
+  difference ``-(p_j - p_i) . u`` in metres whatever the frequency (``[4 + 6, T, K]``). The
+  paper keeps the differences to one reference capsule; every pair is kept here, so that a
+  symmetry of the array permutes them (with a sign where a pair's order flips) and the
+  spatial augmentation stays exact.
 
 Frame t is centred at ``t * hop_length`` (centred STFT, zero padding, Hann window).
 """
@@ -20,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import DataError
-from .spec import TYPES, FeatureSpec
+from .spec import SPEED_OF_SOUND_M_S, TYPES, FeatureSpec
 
 LOG_EPS = 1e-8
 
@@ -58,6 +66,8 @@ def extract(audio: np.ndarray, fs: int, spec: FeatureSpec) -> np.ndarray:
             return check_features(_stft_features(audio, p), audio)
         if p.type == "logmel":
             return check_features(_logmel(_stft(audio, p), p), audio)
+        if p.type == "salsa":
+            return check_features(_salsa(_stft(audio, p), p), audio)
     raise DataError(
         f"features of type {p.type!r} are not made by this toolkit ({', '.join(TYPES)})"
     )
@@ -181,6 +191,43 @@ def _logmel(spec, p: FeatureSpec) -> np.ndarray:
     return out.numpy()
 
 
+def _salsa(spec, p: FeatureSpec) -> np.ndarray:
+    """SALSA-Lite of the ``[M, T, n_fft//2 + 1]`` complex tensor ``spec``: ``[C, T, K]``
+    (bins ``1 .. K`` of :attr:`FeatureSpec.bins`; see the module's docstring)."""
+    import torch
+
+    k = p.bins
+    x = spec[:, :, 1 : k + 1]
+    m, t, _ = x.shape
+    out = torch.empty((p.channels, t, k))
+    power = torch.mul(x.real, x.real).addcmul_(x.imag, x.imag)  # (M, T, K)
+    torch.log(power.add(LOG_EPS), out=out[:m])
+    if p.format == "foa":
+        _intensity(x, power, out=out[m:])
+        return out.numpy()
+    freqs = torch.arange(1, k + 1, dtype=torch.float32) * (p.fs / p.n_fft)
+    scale = (-SPEED_OF_SOUND_M_S / (2 * np.pi)) / freqs  # (K,): radians -> metres
+    re, im = x.real, x.imag
+    for n, (i, j) in enumerate(combinations(range(m), 2)):
+        # conj(X_i) X_j = (ri rj + ii ij) + 1j (ri ij - ii rj)
+        cr = torch.mul(re[i], re[j]).addcmul_(im[i], im[j])
+        ci = torch.mul(re[i], im[j]).addcmul_(im[i], re[j], value=-1.0)
+        torch.atan2(ci, cr, out=out[m + n]).mul_(scale)
+    return out.numpy()
+
+
+def _intensity(spec, power, out=None):
+    """Normalized active intensity (x, y, z) of each bin of the ACN ``[4, T, F]`` ``spec``
+    (``power`` its ``|.|^2``): ``[3, T, F]``, written into ``out`` if given."""
+    w, xyz = spec[0], spec[[3, 1, 2]]
+    energy = power[1:].sum(dim=0).div_(3.0).add_(power[0]).add_(LOG_EPS)
+    iv = (xyz.real * w.real).add_(xyz.imag * w.imag).div_(energy)
+    if out is None:
+        return iv
+    out.copy_(iv)
+    return out
+
+
 def _intensity_mel(spec, power, mel_t, out=None):
     """Normalized active intensity (x, y, z) in mel bands, as the DCASE 2020 baseline.
 
@@ -190,10 +237,7 @@ def _intensity_mel(spec, power, mel_t, out=None):
     """
     import torch
 
-    w, xyz = spec[0], spec[[3, 1, 2]]  # (T, F), (3, T, F)
-    energy = power[1:].sum(dim=0).div_(3.0).add_(power[0]).add_(LOG_EPS)  # (T, F)
-    iv = (xyz.real * w.real).add_(xyz.imag * w.imag).div_(energy)  # Re(conj(W) V) / energy
-    return torch.matmul(iv, mel_t, out=out)
+    return torch.matmul(_intensity(spec, power), mel_t, out=out)
 
 
 #: Inverse-DFT bases of the GCC-PHAT lags by (n_fft, n_lags).

@@ -25,8 +25,11 @@ import numpy as np
 
 from ..core import readers
 
-#: Feature kinds: ``stft`` (magnitude + phase), ``logmel`` (log-mel + intensity / GCC-PHAT).
-TYPES = ("stft", "logmel")
+#: Feature kinds: ``stft`` (magnitude + phase), ``logmel`` (log-mel + intensity / GCC-PHAT),
+#: ``salsa`` (SALSA-Lite: linear-frequency log power + intensity / phase differences).
+TYPES = ("stft", "logmel", "salsa")
+#: Speed of sound (m/s) of the SALSA-Lite phase-difference normalization.
+SPEED_OF_SOUND_M_S = 343.0
 #: Array formats: first-order Ambisonics, or the capsule signals of a microphone array.
 FORMATS = ("foa", "mic")
 #: The FOA channel order and normalization the toolkit renders and reads (as DCASE).
@@ -177,6 +180,8 @@ class FeatureSpec:
         n_channels: audio channels (4 for FOA and the tetrahedral array).
         format: ``foa`` (ambisonics) or ``mic`` (microphone array).
         chunk_frames: frames per chunk (25 = 0.5 s at a 20 ms hop).
+        max_hz: highest frequency of ``salsa`` features (bins ``1 .. max_hz n_fft / fs``, at
+            most the Nyquist bin); None for the other types.
         array: the array the audio came from (None: unknown, an artifact made before the
             spec recorded it).
         levels_db: the train split's average level (dB, arbitrary reference) in each of
@@ -194,11 +199,15 @@ class FeatureSpec:
     chunk_frames: int
     array: ArraySpec | None = None
     levels_db: tuple[float, ...] | None = None
+    max_hz: float | None = None
 
     @property
     def band_hz(self) -> tuple[float, float]:
         """The frequencies the features cover: from the first bin kept (the DC bin is
-        dropped from ``stft``; mel bands start at 0 Hz) to the Nyquist frequency."""
+        dropped from ``stft`` and ``salsa``; mel bands start at 0 Hz) to the Nyquist
+        frequency (``salsa``: its last bin)."""
+        if self.type == "salsa":
+            return self.fs / self.n_fft, self.bins * self.fs / self.n_fft
         return (self.fs / self.n_fft if self.type == "stft" else 0.0), self.fs / 2
 
     def describe_input(self) -> str:
@@ -222,11 +231,14 @@ class FeatureSpec:
         m = self.n_channels
         if self.type == "stft":
             return 2 * m
-        return m + (3 if self.format == "foa" else m * (m - 1) // 2)
+        return m + (3 if self.format == "foa" else m * (m - 1) // 2)  # logmel, salsa
 
     @property
     def bins(self) -> int:
         """Feature bins ``F`` (frequency bins, mel bands or GCC-PHAT lags)."""
+        if self.type == "salsa":
+            top = min(float(self.max_hz or self.fs / 2), self.fs / 2)
+            return max(1, int(top * self.n_fft / self.fs + 1e-9))
         return self.n_fft // 2 if self.type == "stft" else self.n_mels
 
     @property
@@ -273,9 +285,16 @@ class FeatureSpec:
         names = tuple(f.name for f in fields(cls) if f.default is MISSING)
         p = readers.check_feature_params(params, path, rebuild, required=names, where=where)
         spec = cls(**{k: p[k] for k in names})
-        array = levels = None  # unknown in artifacts made before they were recorded
+        array = levels = max_hz = None  # unknown in artifacts made before they were recorded
         if p.get("array") is not None:
             array = ArraySpec.from_dict(p["array"], path, rebuild, f"{where}array.")
+        if p.get("max_hz") is not None:
+            if why := readers.number(1.0)(p["max_hz"]):
+                raise readers.damaged(path, f"field '{where}max_hz' {why}", rebuild)
+            max_hz = float(p["max_hz"])
+        if spec.type == "salsa" and max_hz is None:
+            raise readers.damaged(path, f"field '{where}max_hz' is missing", rebuild)
+        spec = replace(spec, max_hz=max_hz)  # before levels_db: its bands depend on the bins
         if p.get("levels_db") is not None:
             check = readers.sequence(readers.number(), len(spec.level_bands()))
             if why := check(p["levels_db"]):
@@ -287,10 +306,10 @@ class FeatureSpec:
 def levels_db(spec: FeatureSpec, mean_features: np.ndarray) -> tuple[float, ...]:
     """The average level in each band of :meth:`FeatureSpec.level_bands` of features whose
     mean over frames is ``mean_features [C, F]``: the level (dB) of the mean magnitude
-    (``stft``) or the mean log-mel energy in dB (``logmel``) of each bin, averaged over the
+    (``stft``) or the mean log energy in dB (``logmel``, ``salsa``) of each bin, averaged over the
     audio channels' maps and the band's bins. The same statistic of a recording and of the
     training features compare band by band."""
-    m = mean_features[: spec.n_channels].astype(np.float64)  # the magnitude / log-mel maps
+    m = mean_features[: spec.n_channels].astype(np.float64)  # the magnitude / log-power maps
     if spec.type == "stft":
         db = 20 * np.log10(np.maximum(m, 1e-10))
     else:
@@ -302,7 +321,7 @@ def levels_db(spec: FeatureSpec, mean_features: np.ndarray) -> tuple[float, ...]
 def band_edges_hz(spec: FeatureSpec) -> list[tuple[float, float]]:
     """The frequencies ``(low, high)`` of each band of :meth:`FeatureSpec.level_bands`."""
     lo, hi = spec.band_hz
-    if spec.type == "stft":  # bin k (DC dropped) is centred at (k + 1) fs / n_fft
+    if spec.type in ("stft", "salsa"):  # bin k (DC dropped) is centred at (k + 1) fs / n_fft
         step = spec.fs / spec.n_fft
         return [((b[0] + 0.5) * step, (b[-1] + 1.5) * step) for b in spec.level_bands()]
     edges = _mel_edges_hz(spec.n_mels, hi)  # mel band i spans edges[i] .. edges[i + 2]
