@@ -17,9 +17,9 @@ import numbers
 import numpy as np
 
 from ..core.geometry import rad, sph_to_unit
+from ..features.spec import SPEED_OF_SOUND_M_S as SPEED_OF_SOUND_M_S  # one value: SALSA's too
 
 FORMATS = ("foa", "mic")
-SPEED_OF_SOUND_M_S = 343.0
 TETRA_RADIUS_M = 0.042
 MAX_ARRAY_RADIUS_M = 0.25
 TETRA_AZIMUTH_DEG = (45.0, -45.0, 135.0, -135.0)
