@@ -4,9 +4,11 @@ The model's expected input is stated in one line (:func:`banner`: format, channe
 rate, array, band). Each audio file is then checked on a few excerpts
 (:func:`check_audio`), each finding one line on stderr:
 
-- its rate: resampled to the model's (a note), and a warning when resampled *up*: the
-  band between the file's Nyquist frequency and the model's is empty, while the model
-  was trained on content there;
+- its rate: resampled to the model's (a note), and a warning when resampled *up* below
+  the top of the features' band (:attr:`~ssl_toolkit.features.spec.FeatureSpec.band_hz`:
+  the model's Nyquist frequency, or ``max_hz`` for ``salsa``): the band between the
+  file's Nyquist frequency and that top is empty, while the model was trained on content
+  there;
 - FOA or MIC, where the audio says so (:func:`foa_energy_ratio`): first-order Ambisonics
   (ACN/SN3D) has dipoles Y, Z, X whose energies add up to about W's for any mixture of
   plane waves (0.7-1.2 measured on reverberant scenes), while the capsules of a small
@@ -86,8 +88,9 @@ def missing_band(spec: FeatureSpec, audio: np.ndarray) -> tuple[float, float] | 
 
     Each band's level (:func:`~ssl_toolkit.features.spec.levels_db`, the same statistic as
     the training features') minus the training level, less the median of that difference
-    over the bands below a quarter of the rate (an overall gain and the source's colour
-    cancel); the top bands whose deficit exceeds :data:`MISSING_BAND_DB` are missing.
+    over the bands in the lower half of the features' band (up to a quarter of the rate
+    but for ``salsa``: an overall gain and the source's colour cancel); the top bands
+    whose deficit exceeds :data:`MISSING_BAND_DB` are missing.
     """
     if spec.levels_db is None or audio.shape[1] < spec.n_fft:
         return None
@@ -97,7 +100,7 @@ def missing_band(spec: FeatureSpec, audio: np.ndarray) -> tuple[float, float] | 
     got = np.asarray(levels_db(spec, feats.mean(axis=1)))
     diff = got - np.asarray(spec.levels_db)
     edges = band_edges_hz(spec)
-    low = np.array([hi <= spec.fs / 4 for _, hi in edges])
+    low = np.array([hi <= spec.band_hz[1] / 2 for _, hi in edges])
     if not low.any():
         low[0] = True
     deficit = np.median(diff[low]) - diff
@@ -114,14 +117,14 @@ def check_audio(reader, spec: FeatureSpec, warn: Callable[[str], None],
     """Say what :mod:`this module <ssl_toolkit.inference.input_checks>` finds about one
     file (``reader``: an :class:`~ssl_toolkit.inference.predict.AudioReader`)."""
     name, fs_in = reader.path, reader.fs_in
-    nyq_in = fs_in / 2
-    if fs_in > spec.fs:
+    nyq_in, top = fs_in / 2, spec.band_hz[1]  # the features use content up to top
+    if fs_in > spec.fs or (fs_in < spec.fs and nyq_in >= top):
         note(f"{name} is at {fs_in} Hz: resampled to the model's {spec.fs} Hz")
     elif fs_in < spec.fs:
         warn(f"{name} is at {fs_in} Hz, below the model's {spec.fs} Hz: resampled up, it "
              f"has nothing above {nyq_in / 1000:.3g} kHz while the model was trained on "
-             f"content up to {spec.fs / 2000:.3g} kHz; expect missed or wrong detections "
-             f"(record at {spec.fs} Hz or more)")  # fmt: skip
+             f"content up to {top / 1000:.3g} kHz; expect missed or wrong detections "
+             f"(record at {math.ceil(2 * top)} Hz or more)")  # fmt: skip
     audio = excerpts(reader, spec)
     fmt = spec.array.format if spec.array is not None else spec.format
     ratio = foa_energy_ratio(audio, spec.fs)
@@ -144,6 +147,6 @@ def check_audio(reader, spec: FeatureSpec, warn: Callable[[str], None],
         warn(
             f"{name} has almost no energy above {gone[0] / 1000:.3g} kHz ({gone[1]:.0f} dB "
             f"below the training audio's level there, relative to the lower bands), but "
-            f"the model was trained on content up to {spec.fs / 2000:.3g} kHz; expect "
+            f"the model was trained on content up to {top / 1000:.3g} kHz; expect "
             f"missed or wrong detections (give audio that is not low-passed)"
         )
