@@ -64,10 +64,14 @@ class FeatureConfig:
         win_s: analysis window length in seconds (40 ms).
         hop_s: hop in seconds (20 ms, the label resolution).
         n_fft: FFT size; 0 picks the next power of two of the window.
-        n_mels: mel bands (``logmel``), also the GCC-PHAT lags kept.
+        n_mels: mel bands (``logmel``), also the GCC-PHAT lags kept; ignored by ``stft``
+            and ``salsa``.
         chunk_frames: frames per chunk (25 = 0.5 s).
-        max_hz: highest frequency of ``salsa`` features (9 kHz as SALSA-Lite; at most the
-            Nyquist frequency); ignored by the other types.
+        max_hz: highest frequency of ``salsa`` features (9 kHz as SALSA-Lite): bins ``1 ..
+            int(max_hz * n_fft / fs)``, at most the Nyquist bin. The MIC phase differences
+            wrap above ``c / (2 d)`` for capsules ``d`` apart (2.5 kHz for the 4.2 cm
+            tetrahedron). Ignored by ``stft`` and ``logmel`` (not recorded in their
+            artifacts: they keep their fingerprints).
     """
 
     CHOICES = {"type": TYPES}  # checked and matched up to case by core.config

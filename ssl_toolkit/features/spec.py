@@ -171,7 +171,7 @@ class FeatureSpec:
     """How features were computed from audio, and what one chunk of them looks like.
 
     Attributes:
-        type: ``stft`` or ``logmel``.
+        type: one of :data:`TYPES` (``stft``, ``logmel``, ``salsa``).
         fs: sample rate the audio is resampled to (Hz).
         n_fft: FFT size (samples).
         win_length: Hann window length (samples), at most ``n_fft``.
@@ -293,7 +293,9 @@ class FeatureSpec:
                 raise readers.damaged(path, f"field '{where}max_hz' {why}", rebuild)
             max_hz = float(p["max_hz"])
         if spec.type == "salsa" and max_hz is None:
-            raise readers.damaged(path, f"field '{where}max_hz' is missing", rebuild)
+            raise readers.damaged(
+                path, f"lacks the field '{where}max_hz' (salsa features)", rebuild
+            )
         spec = replace(spec, max_hz=max_hz)  # before levels_db: its bands depend on the bins
         if p.get("levels_db") is not None:
             check = readers.sequence(readers.number(), len(spec.level_bands()))
