@@ -35,8 +35,8 @@ from ssl_toolkit.data_prep.arrays import tetra_positions_m
 from ssl_toolkit.data_prep.featurize import FeatureConfig, make_spec
 from ssl_toolkit.features.augment import SpatialAugment, array_symmetries, channel_maps
 from ssl_toolkit.features.extract import LOG_EPS, extract
-from ssl_toolkit.features.spec import ArraySpec, FeatureSpec, band_edges_hz
 from ssl_toolkit.features.spec import SPEED_OF_SOUND_M_S as C_FEATURES
+from ssl_toolkit.features.spec import ArraySpec, FeatureSpec, band_edges_hz
 
 runner = CliRunner()
 FS = 16000
@@ -204,3 +204,172 @@ def test_features_of_the_rotated_scene_are_the_augmented_features(name):
         assert_salsa_equal(rotated, want, spec, f"{name} g={g}")
         np.testing.assert_allclose(maps.apply(x, g), want, atol=1e-6)  # numpy == torch
         np.testing.assert_allclose(dys[g, 0].numpy(), DIRS @ s.matrix.T, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- spec
+
+
+def test_spec_round_trip_keeps_max_hz():
+    spec = salsa_spec("mic", 3000.0)
+    d = spec.to_dict()
+    assert d["max_hz"] == 3000.0 and d["band_hz"] == [15.625, 3000.0]
+    back = FeatureSpec.from_dict(json.loads(json.dumps(d)), "m.json", None)
+    assert back == spec and back.bins == 192
+    other = make_spec(FeatureConfig(type="logmel"), FS, "mic", 4, ArraySpec.mic(TETRA))
+    assert "max_hz" not in other.to_dict()  # the other types' specs are what they were
+    assert FeatureSpec.from_dict(other.to_dict(), "m.json", None) == other
+
+
+def test_a_salsa_spec_without_max_hz_is_refused_naming_the_field():
+    d = salsa_spec("foa").to_dict()
+    del d["max_hz"]
+    with pytest.raises(ArtifactError, match=r"m\.json: lacks the field 'feature_params\.max_hz'"):
+        FeatureSpec.from_dict(d, "m.json", "ssl prep features")
+    d["max_hz"] = "high"
+    with pytest.raises(ArtifactError, match=r"field 'feature_params\.max_hz'"):
+        FeatureSpec.from_dict(d, "m.json", None)
+
+
+def test_level_bands_are_the_salsa_bins():
+    """The input checks' bands (levels_db) tile the salsa bins ``1 .. K``: from half a bin
+    below bin 1 to half a bin above bin K."""
+    spec = salsa_spec("mic", 4000.0)
+    edges = band_edges_hz(spec)
+    step = FS / spec.n_fft
+    assert edges[0][0] == pytest.approx(step / 2)
+    assert edges[-1][1] == pytest.approx(4000 + step / 2)
+    assert all(a[1] == pytest.approx(b[0]) for a, b in itertools.pairwise(edges))
+
+
+# ----------------------------------------------------------------------------- CLI
+
+TOML = "[train]\nchannels = [8, 8]\npools = [4, 4]\ngru_layers = 1\ngru_units = 16\n"
+TRAIN = ["--epochs", "1", "--max-steps", "2", "--batch-size", "2", "-K", "2", "--device", "cpu"]
+SYNTH = ["--n-clips", "3", "--clip-seconds", "1", "--fs", "8000", "--subsets", "ov1"]
+#: Options a features artifact of type stft/logmel recorded before salsa existed.
+OLD_KEYS = {"type", "win_s", "hop_s", "n_fft", "n_mels", "chunk_frames"}
+
+
+def ssl(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def ok(*args):
+    res = ssl(*args)
+    assert res.exit_code == 0, f"ssl {' '.join(map(str, args))}:\n{res.output}"
+    return res
+
+
+def manifest(path: Path) -> dict:
+    return json.loads((path / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """Tiny FOA and MIC scenes (8 kHz: n_fft 512, Nyquist bin 256) and their salsa features:
+    FOA at the default 9 kHz (capped: 256 bins), MIC at 2 kHz (128 bins)."""
+    b = tmp_path_factory.mktemp("salsa")
+    (b / "tiny.toml").write_text(TOML)
+    (b / "mic2k.toml").write_text('[features]\ntype = "salsa"\nmax_hz = 2000\n')
+    ok("prep", "synth", b / "foa", *SYNTH, "--seed", 1)
+    ok("prep", "synth", b / "mic", *SYNTH, "--seed", 1, "--format", "mic")
+    ok("prep", "features", b / "foa", b / "f-foa", "--type", "salsa")
+    ok("prep", "features", b / "mic", b / "f-mic", "--config", b / "mic2k.toml")
+    return b
+
+
+def test_prep_features_makes_salsa_chunks(base):
+    foa, mic = manifest(base / "f-foa"), manifest(base / "f-mic")
+    assert foa["extra"]["shape"] == [7, 25, 256] and mic["extra"]["shape"] == [10, 25, 128]
+    assert foa["config"]["max_hz"] == 9000.0 and mic["config"]["max_hz"] == 2000.0
+    fp = mic["extra"]["feature_params"]
+    assert fp["type"] == "salsa" and fp["max_hz"] == 2000.0 and fp["band_hz"] == [15.625, 2000.0]
+    assert foa["extra"]["feature_params"]["band_hz"] == [15.625, 4000.0]  # capped at Nyquist
+    assert set(foa["extra"]["float16_rel_rms_error"]) == {"log_power", "intensity"}
+    assert set(mic["extra"]["float16_rel_rms_error"]) == {"log_power", "phase_difference"}
+    x = np.load(base / "f-mic" / "features.npy", mmap_mode="r")
+    assert x.shape[1:] == (10, 25, 128) and np.isfinite(x).all()
+    period = C / (np.arange(1, 129) * 8000 / 512)  # the pair channels within +-c / 2f
+    assert (np.abs(x[:, 4:].astype(np.float64)) <= period / 2 * 1.001 + 1e-3).all()
+
+
+def test_train_eval_export_predict_on_salsa(base, tmp_path):
+    toml = base / "tiny.toml"
+    res = ok("train", base / "f-mic", tmp_path / "run", *TRAIN, "--config", toml)
+    assert "spatial augmentation: 8 symmetries" in res.output  # the tetrahedron's z group
+    ok("train", base / "f-foa", tmp_path / "run-foa", *TRAIN, "--config", toml, "--augment",
+       "full")  # fmt: skip
+    ok("eval", tmp_path / "run", tmp_path / "ev", "--data", base / "f-mic")
+    ok("eval", tmp_path / "run-foa", tmp_path / "ev-foa", "--data", base / "f-foa")
+    ok("export", tmp_path / "run", tmp_path / "exp")
+    io = json.loads((tmp_path / "exp" / "io.json").read_text())
+    assert io["feature_params"]["max_hz"] == 2000.0
+    wav = base / "mic" / "wav" / "clip0000_ov1.wav"
+    res = ok("predict", tmp_path / "exp", wav, "-o", tmp_path / "pred")
+    assert "salsa features of 0.016-2 kHz" in res.output
+    assert (tmp_path / "pred" / "clip0000_ov1.csv").stat().st_size > 0
+
+
+def test_predict_judges_the_rate_by_the_band_salsa_uses(base, tmp_path):
+    """A 2 kHz salsa model at 8 kHz uses nothing above 2 kHz: a 6 kHz file (content up to
+    3 kHz) is resampled with a note, a 3 kHz file (up to 1.5 kHz) is warned about, naming
+    the 2 kHz the model was trained up to."""
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    ok("train", base / "f-mic", tmp_path / "run", *TRAIN, "--config", base / "tiny.toml")
+    x, fs = sf.read(base / "mic" / "wav" / "clip0000_ov1.wav")
+    sf.write(tmp_path / "r6k.wav", resample_poly(x, 3, 4, axis=0), 6000)
+    sf.write(tmp_path / "r3k.wav", resample_poly(x, 3, 8, axis=0), 3000)
+    res = ok("predict", tmp_path / "run", tmp_path / "r6k.wav", "-o", tmp_path / "p6")
+    assert "warning" not in res.output and "resampled to the model's 8000 Hz" in res.output
+    res = ok("predict", tmp_path / "run", tmp_path / "r3k.wav", "-o", tmp_path / "p3")
+    assert "warning: " in res.output and "trained on content up to 2 kHz" in res.output
+    assert "record at 4000 Hz or more" in res.output
+
+
+def test_stft_and_logmel_artifacts_keep_their_fingerprints(base, tmp_path):
+    """max_hz is recorded for salsa only: an stft/logmel artifact's config holds the keys
+    it held before salsa existed, and a max_hz in the TOML changes nothing (reused)."""
+    (tmp_path / "lm.toml").write_text('[features]\ntype = "logmel"\nmax_hz = 4000\n')
+    for kind in ("stft", "logmel"):
+        ok("prep", "features", base / "mic", tmp_path / kind, "--type", kind)
+        man = manifest(tmp_path / kind)
+        assert set(man["config"]) == OLD_KEYS, kind
+        assert "max_hz" not in man["extra"]["feature_params"]
+    before = (tmp_path / "logmel" / "manifest.json").read_bytes()
+    stamp = (tmp_path / "logmel" / "features.npy").stat().st_mtime_ns
+    ok("prep", "features", base / "mic", tmp_path / "logmel", "--config", tmp_path / "lm.toml")
+    assert (tmp_path / "logmel" / "manifest.json").read_bytes() == before
+    assert (tmp_path / "logmel" / "features.npy").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize(
+    ("toml", "needle"),
+    [
+        ("max_hz = 50", "option 'max_hz' must be at least 100 Hz, got 50"),
+        ('max_hz = "high"', "max_hz"),
+        ('type = "salsa-lite"', "salsa"),
+    ],
+)
+def test_bad_salsa_options_are_one_line(base, tmp_path, toml, needle):
+    (tmp_path / "bad.toml").write_text(
+        f'[features]\ntype = "salsa"\n{toml}\n' if "type" not in toml else f"[features]\n{toml}\n"
+    )
+    res = ssl("prep", "features", base / "mic", tmp_path / "out", "--config", tmp_path / "bad.toml")
+    lines = res.output.strip().splitlines()
+    assert res.exit_code != 0 and len(lines) == 1 and lines[0].startswith("error:"), res.output
+    assert needle in lines[0] and not (tmp_path / "out").exists()
+
+
+def test_a_salsa_manifest_without_max_hz_is_one_line(base, tmp_path):
+    shutil.copytree(base / "f-mic", tmp_path / "feats")
+    path = tmp_path / "feats" / "manifest.json"
+    doc = json.loads(path.read_text())
+    del doc["extra"]["feature_params"]["max_hz"]
+    path.write_text(json.dumps(doc))
+    res = ssl("train", tmp_path / "feats", tmp_path / "run", *TRAIN)
+    lines = res.output.strip().splitlines()
+    assert res.exit_code != 0 and len(lines) == 1 and lines[0].startswith("error:"), res.output
+    assert "lacks the field 'extra.feature_params.max_hz'" in lines[0] and str(path) in lines[0]
+    assert not (tmp_path / "run").exists()
