@@ -356,16 +356,20 @@ def hungarian_error(pred, pred_active, targets, active) -> float:
     return float(per_frame.mean() * _DEG)
 
 
-def frame_recall(confidences, active, threshold: float = 0.5, valid=None) -> dict[str, float]:
+def frame_recall(
+    confidences, active, threshold: float = 0.5, valid=None, detected=None
+) -> dict[str, float]:
     """Share of frames whose estimated source count equals the true count.
 
     Two estimates of the count, as in the rMCL reference code: the number of
-    hypotheses whose confidence reaches ``threshold`` (``frame_recall``), and
-    ``round(sum of confidences)`` (``frame_recall_sum``).
+    hypotheses whose confidence reaches ``threshold`` (``frame_recall``; the number of
+    ``detected`` slots when given, e.g. after merging), and ``round(sum of confidences)``
+    (``frame_recall_sum``).
 
     Args:
         confidences: ``[N, K]``; active: ``[N, S]`` bool; threshold: detection threshold;
-        valid: ``[N, K]`` bool, the slots that count (default all).
+        valid: ``[N, K]`` bool, the slots that count (default all); detected: ``[N, K]``
+            bool, the detections (default: valid slots at ``threshold``).
 
     Returns:
         ``{"frame_recall": float, "frame_recall_sum": float}`` (NaN for N = 0).
@@ -374,7 +378,7 @@ def frame_recall(confidences, active, threshold: float = 0.5, valid=None) -> dic
     true = np.asarray(active, dtype=bool).sum(axis=1)
     if len(true) == 0:
         return {"frame_recall": float("nan"), "frame_recall_sum": float("nan")}
-    by_thr = (c >= threshold).sum(axis=1)
+    by_thr = (c >= threshold).sum(axis=1) if detected is None else np.sum(detected, axis=1)
     by_sum = np.floor(c.sum(axis=1) + 0.5).astype(int)  # round half up
     return {
         "frame_recall": float((by_thr == true).mean()),
@@ -684,8 +688,13 @@ def all_metrics(
     pred_class=None,
     target_class=None,
     n_classes: int | None = None,
+    detected_hyps=None,
 ) -> dict[str, float]:
     """Every metric of this module on one set of frames (see each function).
+
+    ``detected_hyps [N, K, 3]`` are the directions of the ``detected`` slots when they are
+    not the hypotheses themselves (merged: :func:`ssl_toolkit.models.localize.detections`);
+    the distribution metrics (oracle, EMD) always score ``hyps``.
 
     ``valid [N, K]`` (default all) marks the slots holding an estimate: the others are
     ignored (``detected`` must already exclude them, as :func:`ssl_toolkit.models.localize.detect`
@@ -698,17 +707,18 @@ def all_metrics(
         "frame_recall", "frame_recall_sum", "ER20", "F20", "LE_CD_deg", "LR_CD", "SELD"}``, and with
         ``n_classes`` ``"ER20_cls", "F20_cls", "LE_CD_deg_cls", "LR_CD_cls", "SELD_cls"``.
     """
+    det = hyps if detected_hyps is None else detected_hyps
     res = {
         "frames": int(len(active)),
         "oracle_deg": oracle_error(hyps, targets, active, valid),
         "emd_deg": emd(hyps, confidences, targets, active, valid),
         "emd_excluded_frames": emd_excluded(active, valid),
-        "hungarian_deg": hungarian_error(hyps, detected, targets, active),
+        "hungarian_deg": hungarian_error(det, detected, targets, active),
     }
-    res.update(frame_recall(confidences, active, threshold, valid))
-    res.update(dcase_seld(hyps, detected, targets, active, segment))
+    res.update(frame_recall(confidences, active, threshold, valid, detected))
+    res.update(dcase_seld(det, detected, targets, active, segment))
     if n_classes is not None:
-        res.update(class_aware_seld(hyps, detected, targets, active, segment, pred_class,
+        res.update(class_aware_seld(det, detected, targets, active, segment, pred_class,
                                     target_class, n_classes))  # fmt: skip
     return res
 

@@ -110,19 +110,25 @@ def plot_frame_map(path, hyps, conf, targets, active, title: str, detected=None)
 
 
 def plot_eval(directory, fr, hop_s: float, threshold: float, max_clips: int = 4,
-              frames_per_clip: int = 2) -> list[Path]:  # fmt: skip
+              frames_per_clip: int = 2, merge_deg: float = 0.0) -> list[Path]:  # fmt: skip
     """Plots of the first clips of an evaluation into ``directory/plots``.
 
     Invalid slots (no estimate) are not drawn; detected hypotheses (valid, confidence >=
-    ``threshold``) are ringed.
+    ``threshold``) are ringed. With ``merge_deg`` the hypotheses drawn are the merged ones
+    the detection sees (:func:`~ssl_toolkit.models.localize.merge_nearby`).
 
     Args:
         fr: :class:`ssl_toolkit.evaluation.evaluate.Frames`; hop_s: seconds per frame.
     """
-    from ..models.localize import detect
+    from ..models.localize import detect, merge_nearby
 
-    hyps = np.where(fr.valid[..., None], fr.hyps, np.nan)  # NaN: matplotlib skips the point
-    det = detect(fr.conf, fr.valid, threshold)
+    h, c, v = merge_nearby(fr.hyps, fr.conf, fr.valid, merge_deg)
+    hyps = np.where(v[..., None], h, np.nan)  # NaN: matplotlib skips the point
+    det = detect(c, v, threshold)
+    if merge_deg:
+        threshold_note = f"threshold {threshold:.2f}, merged within {merge_deg:g} deg"
+    else:
+        threshold_note = f"threshold {threshold:.2f}"
     out = Path(directory) / "plots"
     out.mkdir(exist_ok=True)
     written = []
@@ -131,13 +137,13 @@ def plot_eval(directory, fr, hop_s: float, threshold: float, max_clips: int = 4,
         m = m[np.argsort(fr.frame[m], kind="stable")]
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in clip)
         written.append(plot_clip_tracks(
-            out / f"{safe}_tracks.png", fr.frame[m], hyps[m], fr.conf[m], fr.targets[m],
-            fr.active[m], hop_s, f"{clip}: threshold {threshold:.2f}", det[m],
+            out / f"{safe}_tracks.png", fr.frame[m], hyps[m], c[m], fr.targets[m],
+            fr.active[m], hop_s, f"{clip}: {threshold_note}", det[m],
         ))  # fmt: skip
         busy = m[np.argsort(-fr.active[m].sum(1), kind="stable")[:frames_per_clip]]
         for i in busy:
             written.append(plot_frame_map(
-                out / f"{safe}_frame{fr.frame[i]}.png", hyps[i], fr.conf[i], fr.targets[i],
+                out / f"{safe}_frame{fr.frame[i]}.png", hyps[i], c[i], fr.targets[i],
                 fr.active[i], f"{clip}, t = {fr.frame[i] * hop_s:.2f} s", det[i],
             ))  # fmt: skip
     return written

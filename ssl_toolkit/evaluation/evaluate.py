@@ -111,12 +111,16 @@ def score_predictions(
     temperature=None,
     counts: bool | None = None,
     n_classes: int | None = None,
+    merge_deg: float = 0.0,
 ) -> dict[str, dict[str, float]]:
     """Every metric per subset (``D1``, ``D2``, ``D3``, ``overall``).
 
-    Detection is :func:`~ssl_toolkit.models.localize.detect` at ``threshold``; invalid slots
-    are ignored by every metric. A method without scores (WTA variants, IE, a
-    baseline given the true count) estimates no source count, so its frame recalls
+    Detection is :func:`~ssl_toolkit.models.localize.detections` at ``threshold`` after
+    merging the hypotheses within ``merge_deg`` of a more confident one (0: none); the
+    detection metrics (Hungarian error, frame recall, DCASE) score the detected
+    directions, the distribution metrics (oracle, EMD, calibration) the hypotheses
+    themselves. Invalid slots are ignored by every metric. A method without scores (WTA
+    variants, IE, a baseline given the true count) estimates no source count, so its frame recalls
     are NaN rather than a misleading number; ``counts`` says otherwise for a method that
     has no scores but whose detections are its estimated sources (DCASE result files).
 
@@ -139,9 +143,9 @@ def score_predictions(
     exact; K the method's).
     """
     from ..analysis import calibration
-    from ..models.localize import detect
+    from ..models.localize import detections
 
-    detected = detect(fr.conf, fr.valid, threshold)
+    det_hyps, detected = detections(fr.hyps, fr.conf, fr.valid, threshold, merge_deg)
     counts = scored if counts is None else counts
     winners = None
     if scored:  # calibration is about confidence scores
@@ -161,7 +165,7 @@ def score_predictions(
                    "n_classes": n_classes}  # fmt: skip
         res = metrics.all_metrics(
             fr.hyps[m], fr.conf[m], fr.targets[m], fr.active[m], detected[m], seg[m], threshold,
-            valid=fr.valid[m], **cls,
+            valid=fr.valid[m], detected_hyps=det_hyps[m] if merge_deg else None, **cls,
         )  # fmt: skip
         res = _with_chance(res, metrics.chance_oracle_deg(k, fr.active[m]))
         if not counts:
@@ -238,15 +242,20 @@ def write_eval(
     threshold: float,
     scores: dict[str, dict[str, float]],
     scored: bool,
+    merge_deg: float = 0.0,
     **extra: Any,
 ) -> dict[str, Any]:
     """Write ``predictions.npz``, ``metrics.json`` and ``metrics.csv`` into ``directory``.
+
+    ``detected [N, K]`` in ``predictions.npz`` marks the detections; after a merge
+    (``merge_deg`` > 0) their directions are ``detected_hyps [N, K, 3]`` (the merged slots),
+    otherwise the hypotheses themselves.
 
     ``predictions.npz`` also holds ``classes [N, K]`` and ``target_classes [N, S]`` where
     ``fr`` has them (a localizer with classes; features with classes). For a method
     without scores (``scored`` False) the confidence metrics (:data:`CONFIDENCE_KEYS`,
     :data:`CONFIDENCE_EXTRAS`) are left out, whoever computed them."""
-    from ..models.localize import detect
+    from ..models.localize import detections
 
     if not scored:
         scores = {s: {key: v for key, v in d.items() if key not in CONFIDENCE_KEYS}
@@ -255,6 +264,9 @@ def write_eval(
 
     optional = {k: getattr(fr, k).astype(np.int64) for k in ("classes", "target_classes")
                 if getattr(fr, k) is not None}  # fmt: skip
+    det_hyps, detected = detections(fr.hyps, fr.conf, fr.valid, threshold, merge_deg)
+    if merge_deg:
+        optional["detected_hyps"] = det_hyps
     np.savez_compressed(
         directory / "predictions.npz",
         **optional,
@@ -265,11 +277,13 @@ def write_eval(
         active=fr.active,
         clip_id=fr.clip_id.astype(str),
         frame=fr.frame.astype(np.int64),
-        detected=detect(fr.conf, fr.valid, threshold),
+        detected=detected,
         subset=fr.subset.astype(str),
     )
     k = int(fr.hyps.shape[1])
     doc = {"method": method, "K": k, "threshold": float(threshold), "scored": bool(scored)}
+    if merge_deg:
+        doc["merge_deg"] = float(merge_deg)
     doc.update(scores)
     doc.update(extra)
     write_json(directory / "metrics.json", doc)
@@ -435,30 +449,35 @@ def _score_and_write(b, fr: Frames, fs: FeatureSet, cfg: EvalConfig, loc, thr: f
     reliability diagram for scored methods) and the manifest's extras. ``extra`` goes to
     ``metrics.json``."""
     n_cls = class_aware(fr, fs.n_classes, thr, model_classes)
-    console_log(f"scoring {len(fr.active)} frames of {cfg.split} (threshold {thr:.3f})")
+    merge = float(loc.merge_deg)
+    merging = f", hypotheses merged within {merge:g} deg" if merge else ""
+    console_log(f"scoring {len(fr.active)} frames of {cfg.split} (threshold {thr:.3f}{merging})")
     scores = score_predictions(fr, thr, fs.spec.segment_frames(cfg.segment_s), loc.scored,
                                kappa, temperature, counts=loc.counts,
-                               n_classes=n_cls)  # fmt: skip
+                               n_classes=n_cls, merge_deg=merge)  # fmt: skip
     more = {} if n_cls is None else {"n_classes": n_cls}
-    write_eval(b.dir, fr, loc.method, thr, scores, loc.scored, split=cfg.split, label=label,
-               **more, **extra)  # fmt: skip
+    write_eval(b.dir, fr, loc.method, thr, scores, loc.scored, merge_deg=merge, split=cfg.split,
+               label=label, **more, **extra)  # fmt: skip
     if cfg.dcase_out:
-        b.extra["dcase_files"] = write_dcase(b.dir, fr, thr, fs.hop_s, fr.classes)
+        b.extra["dcase_files"] = write_dcase(b.dir, fr, thr, fs.hop_s, fr.classes, merge)
     if cfg.plots:
         from ..analysis.plots import plot_eval
 
-        plot_eval(b.dir, fr, fs.hop_s, thr)
+        plot_eval(b.dir, fr, fs.hop_s, thr, merge_deg=merge)
         if loc.scored:
             from ..analysis.plots import plot_reliability
 
             plot_reliability(b.dir / "plots" / "reliability.png", fr, temperature, loc.label)
+    if merge:
+        b.extra["merge_deg"] = merge
     b.extra.update({"method": loc.method, "K": loc.K, "threshold": thr,
                     "scored": loc.scored, "frames": int(len(fr.active))})  # fmt: skip
 
 
-def write_dcase(directory: Path, fr: Frames, threshold: float, hop_s: float, classes=None) -> int:
+def write_dcase(directory: Path, fr: Frames, threshold: float, hop_s: float, classes=None,
+                merge_deg: float = 0.0) -> int:  # fmt: skip
     """Write ``dcase/<clip_id>.csv`` for every clip of ``fr``: its detections at
-    ``threshold`` decimated to 100 ms label frames
+    ``threshold`` (after merging within ``merge_deg``) decimated to 100 ms label frames
     (:func:`ssl_toolkit.analysis.dcase_csv.result_tables`); returns the number of files.
 
     Args:
@@ -467,10 +486,10 @@ def write_dcase(directory: Path, fr: Frames, threshold: float, hop_s: float, cla
             from DCASE result files); None: class 0 (class-agnostic).
     """
     from ..analysis.dcase_csv import result_tables, write_results
-    from ..models.localize import detect
+    from ..models.localize import detections
 
-    detected = detect(fr.conf, fr.valid, threshold)
-    tables = result_tables(fr.clip_id, fr.frame, fr.hyps, detected, hop_s, classes)
+    hyps, detected = detections(fr.hyps, fr.conf, fr.valid, threshold, merge_deg)
+    tables = result_tables(fr.clip_id, fr.frame, hyps, detected, hop_s, classes)
     return len(write_results(directory / "dcase", tables))
 
 

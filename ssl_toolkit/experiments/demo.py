@@ -147,14 +147,17 @@ def print_demo(res: DemoResult) -> None:
     from ..evaluation.evaluate import summary
 
     thr = res.metrics.get("threshold", 0.5)
+    merge = res.metrics.get("merge_deg", 0.0)
+    merged = f", hypotheses within {merge:g} deg merged" if merge else ""
     print_metrics(
         summary(res.metrics, TABLE),
-        title=f"rMCL (K={res.metrics['K']}) on the test split, threshold {thr:.2f}",
+        title=f"rMCL (K={res.metrics['K']}) on the test split, threshold {thr:.2f}{merged}",
     )
     out.print(
         "oracle: mean distance of each source to its closest hypothesis; chance: the same for "
         "K random directions; EMD: transport between confidence-weighted hypotheses and sources; "
-        "Hungarian / recall / F20: detected sources (confidence >= threshold).\n"
+        "Hungarian / recall / F20: detected sources (confidence >= threshold, after merging "
+        "nearby hypotheses where training learned to).\n"
         f"Next: [bold]ssl predict {res.export} YOUR_4CH.wav --out predictions --plot[/]  "
         f"(the model takes {res.audio}; other rates are resampled)",
         highlight=False,

@@ -103,12 +103,15 @@ def io_description(
                 "shape": ["batch", "frames", k or "K"],
                 "dtype": "float32",
                 "axes": ["batch", "time frame", "hypothesis"],
-                "units": "confidence in (0, 1); detected when >= threshold",
+                "units": "confidence in (0, 1); detected when >= threshold, after hypotheses "
+                "within merge_deg of a more confident one are merged into it (confidences "
+                "summed, directions averaged with them as weights)",
             },
         ],
         "frame_hop_s": spec.hop_s,
         "feature_params": spec.to_dict(),
         "threshold": float(meta.get("threshold", 0.5)),
+        "merge_deg": float(meta.get("merge_deg", 0.0)),
         "method": meta.get("method"),
         "scored": is_scored(meta.get("method")),
         "K": k,

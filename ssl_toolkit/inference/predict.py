@@ -9,7 +9,11 @@ two CSV files are written, one row per (model) frame and direction, angles in de
 - ``<stem>_hypotheses.csv``: ``frame, time_s, hypothesis, azimuth_deg, elevation_deg,
   confidence, detected`` for all K hypotheses of every frame;
 - ``<stem>.csv``: ``frame, time_s, azimuth_deg, elevation_deg, confidence`` for the
-  detected sources only (confidence >= the threshold learned at evaluation or given).
+  detected sources only (confidence >= the threshold learned in training on the val split,
+  or given), after the hypotheses within the model's ``merge_deg`` of a more confident one
+  are merged into it (:func:`~ssl_toolkit.models.localize.merge_nearby`: the merged
+  direction and summed confidence are written; ``detected`` in the hypotheses CSV marks the
+  slot each detection was merged into).
 
 With ``dcase=True`` a third one, ``dcase/<stem>.csv``, holds the detected sources as a
 DCASE result file (100 ms label frames, ``frame,class,source,azimuth,elevation``, no header;
@@ -52,7 +56,7 @@ from ..core.cpu import tick
 from ..core.errors import DataError, UserError
 from ..core.geometry import unit_to_sph
 from ..features.spec import TYPES, FeatureSpec
-from ..models.localize import Localization, ModelLocalizer, load_localizer
+from ..models.localize import Localization, ModelLocalizer, detect, load_localizer, merge_nearby
 
 HYP_COLUMNS = (
     "frame",
@@ -197,25 +201,30 @@ def run_chunks(localizer: ModelLocalizer, feats: np.ndarray, chunk: int) -> Loca
 # --------------------------------------------------------------------------- outputs
 
 
-def _rows(t0: int, hop_s: float, loc: Localization, threshold: float):
-    """CSV rows of a block: all valid hypotheses, and the detected ones."""
+def _degrees(hyps) -> tuple[np.ndarray, np.ndarray]:
+    """Azimuth and elevation in degrees (float64, rounded to 0.001) of ``[..., 3]``."""
+    az, el = unit_to_sph(hyps)
+    return (np.round(np.degrees(az.astype(np.float64)).ravel(), 3),
+            np.round(np.degrees(el.astype(np.float64)).ravel(), 3))  # fmt: skip
+
+
+def _rows(t0: int, hop_s: float, loc: Localization, threshold: float, merge_deg: float = 0.0):
+    """CSV rows of a block: all valid hypotheses, and the detected sources (merged within
+    ``merge_deg``: their merged directions and confidences)."""
     length, k = loc.conf.shape
-    az, el = unit_to_sph(loc.hyps)  # (L, K) each
-    az_deg, el_deg = np.degrees(az.astype(np.float64)), np.degrees(el.astype(np.float64))
     frame = np.repeat(np.arange(t0, t0 + length), k)
-    det = loc.detected(threshold).ravel()
+    time_s = np.round(frame * hop_s, 6)
+    mh, mc, mv = merge_nearby(loc.hyps, loc.conf, loc.valid, merge_deg)
+    det = detect(mc, mv, threshold).ravel()
     keep = loc.valid.ravel()
-    cols = [
-        frame,
-        np.round(frame * hop_s, 6),
-        np.tile(np.arange(k), length),
-        np.round(az_deg.ravel(), 3),
-        np.round(el_deg.ravel(), 3),
-        np.round(loc.conf.ravel().astype(np.float64), 5),
-        det.astype(int),
-    ]
+    az, el = _degrees(loc.hyps)
+    conf = np.round(loc.conf.ravel().astype(np.float64), 5)
+    cols = [frame, time_s, np.tile(np.arange(k), length), az, el, conf, det.astype(int)]
     hyp_rows = list(zip(*(c[keep].tolist() for c in cols), strict=True))
-    src_rows = [(r[0], r[1], r[3], r[4], r[5]) for r in hyp_rows if r[6]]
+    if merge_deg:
+        az, el = _degrees(mh)
+        conf = np.round(mc.ravel().astype(np.float64), 5)
+    src_rows = list(zip(*(c[det].tolist() for c in (frame, time_s, az, el, conf)), strict=True))
     return hyp_rows, src_rows
 
 
@@ -265,6 +274,7 @@ def predict_file(
     (the detections CSV last). The caller holds the writer locks of ``job.paths``.
     """
     spec = _spec(predictor)
+    merge = float(predictor.merge_deg)
     if reader is None:
         reader = AudioReader(job.audio, spec.fs, spec.n_channels)
     tmp = {role: _tmp_path(p) for role, p in job.paths.items()}
@@ -284,13 +294,13 @@ def predict_file(
                 loc = run_chunks(predictor, feats, spec.chunk_frames)
                 for s in range(0, len(loc.conf), ROWS_PER_WRITE):  # rows: bounded memory
                     part = _slice(loc, s, s + ROWS_PER_WRITE)
-                    hyp_rows, src_rows = _rows(t0 + s, spec.hop_s, part, threshold)
+                    hyp_rows, src_rows = _rows(t0 + s, spec.hop_s, part, threshold, merge)
                     wh.writerows(hyp_rows)
                     ws.writerows(src_rows)
                 if decimator is not None:
                     frames = np.arange(t0, t0 + len(loc.conf))
                     # a class-aware localizer's classes (None: class 0)
-                    decimator.add(frames, loc.hyps, loc.detected(threshold), loc.classes)
+                    decimator.add(frames, *loc.detections(threshold, merge), loc.classes)
         if decimator is not None:
             from ..core.labels import write_metadata
 
@@ -466,7 +476,7 @@ def predict_files(
         export_or_run: a ``run`` or ``export`` artifact directory.
         audio_files: multichannel audio files (any format soundfile reads).
         out_dir: where the CSVs (and plots) go.
-        threshold: detection threshold; default the model's (learned at evaluation).
+        threshold: detection threshold; default the model's (learned in training).
         plot: also write ``<stem>.png``.
         block_seconds: audio processed per block; clamped to what the memory allows
             (:func:`bounded_block`).

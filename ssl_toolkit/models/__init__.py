@@ -238,6 +238,7 @@ META_FIELDS = {
     "K": readers.integer(1),
     "method": readers.optional(readers.text()),
     "threshold": readers.number(0.0, 1.0),
+    "merge_deg": readers.number(0.0, 180.0),
     "feature_params": readers.mapping,
 }
 

@@ -12,7 +12,9 @@ Whatever localizes yields, per frame, a :class:`Localization`:
   class-aware multi-ACCDOA model, whose slot k is of class ``k // tracks``:
   :attr:`Localizer.slot_classes`, and DCASE result files, whose rows have classes).
 
-Detection is one function, :func:`detect`; metrics ignore invalid slots. Whether a
+Detection is one function, :func:`detect`, after an optional merge of nearby hypotheses
+(:func:`merge_nearby`, the radius learned with the threshold on val: :func:`detections`);
+metrics ignore invalid slots. Whether a
 method has scores (its confidences say whether a source is there) is a property of
 the method (:attr:`Localizer.scored`), never inferred from the values.
 
@@ -47,8 +49,10 @@ __all__ = [
     "ModelLocalizer",
     "accdoa_slot_classes",
     "detect",
+    "detections",
     "is_scored",
     "load_localizer",
+    "merge_nearby",
     "method_label",
 ]
 
@@ -75,6 +79,63 @@ def method_label(method: str | None, config: dict[str, Any] | None = None) -> st
 def detect(conf, valid, threshold: float) -> np.ndarray:
     """Detected sources ``[N, K]`` bool: valid slots whose confidence reaches ``threshold``."""
     return (np.asarray(conf) >= threshold) & np.asarray(valid, dtype=bool)
+
+
+#: Merge radii (degrees) a scored model's detection is learned with on val (0: no merge).
+MERGE_RADII_DEG = (0.0, 10.0, 20.0, 30.0, 45.0)
+
+
+def merge_nearby(hyps, conf, valid, radius_deg: float):
+    """Hypotheses within ``radius_deg`` of a more confident one merged into it.
+
+    An rMCL model spreads its hypotheses over the sphere as a quantizer of the source
+    distribution (each confidence estimates the mass of its Voronoi cell), so a source
+    near the border of two cells shares its mass between two nearby hypotheses, neither
+    of which may reach the threshold alone, or both of which may (one source reported
+    twice). Mode seeking undoes the split: taking the slots by decreasing confidence, each
+    slot not yet merged gathers every valid, not yet merged slot within ``radius_deg`` of
+    it (itself included); its direction becomes the confidence-weighted mean of theirs
+    (normalized), its confidence their sum (at most 1), and the others become invalid.
+    Vectorized over frames (one pass per slot). ``radius_deg`` 0 returns the input.
+
+    Args:
+        hyps: ``[N, K, 3]`` unit vectors; conf: ``[N, K]``; valid: ``[N, K]`` bool.
+
+    Returns:
+        ``(hyps, conf, valid)`` of the same shapes (float32, float32, bool).
+    """
+    h = np.asarray(hyps, np.float32)
+    c = np.asarray(conf, np.float32)
+    v = np.asarray(valid, bool)
+    if radius_deg <= 0 or h.shape[1] < 2:
+        return h, c, v
+    cos_r = np.float32(np.cos(np.deg2rad(radius_deg)))
+    order = np.argsort(-np.where(v, c, -1.0), axis=1, kind="stable")
+    h = np.take_along_axis(h, order[..., None], 1)
+    c = np.take_along_axis(c, order, 1)
+    free = np.take_along_axis(v, order, 1).copy()
+    out_h, out_c, out_v = h.copy(), np.zeros_like(c), np.zeros_like(free)
+    for i in range(h.shape[1]):
+        lead = free[:, i].copy()  # (N,)
+        near = (np.einsum("nkd,nd->nk", h, h[:, i]) >= cos_r) & free & lead[:, None]
+        w = np.where(near, c, np.float32(0.0))
+        mean = np.einsum("nk,nkd->nd", w, h)
+        norm = np.linalg.norm(mean, axis=-1, keepdims=True)
+        mean = np.where(norm > 1e-6, mean / np.maximum(norm, 1e-12), h[:, i])  # no mass: own
+        out_h[:, i] = np.where(lead[:, None], mean, h[:, i])
+        out_c[:, i] = np.where(lead, np.minimum(w.sum(1), 1.0), 0.0)
+        out_v[:, i] = lead
+        free &= ~near
+    inv = np.argsort(order, axis=1)  # back to the slots' order
+    return (np.take_along_axis(out_h, inv[..., None], 1), np.take_along_axis(out_c, inv, 1),
+            np.take_along_axis(out_v, inv, 1))  # fmt: skip
+
+
+def detections(hyps, conf, valid, threshold: float, merge_deg: float = 0.0):
+    """Detected sources: ``(directions [N, K, 3], detected [N, K] bool)``, after
+    :func:`merge_nearby` at ``merge_deg`` (0: the hypotheses themselves, :func:`detect`)."""
+    h, c, v = merge_nearby(hyps, conf, valid, merge_deg)
+    return h, detect(c, v, threshold)
 
 
 @dataclass
@@ -124,6 +185,10 @@ class Localization:
         """:func:`detect` on these frames."""
         return detect(self.conf, self.valid, threshold)
 
+    def detections(self, threshold: float, merge_deg: float = 0.0):
+        """:func:`detections` on these frames: ``(directions, detected)``."""
+        return detections(self.hyps, self.conf, self.valid, threshold, merge_deg)
+
 
 _FIELDS = ("hyps", "conf", "valid")
 
@@ -164,6 +229,7 @@ class Localizer(ABC):
         K: hypotheses (slots) per frame.
         scored: whether confidences estimate the presence of a source.
         threshold: the default detection threshold.
+        merge_deg: the radius of :func:`merge_nearby` before detection (0: none).
         slot_classes: ``[K]`` int64, the class of each slot for a localizer whose slots
             have fixed classes (class-aware multi-ACCDOA), else None. A localizer whose
             classes vary from frame to frame returns them from ``_localize`` instead.
@@ -176,6 +242,7 @@ class Localizer(ABC):
     K: int
     scored: bool
     threshold: float
+    merge_deg: float = 0.0
     slot_classes: np.ndarray | None = None
     counts: bool | None = None
 
@@ -201,7 +268,7 @@ class ModelLocalizer(Localizer):
     Args:
         fn: ``fn(x float32 [B, C, T, F]) -> (hyps [B, T, K, 3], conf [B, T, K])``.
         spec: the features the model was trained on (``None`` when its run does not say).
-        method, K, threshold: see :class:`Localizer`.
+        method, K, threshold, merge_deg: see :class:`Localizer`.
         backend: ``torch``, ``torchscript`` or ``onnx``.
         source: the artifact it came from.
         label: the name in reports (default: the method; ``rmcl*`` for rMCL*).
@@ -211,8 +278,10 @@ class ModelLocalizer(Localizer):
 
     def __init__(self, fn: Callable, spec: FeatureSpec | None, method: str | None,
                  K: int, threshold: float, backend: str, source: Path,
-                 label: str | None = None, slot_classes=None):  # fmt: skip
+                 label: str | None = None, slot_classes=None,
+                 merge_deg: float = 0.0):  # fmt: skip
         self.fn = fn
+        self.merge_deg = float(merge_deg)
         if slot_classes is not None:
             slot_classes = np.asarray(slot_classes, np.int64)
             if slot_classes.shape != (int(K),):
@@ -299,7 +368,7 @@ def model_localizer(model, meta: dict[str, Any], source: Path, device=None) -> M
     return ModelLocalizer(
         _torch_fn(model, device), spec, meta.get("method"),
         int(meta.get("K", 0)), float(meta.get("threshold", 0.5)), "torch", source,
-        slot_classes=classes,
+        slot_classes=classes, merge_deg=float(meta.get("merge_deg", 0.0)),
     )  # fmt: skip
 
 
@@ -337,7 +406,8 @@ def load_localizer(path: str | os.PathLike, backend: str = "auto") -> ModelLocal
                                       EXPORT_REBUILD)  # fmt: skip
     return ModelLocalizer(fn, spec, io.get("method"), int(io.get("K") or 0),
                           float(io["threshold"]), backend, m.path, io.get("label"),
-                          slot_classes=classes)  # fmt: skip
+                          slot_classes=classes,
+                          merge_deg=float(io.get("merge_deg", 0.0)))  # fmt: skip
 
 
 #: The command that rebuilds an export (named in every damaged-file message).
@@ -346,6 +416,7 @@ EXPORT_REBUILD = "ssl export --force"
 IO_FIELDS = {
     "feature_params": readers.mapping,
     "threshold": readers.number(0.0, 1.0),
+    "merge_deg": readers.number(0.0, 180.0),
     "K": readers.optional(readers.integer(1)),
     "method": readers.optional(readers.text()),
     "label": readers.optional(readers.text()),

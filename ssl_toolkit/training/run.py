@@ -17,6 +17,7 @@ from ..core.errors import DataError
 from ..features.store import FeatureSet, open_features
 from ..models import build_model, save_model
 from ..models.crnn import default_pools, pooled_bins
+from ..models.localize import MERGE_RADII_DEG
 from .curves import plot_curves
 from .data import loader_options, make_loader
 from .engine import Job, fit, planned_steps, validate, write_history
@@ -314,24 +315,32 @@ def _fit_model(fs, rows, loaders, run_dir: Path, cfg, fp: str, rt: Runtime, resu
     if rt.main:
         if cfg.scored:
             per_rank = cfg.batch_size // rt.world
-            meta["threshold"] = learned_threshold(model, fs, rows["val"], per_rank, rt.device)
+            radii = (0.0,) if cfg.method == "accdoa" else MERGE_RADII_DEG  # classes: no merge
+            thr, merge = learned_detection(model, fs, rows["val"], per_rank, rt.device, radii)
+            meta["threshold"], meta["merge_deg"] = thr, merge
             meta["threshold_source"] = "SGL-Thresh on the val split"
+            if len(radii) > 1:
+                among = ", ".join(f"{r:g}" for r in radii)
+                meta["threshold_source"] += f", merge radius (deg) of the best F20 among {among}"
         save_model(run_dir, model, name, kwargs, **meta)
     return _summary(cfg, k, st.history, st.best_epoch, st.best_val, rt, threshold=meta["threshold"])
 
 
-def learned_threshold(model, fs: FeatureSet, rows, batch_size: int, device) -> float:
-    """The detection threshold learned on chunks ``rows`` (SGL-Thresh, location-aware F)."""
+def learned_detection(model, fs: FeatureSet, rows, batch_size: int, device,
+                      radii=(0.0,)) -> tuple[float, float]:  # fmt: skip
+    """How the model's detections are made, learned on chunks ``rows``: ``(threshold,
+    merge radius)`` (:func:`~ssl_toolkit.analysis.thresholds.learn_detection`)."""
     from ..analysis.frames import predict_split
     from ..analysis.metrics import segment_ids
-    from ..analysis.thresholds import learn_threshold_sgl
+    from ..analysis.thresholds import learn_detection
     from ..models.localize import model_localizer
 
     model.eval()
     loc = model_localizer(model, {"K": model.K}, fs.manifest.path, device)
     fr = predict_split(loc, fs, rows, batch_size)
     seg = segment_ids(fr.clip_id, fr.frame, fs.spec.segment_frames(1.0))
-    return learn_threshold_sgl(fr.conf, fr.hyps, fr.targets, fr.active, seg)
+    thr, merge, _ = learn_detection(fr.hyps, fr.conf, fr.valid, fr.targets, fr.active, seg, radii)
+    return thr, merge
 
 
 def _fit_ensemble(fs, rows, loaders, run_dir: Path, cfg, fp: str, rt: Runtime, resume, writer):
