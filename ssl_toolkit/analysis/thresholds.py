@@ -101,12 +101,12 @@ def learn_detection(
     it gains at least ``min_gain`` over no merge (else none: such gains are within a
     validation split's noise, as :func:`sgl_search` reasons for its threshold). Then
     :func:`sgl_search` learns the threshold at that radius. One surrogate-gradient search
-    in all (the grids cost about 1 % of it): on 12,000 frames, 15 s instead of 77 s for a
-    search per radius.
+    in all (the grids cost about 1 % of it): on 12,000 frames, 24 s instead of 77 s for a
+    search per radius (one thread, busy machine).
 
     Measured on held-out reverberant MIC scenes (``recipes/heldout_check.sh --broadband``,
-    rMCL K = 5): the radius learned on val (20-30 deg) raises the test F20 from 0.59 to
-    0.70, since an rMCL model splits a source near the border of two Voronoi cells between
+    rMCL K = 5, seed 0): the radius learned on val (20 deg) raises the test F20 from 0.59
+    to 0.70, since an rMCL model splits a source near the border of two Voronoi cells between
     two hypotheses (README, "Detection").
     """
     from ..models.localize import merge_nearby

@@ -203,7 +203,7 @@ def _salsa(spec, p: FeatureSpec) -> np.ndarray:
     power = torch.mul(x.real, x.real).addcmul_(x.imag, x.imag)  # (M, T, K)
     torch.log(power.add(LOG_EPS), out=out[:m])
     if p.format == "foa":
-        _intensity(x, power, out=out[m:])
+        out[m:] = _intensity(x, power)
         return out.numpy()
     freqs = torch.arange(1, k + 1, dtype=torch.float32) * (p.fs / p.n_fft)
     scale = (-SPEED_OF_SOUND_M_S / (2 * np.pi)) / freqs  # (K,): radians -> metres
@@ -216,16 +216,12 @@ def _salsa(spec, p: FeatureSpec) -> np.ndarray:
     return out.numpy()
 
 
-def _intensity(spec, power, out=None):
+def _intensity(spec, power):
     """Normalized active intensity (x, y, z) of each bin of the ACN ``[4, T, F]`` ``spec``
-    (``power`` its ``|.|^2``): ``[3, T, F]``, written into ``out`` if given."""
-    w, xyz = spec[0], spec[[3, 1, 2]]
-    energy = power[1:].sum(dim=0).div_(3.0).add_(power[0]).add_(LOG_EPS)
-    iv = (xyz.real * w.real).add_(xyz.imag * w.imag).div_(energy)
-    if out is None:
-        return iv
-    out.copy_(iv)
-    return out
+    (``power`` its ``|.|^2``): ``[3, T, F]``."""
+    w, xyz = spec[0], spec[[3, 1, 2]]  # (T, F), (3, T, F)
+    energy = power[1:].sum(dim=0).div_(3.0).add_(power[0]).add_(LOG_EPS)  # (T, F)
+    return (xyz.real * w.real).add_(xyz.imag * w.imag).div_(energy)  # Re(conj(W) V) / energy
 
 
 def _intensity_mel(spec, power, mel_t, out=None):
